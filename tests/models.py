@@ -79,7 +79,7 @@ def unique_storage_numel(model: nn.Module) -> int:
     """Brute force: count each distinct element address of every parameter once."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    for p in model.parameters(remove_duplicate=False):
+    for _, p in model.named_parameters(remove_duplicate=False):
         base = p.untyped_storage().data_ptr()
         start = p.storage_offset()
         for i in range(p.numel()):

@@ -1,0 +1,546 @@
+"""Every output format of a :class:`~torchscope.records.Report`: rich, text, Markdown, JSON.
+
+Renderers read records only, never a model. ``rich`` and ``tabulate`` are imported where used,
+so ``import torchscope`` stays light. Tables fit 100 columns; numbers are humanized in tables
+and exact in JSON; unknown sizes (lazy tensors) are shown as unknown, never as 0.
+
+>>> import torchscope
+>>> print(torchscope.render_text(torchscope.summarize(torchscope.examples.MLP())))
+... # doctest: +ELLIPSIS
+Module ...
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from torchscope.records import (
+    CallRecord,
+    Finding,
+    MapSpec,
+    ModuleRecord,
+    ParamRecord,
+    Report,
+    SeqSpec,
+    Spec,
+    TensorSpec,
+    ValueSpec,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+__all__ = [
+    "WIDTH",
+    "emit",
+    "findings_table",
+    "humanize_bytes",
+    "humanize_count",
+    "make_console",
+    "params_rows",
+    "print_report",
+    "render_html",
+    "render_json",
+    "render_markdown",
+    "render_rich_text",
+    "render_text",
+    "rich_renderable",
+    "spec_str",
+    "tree_rows",
+]
+
+#: The width every table is made to fit.
+WIDTH = 100
+UNKNOWN = "?"
+
+
+# ------------------------------------------------------------------------------------------
+# humanized numbers
+
+
+def humanize_count(n: int | None) -> str:
+    """``7946`` -> ``7.9 K``; ``124439808`` -> ``124.4 M``; numbers below 1,000 stay exact.
+
+    >>> humanize_count(7946), humanize_count(999), humanize_count(None)
+    ('7.9 K', '999', '?')
+    """
+    if n is None:
+        return UNKNOWN
+    if abs(n) < 1000:
+        return str(n)
+    for unit, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if abs(n) >= scale:
+            value = n / scale
+            return f"{value:.1f} {unit}" if value < 999.95 else f"{value:.0f} {unit}"
+    return str(n)  # pragma: no cover
+
+
+def humanize_bytes(n: int | None) -> str:
+    """``32104`` -> ``31.4 KiB``; bytes below 1 KiB stay exact (``512 B``).
+
+    >>> humanize_bytes(32104), humanize_bytes(512)
+    ('31.4 KiB', '512 B')
+    """
+    if n is None:
+        return UNKNOWN
+    if abs(n) < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        value /= 1024
+        if abs(value) < 1024 or unit == "PiB":
+            return f"{value:.1f} {unit}"
+    return f"{n} B"  # pragma: no cover
+
+
+def spec_str(spec: Spec, *, limit: int = 28) -> str:
+    """A short text of a spec: ``[2, 20]``, ``([2, 20], [2])``, ``{logits: [1, 8, 1000], …}``.
+
+    >>> spec_str(TensorSpec((2, 20), "float32", "cpu"))
+    '[2, 20]'
+    """
+    text = _spec_text(spec)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _spec_text(spec: Spec) -> str:
+    if spec is None:
+        return "None"
+    if isinstance(spec, TensorSpec):
+        return spec.shape_str()
+    if isinstance(spec, SeqSpec):
+        inner = ", ".join(_spec_text(s) for s in spec.items)
+        return f"[{inner}]" if spec.type_name == "list" else f"({inner})"
+    if isinstance(spec, MapSpec):
+        items = [(k, v) for k, v in spec.items if v is not None]
+        return "{" + ", ".join(f"{k}: {_spec_text(v)}" for k, v in items) + "}"
+    if isinstance(spec, ValueSpec):
+        return spec.repr
+    return str(spec)  # pragma: no cover
+
+
+def _call_inputs(call: CallRecord) -> str:
+    specs: list[str] = [_spec_text(s) for s in call.inputs]
+    specs.extend(f"{k}={_spec_text(v)}" for k, v in call.kwargs if v is not None)
+    if len(specs) == 1:
+        return specs[0]
+    return ", ".join(specs)
+
+
+# ------------------------------------------------------------------------------------------
+# rows shared by every format
+
+
+def _train_marker(m: ModuleRecord) -> str:
+    if m.total_params == 0:
+        return "lazy" if m.lazy_tensors else ""
+    if m.trainable_params == m.total_params:
+        return "yes"
+    if m.trainable_params == 0:
+        return "frozen"
+    return "partial"
+
+
+def _visible(report: Report, depth: int | None) -> list[ModuleRecord]:
+    return [m for m in report.modules if depth is None or m.depth <= depth]
+
+
+def _tree_labels(modules: Sequence[ModuleRecord]) -> list[str]:
+    """First-column labels with tree glyphs (``├─ hidden``) for modules in pre-order."""
+    visible = {m.path for m in modules}
+    labels: list[str] = []
+    # for each module: is it the last visible child of its parent?
+    last_child: dict[str, bool] = {}
+    by_path = {m.path: m for m in modules}
+    for m in modules:
+        kids = [c for c in m.children if c in visible]
+        for i, c in enumerate(kids):
+            last_child[c] = i == len(kids) - 1
+    for m in modules:
+        if m.parent is None:
+            labels.append(m.type_name if m.path == "" else m.path)
+            continue
+        parts: list[str] = []
+        ancestor = by_path.get(m.parent)
+        while ancestor is not None and ancestor.parent is not None:
+            parts.append("   " if last_child.get(ancestor.path, True) else "│  ")
+            ancestor = by_path.get(ancestor.parent)
+        prefix = "".join(reversed(parts))
+        glyph = "└─ " if last_child.get(m.path, True) else "├─ "
+        name = m.name
+        if m.aliases:
+            name += " (= " + ", ".join(a.rsplit(".", 1)[-1] for a in m.aliases) + ")"
+        labels.append(prefix + glyph + name)
+    return labels
+
+
+def _traced(report: Report) -> bool:
+    return report.mode is not None
+
+
+def tree_rows(report: Report, *, depth: int | None = None,
+              tree: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the module table (tree glyphs in the first column when ``tree``)."""
+    modules = _visible(report, depth)
+    labels = _tree_labels(modules) if tree else [m.path or "(root)" for m in modules]
+    if _traced(report):
+        header = ["Module", "Type", "Input", "Output", "Params", "Train"]
+    else:
+        header = ["Module", "Type", "Own", "Total", "Size", "dtype", "Device", "Train"]
+    rows: list[list[str]] = []
+    for label, m in zip(labels, modules):
+        total = humanize_count(m.total_params)
+        if m.lazy_tensors:
+            total = f"{total} +lazy" if m.total_params else "lazy"
+        if _traced(report):
+            if m.calls:
+                first = m.calls[0]
+                inputs = _call_inputs(first)
+                output = _spec_text(first.outputs)
+                if len(m.calls) > 1:
+                    output += f" ×{len(m.calls)}"
+            else:
+                inputs, output = "not called", ""
+            rows.append([label, m.type_name, _clip(inputs, 22), _clip(output, 22), total,
+                         _train_marker(m)])
+        else:
+            own = humanize_count(m.own_params) if m.own_params or not m.param_names else "0"
+            if any(True for _ in m.param_names) and m.lazy_tensors and not m.own_params:
+                own = "lazy"
+            rows.append([
+                label, m.type_name, own if m.param_names else "", total,
+                _size_text(m),
+                ",".join(m.dtypes), ",".join(m.devices), _train_marker(m),
+            ])
+    return header, rows
+
+
+def _size_text(m: ModuleRecord) -> str:
+    size = humanize_bytes(m.param_bytes + m.buffer_bytes)
+    if not m.lazy_tensors:
+        return size
+    return UNKNOWN if m.param_bytes + m.buffer_bytes == 0 else f"≥ {size}"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def params_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-parameter view (every qualified name, aliases marked)."""
+    header = ["Name", "Shape", "dtype", "Device", "Numel", "Grad", "Kind", "Shared with"]
+    rows: list[list[str]] = []
+    for p in report.params:
+        shape = "uninitialized" if p.lazy else _shape_text(p)
+        shared = _shared_with(report, p)
+        rows.append([
+            p.name, shape, p.dtype, p.device, humanize_count(p.numel),
+            "yes" if p.requires_grad else "no", _kind_text(p), shared,
+        ])
+    return header, rows
+
+
+def _shape_text(p: ParamRecord) -> str:
+    if p.shape is None:
+        return UNKNOWN
+    text = "[" + ", ".join(str(d) for d in p.shape) + "]"
+    if p.local_shape is not None and p.local_shape != p.shape:
+        text += " local [" + ", ".join(str(d) for d in p.local_shape) + "]"
+    return text
+
+
+def _kind_text(p: ParamRecord) -> str:
+    return {"parameter": "param", "buffer": "buffer",
+            "buffer_nonpersistent": "buffer (np)"}[p.kind.value]
+
+
+def _shared_with(report: Report, p: ParamRecord) -> str:
+    others: list[str] = list(p.aliases)
+    if p.tie_group is not None and p.tie_group < len(report.tied):
+        group = report.tied[p.tie_group]
+        others = [n for n in group.names if n != p.name]
+        if group.kind.value != "alias":
+            return "↔ " + ", ".join(others) + f" ({group.kind.value})"
+    return ("↔ " + ", ".join(others)) if others else ""
+
+
+def totals_lines(report: Report) -> list[str]:
+    """The lines under the table: totals, lazy layers, trace mode, notes."""
+    lines: list[str] = []
+    total = f"{report.total_params:,}"
+    if report.lazy_tensors:
+        layers = len(report.lazy)
+        total = f"≥ {report.total_params:,} + {layers} lazy layer{'s' if layers != 1 else ''}"
+        lines.append(f"Lazy: {report.lazy_tensors} uninitialized tensors, size unknown until "
+                     "the first forward (or inferred with example inputs)")
+    lines.insert(0,
+        f"Total params: {total}    Trainable: {report.trainable_params:,}    "
+        f"Non-trainable: {report.non_trainable_params:,}"
+    )
+    buffers = f"{report.buffer_numel:,} ({humanize_bytes(report.buffer_bytes)})"
+    lines.append(f"Params size: {humanize_bytes(report.param_bytes)}    Buffers: {buffers}")
+    if report.tied:
+        names = sum(len(g.names) for g in report.tied)
+        lines.append(f"Tied: {len(report.tied)} group{'s' if len(report.tied) != 1 else ''} "
+                     f"({names} names), each counted once")
+    if report.lazy and not report.mode:
+        lines.append("Lazy layers: " + ", ".join(r.path or "(root)" for r in report.lazy)
+                     + " — pass --input-size (Python: input_size=) to infer their shapes")
+    if report.mode:
+        inputs = ", ".join(_spec_dtype_text(s) for s in report.inputs)
+        lines.append(f"Traced: {report.mode} forward, inputs {inputs or '(keywords only)'}")
+    lines.extend(report.notes)
+    return lines
+
+
+def _spec_dtype_text(spec: Spec) -> str:
+    if isinstance(spec, TensorSpec):
+        return f"{spec.shape_str()} {spec.dtype}"
+    return _spec_text(spec)
+
+
+# ------------------------------------------------------------------------------------------
+# formats
+
+
+def render_text(report: Report, *, depth: int | None = None, params: bool = False) -> str:
+    """Plain text (tabulate ``simple``), tree glyphs in the first column.
+
+    Args:
+        report: the report to render.
+        depth: show modules down to this depth; deeper ones fold into their parent's totals.
+        params: the per-parameter view instead of the module table.
+    """
+    from tabulate import tabulate
+
+    header, rows = params_rows(report) if params else tree_rows(report, depth=depth)
+    table = tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True)
+    parts = [table, "", *totals_lines(report)]
+    if report.findings:
+        parts += ["", findings_text(report.findings)]
+    return "\n".join(parts) + "\n"
+
+
+def render_markdown(report: Report, *, depth: int | None = None, params: bool = False) -> str:
+    """GitHub Markdown (tabulate ``github``), qualified paths in the first column."""
+    from tabulate import tabulate
+
+    if params:
+        header, rows = params_rows(report)
+    else:
+        header, rows = tree_rows(report, depth=depth, tree=False)
+    rows = [[c.replace("|", "\\|") for c in row] for row in rows]
+    table = tabulate(rows, headers=header, tablefmt="github", disable_numparse=True)
+    lines = [f"**{report.root_type}**", "", table, ""]
+    lines += [f"- {line}" for line in totals_lines(report)]
+    if report.findings:
+        lines += ["", "| Severity | Code | Where | Message |", "|---|---|---|---|"]
+        for f in report.findings:
+            lines.append(f"| {f.severity.value} | {f.code} | {f.path or f.location or ''} | "
+                         f"{f.message.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(report: Report) -> str:
+    """The report as JSON (exact numbers; see :meth:`Report.to_dict`)."""
+    return report.to_json() + "\n"
+
+
+def rich_renderable(report: Report, *, depth: int | None = None,
+                    params: bool = False) -> RenderableType:
+    """A rich renderable: the tree-table, totals and findings."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    header, rows = params_rows(report) if params else tree_rows(report, depth=depth)
+    table = Table(title=f"{report.root_type}", title_justify="left", expand=False,
+                  box=_box(), header_style="bold", pad_edge=False)
+    numeric = {"Own", "Total", "Size", "Params", "Numel"}
+    for name in header:
+        table.add_column(name, justify="right" if name in numeric else "left",
+                         no_wrap=name in ("Module", "Name"), overflow="fold")
+    modules = _visible(report, depth)
+    for i, row in enumerate(rows):
+        style = None
+        if not params:
+            m = modules[i]
+            if m.lazy_tensors:
+                style = "yellow"
+            elif m.frozen:
+                style = "dim"
+        table.add_row(*row, style=style)
+    parts: list[RenderableType] = [table, Text("\n".join(totals_lines(report)))]
+    if report.findings:
+        parts.append(findings_table(report.findings, fmt="rich"))
+    return Group(*parts)
+
+
+def _box() -> Any:
+    from rich import box
+
+    return box.SIMPLE_HEAD
+
+
+def findings_text(findings: Sequence[Finding]) -> str:
+    """Findings as plain text lines: ``error  code  path: message (fix: hint)``."""
+    lines = []
+    for f in findings:
+        where = f.location or f.path
+        where_text = f" {where}:" if where else ""
+        hint = f"\n      fix: {f.hint}" if f.hint else ""
+        lines.append(f"{f.severity.value.upper():7} {f.code}{where_text} {f.message}{hint}")
+    return "\n".join(lines)
+
+
+def findings_table(findings: Sequence[Finding], *, fmt: str = "rich") -> Any:
+    """Findings as a rich ``Table`` (``fmt="rich"``), Markdown or plain text (a ``str``)."""
+    if fmt == "json":
+        import json
+
+        from torchscope.records import _encode
+
+        return json.dumps([_encode(f) for f in findings], indent=2)
+    if fmt == "markdown":
+        from tabulate import tabulate
+
+        rows = [[f.severity.value, f.code, f.location or f.path or "", f.message, f.hint or ""]
+                for f in findings]
+        return tabulate(rows, headers=["Severity", "Code", "Where", "Message", "Fix"],
+                        tablefmt="github", disable_numparse=True)
+    if fmt == "text":
+        return findings_text(findings)
+    from rich.table import Table
+
+    table = Table(title="Findings", title_justify="left", box=_box(), header_style="bold")
+    table.add_column("Severity", no_wrap=True)
+    table.add_column("Code", no_wrap=True)
+    table.add_column("Where", overflow="fold")
+    table.add_column("Message", overflow="fold")
+    styles = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+    for f in findings:
+        message = f.message + (f"\nfix: {f.hint}" if f.hint else "")
+        table.add_row(f.severity.value, f.code, f.location or f.path or "", message,
+                      style=styles.get(f.severity.value))
+    return table
+
+
+# ------------------------------------------------------------------------------------------
+# consoles and printing
+
+
+def make_console(*, file: Any = None, width: int | None = None, color: bool | None = None,
+                 record: bool = False) -> Console:
+    """A rich console; ``color=False`` gives the colorless fixed-width one used for snapshots."""
+    from rich.console import Console
+
+    if color is False:
+        return Console(file=file, width=width or WIDTH, color_system=None, force_terminal=False,
+                       no_color=True, highlight=False, record=record, emoji=False,
+                       legacy_windows=False)
+    return Console(file=file, width=width, record=record, highlight=False)
+
+
+def render_rich_text(report: Report, *, depth: int | None = None, params: bool = False,
+                     width: int = WIDTH) -> str:
+    """The rich rendering as colorless text of a fixed width (what a terminal shows)."""
+    import io
+
+    buf = io.StringIO()
+    console = make_console(file=buf, width=width, color=False)
+    console.print(rich_renderable(report, depth=depth, params=params))
+    return buf.getvalue()
+
+
+def render_html(report: Report) -> str:
+    """HTML of the rich rendering, for Jupyter."""
+    import io
+
+    console = make_console(file=io.StringIO(), width=WIDTH, record=True)
+    console.print(rich_renderable(report))
+    return console.export_html(inline_styles=True)
+
+
+def emit(renderable: Any, *, fmt: str = "text", file: Any = None) -> None:
+    """Print text, or a rich renderable when ``fmt == "rich"`` (to stdout by default)."""
+    out = file or sys.stdout
+    if fmt == "rich" and not isinstance(renderable, str):
+        console = make_console(file=out, width=min(WIDTH, _terminal_width()))
+        console.print(renderable)
+        return
+    text = renderable if isinstance(renderable, str) else _to_text(renderable)
+    out.write(text if text.endswith("\n") else text + "\n")
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((WIDTH, 24)).columns
+
+
+def _to_text(renderable: Any) -> str:
+    import io
+
+    buf = io.StringIO()
+    make_console(file=buf, width=WIDTH, color=False).print(renderable)
+    return buf.getvalue()
+
+
+def print_report(report: Report, *, fmt: str = "rich", depth: int | None = None,
+                 params: bool = False, file: Any = None) -> None:
+    """Print a report in one of the formats ``rich``, ``text``, ``markdown``, ``json``.
+
+    >>> import torchscope
+    >>> torchscope.print_report(torchscope.summarize(torchscope.examples.MLP()), fmt="json")
+    ... # doctest: +ELLIPSIS
+    {...
+    """
+    if fmt == "json":
+        emit(render_json(report), fmt="text", file=file)
+    elif fmt == "markdown":
+        emit(render_markdown(report, depth=depth, params=params), fmt="text", file=file)
+    elif fmt == "text":
+        emit(render_text(report, depth=depth, params=params), fmt="text", file=file)
+    elif fmt == "rich":
+        emit(rich_renderable(report, depth=depth, params=params), fmt="rich", file=file)
+    else:
+        from torchscope.errors import TorchscopeError
+
+        raise TorchscopeError(f"unknown format {fmt!r}: use rich, text, markdown or json")
+
+
+def ties_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """Header and rows listing the tied groups: kind, unique size, devices and names."""
+    header = ["#", "Kind", "Size", "Device", "Names"]
+    rows = [
+        [str(i), g.kind.value, humanize_bytes(g.nbytes), ",".join(g.devices), " ↔ ".join(g.names)]
+        for i, g in enumerate(report.tied)
+    ]
+    return header, rows
+
+
+def ties_renderable(report: Report, *, fmt: str = "rich") -> Any:
+    """The tied groups as a rich table (``fmt="rich"``) or text/Markdown (a ``str``)."""
+    header, rows = ties_rows(report)
+    if not rows:
+        return "Tied tensors: none (every parameter and buffer has its own memory)"
+    if fmt in ("text", "markdown"):
+        from tabulate import tabulate
+
+        table = tabulate(rows, headers=header, disable_numparse=True,
+                         tablefmt="github" if fmt == "markdown" else "simple")
+        return "Tied tensors (each group counted once in the totals)\n\n" + table
+    from rich.table import Table
+
+    t = Table(title="Tied tensors (each group counted once in the totals)",
+              title_justify="left", box=_box(), header_style="bold")
+    for name in header:
+        t.add_column(name, overflow="fold", justify="right" if name in ("#", "Size") else "left")
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+__all__ += ["findings_text", "ties_renderable", "ties_rows", "totals_lines"]
