@@ -1,0 +1,99 @@
+"""Plan an initialization policy on a model (a dry run) and optionally show its effect.
+
+The plan lists, per tensor, the rule and initializer that would apply; rules that match nothing
+are flagged. ``--check-stats`` applies the policy to a deep copy of the model and adds the mean
+and standard deviation of every tensor.
+
+Example:
+
+    python -m torchscope init torchscope.examples:NestMLP --policy policy.toml --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from torchscope._render_init import Stats
+    from torchscope.init import InitReport
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add TARGET, ``--kwargs``, ``--policy``, ``--seed``, ``--check-stats`` and ``--format``."""
+    from torchscope.cli import add_format_argument, add_target_arguments
+
+    add_target_arguments(parser)
+    parser.add_argument(
+        "--policy",
+        required=True,
+        metavar="FILE",
+        help="TOML policy file of [[rule]] tables with match (glob or re:...) or type (+ role), "
+        "and init (e.g. \"normal(std=0.02)\")",
+    )
+    parser.add_argument("--seed", type=int, default=None, metavar="N",
+                        help="seed the random initializers (for --check-stats)")
+    parser.add_argument(
+        "--check-stats",
+        action="store_true",
+        help="apply the policy to a copy of the model and show mean/std per tensor",
+    )
+    add_format_argument(parser)
+
+
+def _stats(model: nn.Module, report: InitReport) -> Stats:
+    """Mean and population std of every planned tensor of ``model`` (unknown when no data)."""
+    import torch
+
+    out: dict[str, tuple[float, float] | None] = {}
+    with torch.no_grad():
+        for e in report.entries:
+            t = model.get_parameter(e.name)
+            if e.lazy or t.device.type == "meta" or t.numel() == 0 or t.is_complex():
+                out[e.name] = None
+                continue
+            data = t.detach().double()
+            out[e.name] = (data.mean().item(), data.std(correction=0).item())
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the plan; with ``--check-stats`` also the statistics after applying it to a copy."""
+    import copy
+    import sys
+    import warnings
+
+    from torchscope._render_init import render_init
+    from torchscope.cli import load_target, output_format
+    from torchscope.errors import TorchscopeError
+    from torchscope.init import InitRuleWarning, apply_init, load_policy
+
+    model = load_target(args)
+    policy = load_policy(args.policy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InitRuleWarning)  # the plan lists unused rules itself
+        report = apply_init(model, policy, seed=args.seed, dry_run=True)
+        stats = None
+        if args.check_stats:
+            try:
+                twin = copy.deepcopy(model)
+            except Exception as err:
+                raise TorchscopeError(
+                    f"--check-stats needs a copy of the model, but copy.deepcopy raised "
+                    f"{type(err).__name__}: {err}; run without --check-stats"
+                ) from err
+            apply_init(twin, policy, seed=args.seed)
+            stats = _stats(twin, report)
+    fmt = output_format(args)
+    out = render_init(report, fmt=fmt, stats=stats)
+    if fmt == "rich":
+        from rich.console import Console
+
+        Console(width=min(Console().width, 100)).print(out)
+    else:
+        sys.stdout.write(out)
+    return 0

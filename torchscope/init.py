@@ -1,0 +1,992 @@
+"""Initialization policies: declare how every parameter is initialized, by name and module type.
+
+A policy is an ordered list of rules; the first rule that matches a parameter decides it. A rule
+selects parameters by
+
+- a glob over qualified names (``"encoder.*.weight"``, ``"*.bias"``), matched with
+  :func:`fnmatch.fnmatchcase`: case-sensitive, and ``*`` **crosses dots** (``"*.weight"``
+  matches ``net.0.weight``). A leading ``*.`` also matches the root module's own parameters
+  (``"*.bias"`` matches ``bias``);
+- a regular expression, written ``"re:<pattern>"`` and searched with :func:`re.search`
+  (anchor it with ``^``/``$``);
+- a module type: a class (``nn.Linear``, matched with ``isinstance``) or a class name
+  (``"type:Linear"``, matched against the names of the module's classes, so ``LazyLinear``
+  counts as ``Linear``), with an optional role, the parameter's own name on its module
+  (``(nn.Linear, "weight")``, ``"type:Linear:bias"``, globs allowed: ``"type:LSTM:weight_*"``).
+
+An initializer is a ``torch.nn.init`` name with literal arguments (``"xavier_uniform"``,
+``"kaiming_normal(mode='fan_out', nonlinearity='relu')"``, ``"normal(std=0.02)"``,
+``"uniform(-0.1, 0.1)"``, ``"constant(42)"`` …; parsed with :mod:`ast`, never evaluated), any
+callable taking the tensor, ``"reset"`` (the owning module's ``reset_parameters``, other tensors
+of that module are put back) or ``"keep"``.
+
+>>> import torch, torchscope
+>>> m = torchscope.examples.MLP()
+>>> r = torchscope.apply_init(m, {"*.weight": "normal(std=0.02)", "*.bias": "zeros"}, seed=0)
+>>> [e.status.value for e in r.entries]
+['applied', 'applied', 'applied', 'applied']
+>>> bool((m.output.bias == 0).all())
+True
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import difflib
+import enum
+import fnmatch
+import inspect
+import os
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import nn
+from torch.nn.parameter import is_lazy
+from torch.utils.hooks import RemovableHandle
+
+from torchscope.errors import InitPolicyError
+from torchscope.records import TieKind
+from torchscope.tying import find_tied
+
+__all__ = [
+    "INITIALIZERS",
+    "InitEntry",
+    "InitReport",
+    "InitRule",
+    "InitRuleWarning",
+    "InitStatus",
+    "apply_init",
+    "load_policy",
+]
+
+#: initializer name (as written in a policy) -> ``torch.nn.init`` function name
+INITIALIZERS: dict[str, str] = {
+    name.removesuffix("_"): name
+    for name in (
+        "constant_",
+        "dirac_",
+        "eye_",
+        "kaiming_normal_",
+        "kaiming_uniform_",
+        "normal_",
+        "ones_",
+        "orthogonal_",
+        "sparse_",
+        "trunc_normal_",
+        "uniform_",
+        "xavier_normal_",
+        "xavier_uniform_",
+        "zeros_",
+    )
+}
+_SPECIAL = ("keep", "reset")
+_RULE_KEYS = ("match", "type", "role", "init")
+
+#: what a policy may be: a mapping ``selector -> initializer`` or a sequence of rules
+Policy = Union[Mapping[Any, Any], Sequence[Any], "os.PathLike[str]", str]
+
+
+class InitRuleWarning(UserWarning):
+    """A policy rule decided no parameter: a typo, or every match was taken by an earlier rule."""
+
+
+class InitStatus(str, enum.Enum):
+    """What happened to one tensor."""
+
+    APPLIED = "applied"  # filled by its rule's initializer
+    PLANNED = "planned"  # dry run: would be filled
+    DEFERRED = "deferred"  # lazy: filled right after it materializes (a self-removing hook)
+    META = "meta"  # on the meta device: nothing to fill, plan only
+    KEPT = "kept"  # its rule says "keep"
+    UNMATCHED = "unmatched"  # no rule matched it: left as it was
+
+
+@dataclass(frozen=True, slots=True)
+class InitRule:
+    """One rule of a policy as :func:`apply_init` understood it.
+
+    ``selector`` is the rule as written (``"*.weight"``, ``"re:^enc"``, ``"type:Linear:bias"``),
+    ``kind`` is ``glob``, ``regex`` or ``type``; ``init`` the initializer in canonical form
+    (``"normal(std=0.02)"``, ``"callable my_init"``). ``matched`` counts the tensors the selector
+    matches, ``decided`` those this rule decided (not taken by an earlier rule).
+    """
+
+    index: int
+    selector: str
+    kind: str
+    init: str
+    matched: int
+    decided: int
+
+
+@dataclass(frozen=True, slots=True)
+class InitEntry:
+    """One tensor (counted once however many names it has) and how it was initialized.
+
+    ``name`` is the name its rule matched (the first name when no rule did), ``aliases`` its
+    other names (a tied tensor). ``shape`` is ``None`` while lazy. ``rule`` indexes
+    :attr:`InitReport.rules`; ``init`` is that rule's initializer.
+    """
+
+    name: str
+    aliases: tuple[str, ...]
+    module_type: str
+    shape: tuple[int, ...] | None
+    dtype: str
+    device: str
+    lazy: bool
+    rule: int | None
+    init: str | None
+    status: InitStatus
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class InitReport:
+    """What :func:`apply_init` did (or, in a dry run, would do) to every parameter.
+
+    ``print(report)`` shows a table; ``report.to_dict()`` is JSON-ready.
+
+    >>> import torchscope
+    >>> r = torchscope.apply_init(torchscope.examples.MLP(), {"*": "keep"}, dry_run=True)
+    >>> r.unmatched, len(r.entries)
+    ((), 4)
+    """
+
+    entries: tuple[InitEntry, ...]
+    rules: tuple[InitRule, ...]
+    seed: int | None
+    dry_run: bool
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def unmatched(self) -> tuple[str, ...]:
+        """Names of the tensors no rule matched."""
+        return tuple(e.name for e in self.entries if e.status is InitStatus.UNMATCHED)
+
+    @property
+    def unused_rules(self) -> tuple[InitRule, ...]:
+        """Rules that decided no tensor (each was also warned about)."""
+        return tuple(r for r in self.rules if r.decided == 0)
+
+    @property
+    def deferred(self) -> tuple[str, ...]:
+        """Names of lazy tensors that will be initialized right after they materialize."""
+        return tuple(e.name for e in self.entries if e.status is InitStatus.DEFERRED)
+
+    def entry(self, name: str) -> InitEntry:
+        """The entry of the tensor reachable as ``name`` (any of its aliases).
+
+        Raises:
+            KeyError: no parameter has that name.
+        """
+        for e in self.entries:
+            if name == e.name or name in e.aliases:
+                return e
+        raise KeyError(f"no parameter named {name!r}; names are as named_parameters() gives them")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: exact values, enums as strings, tuples as lists."""
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, enum.Enum):
+                return value.value
+            if isinstance(value, tuple):
+                return [plain(v) for v in value]
+            return value
+
+        return {
+            "seed": self.seed,
+            "dry_run": self.dry_run,
+            "rules": [{k: plain(getattr(r, k)) for k in r.__slots__} for r in self.rules],
+            "entries": [{k: plain(getattr(e, k)) for k in e.__slots__} for e in self.entries],
+            "unmatched": list(self.unmatched),
+            "unused_rules": [r.index for r in self.unused_rules],
+            "notes": list(self.notes),
+        }
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for e in self.entries:
+            counts[e.status.value] = counts.get(e.status.value, 0) + 1
+        parts = ", ".join(f"{n} {s}" for s, n in counts.items())
+        return f"<InitReport {len(self.entries)} tensors ({parts}), {len(self.rules)} rules>"
+
+    def __str__(self) -> str:
+        from torchscope._render_init import render_init_text
+
+        return render_init_text(self)
+
+    def __rich__(self) -> Any:
+        from torchscope._render_init import render_init_rich
+
+        return render_init_rich(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing rules and initializers
+
+
+@dataclass(frozen=True, slots=True)
+class _Initializer:
+    kind: str  # "fn" | "callable" | "reset" | "keep"
+    text: str
+    fn: Callable[..., Any] | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def short(self) -> str:
+        return self.text.split("(", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class _Selector:
+    kind: str  # "glob" | "regex" | "type"
+    text: str
+    pattern: str = ""
+    regex: re.Pattern[str] | None = None
+    module_type: type[nn.Module] | str | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    index: int
+    selector: _Selector
+    init: _Initializer
+
+
+def _where(index: int, selector: object) -> str:
+    return f"policy rule #{index} ({selector!r})"
+
+
+def _parse_initializer(spec: object, where: str) -> _Initializer:
+    if callable(spec) and not isinstance(spec, str):
+        try:
+            sig = inspect.signature(spec)
+        except (TypeError, ValueError):  # builtins without a signature: trust them
+            sig = None
+        if sig is not None:
+            try:
+                sig.bind(object())
+            except TypeError as err:
+                raise InitPolicyError(
+                    f"{where}: callable initializer {_callable_name(spec)} cannot be called with "
+                    f"one tensor ({err}); give a function f(tensor) that fills it in place"
+                ) from None
+        return _Initializer("callable", f"callable {_callable_name(spec)}", fn=spec)
+    if not isinstance(spec, str):
+        raise InitPolicyError(
+            f"{where}: initializer {spec!r} is a {type(spec).__name__}; give a name such as "
+            "'normal(std=0.02)', 'reset', 'keep' or a callable taking the tensor"
+        )
+    text = spec.strip()
+    try:
+        node = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        raise InitPolicyError(
+            f"{where}: initializer {spec!r} is not a name or a call with literal arguments; "
+            "write e.g. 'xavier_uniform' or \"kaiming_normal(mode='fan_out')\""
+        ) from None
+    call_args: list[ast.expr] = []
+    call_kwargs: list[ast.keyword] = []
+    if isinstance(node, ast.Call):
+        func = node.func
+        call_args, call_kwargs = list(node.args), list(node.keywords)
+    else:
+        func = node
+    if not isinstance(func, ast.Name):
+        raise InitPolicyError(
+            f"{where}: initializer {spec!r} is not a plain name or call; write e.g. "
+            "'normal(std=0.02)' (torch.nn.init names, without a module prefix)"
+        )
+    name = func.id.removesuffix("_")
+    if name in _SPECIAL:
+        if call_args or call_kwargs:
+            raise InitPolicyError(f"{where}: {name!r} takes no arguments; write just {name!r}")
+        return _Initializer(name, name)
+    if name not in INITIALIZERS:
+        close = difflib.get_close_matches(name, [*INITIALIZERS, *_SPECIAL], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise InitPolicyError(
+            f"{where}: unknown initializer {func.id!r}; {hint}choose one of "
+            f"{', '.join(sorted(INITIALIZERS))}, 'reset', 'keep', or pass a callable"
+        )
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    try:
+        for a in call_args:
+            if isinstance(a, ast.Starred):
+                raise ValueError("*args")
+            args.append(ast.literal_eval(a))
+        for kw in call_kwargs:
+            if kw.arg is None:
+                raise ValueError("**kwargs")
+            kwargs[kw.arg] = ast.literal_eval(kw.value)
+    except ValueError:
+        raise InitPolicyError(
+            f"{where}: initializer {spec!r} has an argument that is not a literal (a number, "
+            "string, True/False/None); write e.g. 'uniform(-0.1, 0.1)'"
+        ) from None
+    fn = getattr(nn.init, INITIALIZERS[name])
+    params = list(inspect.signature(fn).parameters)
+    if "generator" in kwargs or params[0] in kwargs:
+        bad = "generator" if "generator" in kwargs else params[0]
+        raise InitPolicyError(
+            f"{where}: initializer {spec!r} may not set {bad!r}; use apply_init(seed=...) for "
+            "reproducible results"
+        )
+    try:
+        inspect.signature(fn).bind(None, *args, **kwargs)
+    except TypeError as err:
+        takes = ", ".join(p for p in params[1:] if p != "generator") or "no arguments"
+        raise InitPolicyError(
+            f"{where}: bad arguments in initializer {spec!r} ({err}); {name} takes {takes}"
+        ) from None
+    shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    canon = f"{name}({', '.join(shown)})" if shown else name
+    return _Initializer("fn", canon, fn=fn, args=tuple(args), kwargs=tuple(kwargs.items()))
+
+
+def _callable_name(fn: object) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if isinstance(fn, nn.Module) or name is None:
+        name = type(fn).__name__
+    return str(name)
+
+
+def _type_selector(module_type: object, role: object, where: str) -> _Selector:
+    if isinstance(module_type, type):
+        if not issubclass(module_type, nn.Module):
+            raise InitPolicyError(
+                f"{where}: module type {module_type.__name__} is not an nn.Module subclass; give "
+                "a module class such as nn.Linear or its name 'Linear'"
+            )
+        tname = module_type.__name__
+    elif isinstance(module_type, str) and module_type.strip():
+        tname = module_type = module_type.strip()
+    else:
+        raise InitPolicyError(
+            f"{where}: module type {module_type!r} is neither a module class nor a class name; "
+            "give nn.Linear or 'Linear'"
+        )
+    if role is not None and (not isinstance(role, str) or not role or "." in role):
+        raise InitPolicyError(
+            f"{where}: role {role!r} is not a parameter name on the module; give e.g. 'weight' "
+            "or 'bias' (no dots)"
+        )
+    text = f"type:{tname}" + (f":{role}" if role else "")
+    return _Selector("type", text, module_type=module_type, role=role or None)
+
+
+def _parse_selector(key: object, where: str) -> _Selector:
+    if isinstance(key, str):
+        if key.startswith("re:"):
+            try:
+                regex = re.compile(key[3:])
+            except re.error as err:
+                raise InitPolicyError(
+                    f"{where}: {key!r} is not a valid regular expression ({err}); fix the "
+                    "pattern after 're:'"
+                ) from None
+            return _Selector("regex", key, pattern=key[3:], regex=regex)
+        if key.startswith("type:"):
+            tname, _, role = key[5:].partition(":")
+            return _type_selector(tname, role or None, where)
+        if not key:
+            raise InitPolicyError(f"{where}: an empty pattern matches nothing; write e.g. '*.bias'")
+        return _Selector("glob", key, pattern=key)
+    if isinstance(key, type):
+        return _type_selector(key, None, where)
+    if isinstance(key, tuple) and len(key) == 2:
+        return _type_selector(key[0], key[1], where)
+    raise InitPolicyError(
+        f"{where}: selector {key!r} is not a pattern ('*.weight', 're:...', 'type:Linear'), a "
+        "module class or a (module class, role) pair"
+    )
+
+
+def _parse_rule_dict(index: int, rule: Mapping[Any, Any]) -> tuple[object, object]:
+    where = f"policy rule #{index}"
+    unknown = [k for k in rule if k not in _RULE_KEYS]
+    if unknown:
+        raise InitPolicyError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; a rule has 'match' (a "
+            "name pattern) or 'type' (a module type) with optional 'role', and 'init'"
+        )
+    if "init" not in rule:
+        raise InitPolicyError(f"{where} ({dict(rule)!r}) has no 'init'; add e.g. init = 'zeros'")
+    if ("match" in rule) == ("type" in rule):
+        raise InitPolicyError(
+            f"{where} ({dict(rule)!r}) needs exactly one of 'match' (a name pattern) and 'type' "
+            "(a module type)"
+        )
+    if "match" in rule:
+        if "role" in rule:
+            raise InitPolicyError(
+                f"{where}: 'role' goes with 'type', not with 'match'; put the parameter name in "
+                "the pattern instead ('*.weight')"
+            )
+        return rule["match"], rule["init"]
+    return (rule["type"], rule.get("role")), rule["init"]
+
+
+def _parse_policy(policy: object) -> list[_Rule]:
+    if isinstance(policy, os.PathLike) or (
+        isinstance(policy, str) and policy.endswith(".toml")
+    ):
+        policy = load_policy(policy)
+    pairs: list[tuple[object, object]] = []
+    if isinstance(policy, Mapping):
+        pairs = list(policy.items())
+    elif isinstance(policy, Sequence) and not isinstance(policy, (str, bytes)):
+        for index, item in enumerate(policy):
+            if isinstance(item, Mapping):
+                pairs.append(_parse_rule_dict(index, item))
+            elif isinstance(item, tuple) and len(item) == 2:
+                pairs.append((item[0], item[1]))
+            elif isinstance(item, tuple) and len(item) == 3:
+                pairs.append(((item[0], item[1]), item[2]))
+            else:
+                raise InitPolicyError(
+                    f"policy rule #{index} ({item!r}) is not a (selector, initializer) pair, a "
+                    "(module type, role, initializer) triple or a dict with 'match'/'type' and "
+                    "'init'"
+                )
+    else:
+        raise InitPolicyError(
+            f"policy {policy!r} is a {type(policy).__name__}; give a dict such as "
+            "{'*.weight': 'xavier_uniform', '*.bias': 'zeros'}, a list of rules or a TOML path"
+        )
+    rules: list[_Rule] = []
+    for index, (key, init) in enumerate(pairs):
+        where = _where(index, key)
+        rules.append(_Rule(index, _parse_selector(key, where), _parse_initializer(init, where)))
+    return rules
+
+
+# ---------------------------------------------------------------------------------------------
+# policy files
+
+
+def load_policy(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """Read a TOML policy file: an array of ``[[rule]]`` tables.
+
+    Each rule has ``match`` (a name glob or ``re:`` pattern) or ``type`` (a module class name)
+    with an optional ``role``, and ``init`` (an initializer string)::
+
+        [[rule]]
+        match = "*.weight"
+        init = "normal(std=0.02)"
+
+        [[rule]]
+        type = "Linear"
+        role = "bias"
+        init = "zeros"
+
+    Reading TOML uses the standard library's ``tomllib`` (Python 3.11+); on Python 3.10 the
+    ``tomli`` package is used when installed.
+
+    Args:
+        path: the ``.toml`` file.
+
+    Returns:
+        The rules in file order, as dicts that :func:`apply_init` accepts as its policy.
+
+    Raises:
+        InitPolicyError: the file is missing, is not TOML, has keys other than ``rule``, or a rule
+            is malformed (its number is named). Initializer strings are checked by
+            :func:`apply_init`.
+
+    >>> import pathlib, tempfile
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "policy.toml"
+    >>> _ = p.write_text('[[rule]]\\nmatch = "*.bias"\\ninit = "zeros"\\n')
+    >>> load_policy(p)
+    [{'match': '*.bias', 'init': 'zeros'}]
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise InitPolicyError(
+                f"reading policy file {str(path)!r} needs Python 3.11+ (stdlib tomllib) or the "
+                "tomli package on Python 3.10: pip install tomli"
+            ) from None
+    file = Path(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InitPolicyError(
+            f"policy file {str(file)!r} does not exist; give the path of a .toml file"
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InitPolicyError(f"cannot read policy file {str(file)!r}: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise InitPolicyError(
+            f"policy file {str(file)!r} is not valid TOML ({err}); rules are [[rule]] tables "
+            "with match/type, role and init"
+        ) from None
+    extra = [k for k in data if k != "rule"]
+    if extra:
+        raise InitPolicyError(
+            f"policy file {str(file)!r} has unknown top-level key(s) "
+            f"{', '.join(map(repr, extra))}; it holds only [[rule]] tables"
+        )
+    rules = data.get("rule", [])
+    if not isinstance(rules, list) or not rules:
+        raise InitPolicyError(
+            f"policy file {str(file)!r} has no [[rule]] tables; add e.g.\n"
+            '[[rule]]\nmatch = "*.bias"\ninit = "zeros"'
+        )
+    out: list[dict[str, str]] = []
+    for index, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            raise InitPolicyError(
+                f"policy file {str(file)!r}: rule #{index} is not a table; write [[rule]] tables"
+            )
+        for key, value in rule.items():
+            if not isinstance(value, str):
+                raise InitPolicyError(
+                    f"policy file {str(file)!r}: rule #{index} {key} = {value!r} is a "
+                    f"{type(value).__name__}; quote it as a string"
+                )
+        try:
+            _parse_rule_dict(index, rule)
+        except InitPolicyError as err:
+            raise InitPolicyError(f"policy file {str(file)!r}: {err}") from None
+        out.append(dict(rule))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# matching
+
+
+def _class_names(cls: type) -> set[str]:
+    names: set[str] = set()
+    for c in cls.__mro__:
+        names.update((c.__name__, c.__qualname__, f"{c.__module__}.{c.__qualname__}"))
+        if c.__module__.startswith("torch.nn.modules."):
+            names.update((f"torch.nn.{c.__qualname__}", f"nn.{c.__qualname__}"))
+    return names
+
+
+class _Matcher:
+    """Tests names against selectors; caches module class names."""
+
+    def __init__(self, modules: Mapping[str, nn.Module]) -> None:
+        self._modules = modules
+        self._names: dict[type, set[str]] = {}
+
+    def matches(self, sel: _Selector, name: str) -> bool:
+        if sel.kind == "glob":
+            if fnmatch.fnmatchcase(name, sel.pattern):
+                return True
+            return sel.pattern.startswith("*.") and "." not in name and fnmatch.fnmatchcase(
+                "." + name, sel.pattern
+            )
+        if sel.kind == "regex":
+            assert sel.regex is not None
+            return sel.regex.search(name) is not None
+        path, _, role = name.rpartition(".")
+        if sel.role is not None and not fnmatch.fnmatchcase(role, sel.role):
+            return False
+        module = self._modules[path]
+        if isinstance(sel.module_type, type):
+            return isinstance(module, sel.module_type)
+        cls = type(module)
+        if cls not in self._names:
+            self._names[cls] = _class_names(cls)
+        return sel.module_type in self._names[cls]
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+
+
+@dataclass(slots=True)
+class _Unit:
+    """One tensor to initialize once: every name and object over the same bytes."""
+
+    names: list[str]
+    tensor: torch.Tensor
+    rule: _Rule | None = None
+    name: str = ""
+
+
+def _units(model: nn.Module) -> list[_Unit]:
+    by_id: dict[int, _Unit] = {}
+    name_unit: dict[str, _Unit] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        unit = by_id.get(id(p))
+        if unit is None:
+            unit = by_id[id(p)] = _Unit([name], p)
+        else:
+            unit.names.append(name)
+        name_unit[name] = unit
+    # distinct tensor objects over exactly the same bytes are one tensor to initialize
+    for group in find_tied(model):
+        if group.kind is not TieKind.SHARED_STORAGE:
+            continue
+        members = [name_unit[n] for n in group.names if n in name_unit]
+        if len(members) < 2:
+            continue
+        first = members[0]
+        for other in members[1:]:
+            if other is first:
+                continue
+            for n in other.names:
+                if n not in first.names:
+                    first.names.append(n)
+                name_unit[n] = first
+    order = {n: i for i, n in enumerate(name_unit)}
+    seen: set[int] = set()
+    units: list[_Unit] = []
+    for unit in name_unit.values():
+        if id(unit) not in seen:
+            seen.add(id(unit))
+            unit.names.sort(key=order.__getitem__)
+            units.append(unit)
+    return units
+
+
+def _check_fn(init: _Initializer, t: torch.Tensor, name: str, where: str) -> None:
+    """Run a ``torch.nn.init`` initializer on a meta tensor like ``t``: bad arguments fail here."""
+    assert init.fn is not None
+    trial = torch.empty(tuple(t.shape), dtype=t.dtype, device="meta")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            init.fn(trial, *init.args, **dict(init.kwargs))
+    except NotImplementedError:  # an op without a meta kernel: cannot check ahead, not wrong
+        return
+    except Exception as err:
+        raise InitPolicyError(
+            f"{where}: {init.text} cannot initialize {name} (shape {list(t.shape)}, "
+            f"{str(t.dtype).removeprefix('torch.')}): {err}; change the initializer or the "
+            "rule's pattern"
+        ) from None
+
+
+def _owner(modules: Mapping[str, nn.Module], name: str) -> tuple[nn.Module, str]:
+    path, _, role = name.rpartition(".")
+    return modules[path], role
+
+
+def _check_reset(module: nn.Module, name: str, where: str) -> None:
+    if not callable(getattr(module, "reset_parameters", None)):
+        raise InitPolicyError(
+            f"{where}: 'reset' needs {type(module).__name__}.reset_parameters(), which "
+            f"{name}'s module does not have; use a torch.nn.init initializer instead"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# applying
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, tensors: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Seed the RNGs of ``tensors``' devices inside a fork: the caller's RNG state comes back."""
+    if seed is None:
+        yield
+        return
+    used: dict[str, set[int]] = {}
+    for t in tensors:
+        if t.device.type not in ("cpu", "meta"):
+            index = t.device.index if t.device.index is not None else 0
+            used.setdefault(t.device.type, set()).add(index)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.random.fork_rng(devices=[]))
+        for dtype, indices in sorted(used.items()):
+            stack.enter_context(
+                torch.random.fork_rng(devices=sorted(indices), device_type=dtype)
+            )
+        torch.default_generator.manual_seed(seed)
+        for dtype, indices in sorted(used.items()):
+            mod = torch.get_device_module(dtype)
+            for index in sorted(indices):
+                with mod.device(index):
+                    mod.manual_seed(seed)
+        yield
+
+
+def _apply_one(init: _Initializer, t: torch.Tensor, name: str, done: int) -> None:
+    assert init.fn is not None
+    try:
+        init.fn(t, *init.args, **dict(init.kwargs))
+    except Exception as err:
+        raise InitPolicyError(
+            f"initializer {init.text} raised {type(err).__name__} on {name}: {err}; "
+            f"{done} tensor(s) before it were already initialized — fix the initializer"
+        ) from err
+
+
+def _reset(module: nn.Module, reset_ids: set[int]) -> None:
+    """``module.reset_parameters()``, then put back its tensors that another rule decides."""
+    saved = [
+        (p, p.detach().clone())
+        for p in module.parameters()
+        if id(p) not in reset_ids and not is_lazy(p) and p.device.type != "meta"
+    ]
+    module.reset_parameters()  # type: ignore[operator]
+    for p, value in saved:
+        p.copy_(value)
+
+
+class _DeferredInit:
+    """Forward pre-hook on a lazy module: initialize its tensors once they materialized."""
+
+    def __init__(self, items: list[tuple[str, str, _Initializer]], seed: int | None) -> None:
+        self.items = items  # (role on the module, qualified name, initializer)
+        self.seed = seed
+        self.handle: RemovableHandle | None = None
+
+    def __call__(self, module: nn.Module, args: Any) -> None:
+        tensors = [getattr(module, role) for role, _, _ in self.items]
+        if any(is_lazy(t) for t in tensors):
+            return  # not materialized yet (the module's own hook did not run): wait
+        if self.handle is not None:
+            self.handle.remove()
+        for (_, name, init), t in zip(self.items, tensors):
+            if init.kind == "fn":
+                _check_fn(init, t, name, f"deferred initialization of {name}")
+        reset_ids = {id(t) for (_, _, init), t in zip(self.items, tensors) if init.kind == "reset"}
+        with _seeded(self.seed, tensors), torch.no_grad():
+            did_reset = False
+            for done, ((_, name, init), t) in enumerate(zip(self.items, tensors)):
+                if init.kind == "reset":
+                    if not did_reset:
+                        _reset(module, reset_ids)
+                        did_reset = True
+                elif init.kind in ("fn", "callable"):
+                    _apply_one(init, t, name, done)
+
+
+# ---------------------------------------------------------------------------------------------
+# the public entry point
+
+
+def apply_init(
+    model: nn.Module,
+    policy: Policy,
+    *,
+    seed: int | None = None,
+    dry_run: bool = False,
+    strict: bool = False,
+) -> InitReport:
+    """Initialize ``model``'s parameters by an ordered policy; the first matching rule decides.
+
+    Every rule is parsed and every initializer checked against the shapes it will fill (on the
+    meta device) before any tensor changes. Tensors are filled under ``torch.no_grad()``; a tied
+    tensor (one object under several names, or distinct tensors over the same bytes) is filled
+    once, by the first rule matching any of its names. Lazy (uninitialized) parameters are
+    filled right after they materialize by a forward pre-hook that then removes itself; meta
+    tensors are planned only. Buffers are not touched (except by ``"reset"`` when the module's
+    ``reset_parameters`` resets them).
+
+    Args:
+        model: the module to initialize in place.
+        policy: a mapping ``selector -> initializer`` (order kept), a sequence of
+            ``(selector, initializer)`` pairs, ``(module type, role, initializer)`` triples or
+            dicts with ``match``/``type``, ``role`` and ``init`` keys, or the path of a TOML
+            policy file (:func:`load_policy`). See the module docstring for selectors and
+            initializers.
+        seed: seed the random initializers (and deferred lazy ones, each lazy module with
+            ``seed + k``) in a fork of the RNG; the caller's global RNG state is untouched.
+            ``None`` draws from the global RNG as ``torch.nn.init`` does.
+        dry_run: plan and check only: nothing changes and no hook is added.
+        strict: raise when a parameter matches no rule.
+
+    Returns:
+        An :class:`InitReport`: per tensor its rule, initializer and status; unmatched tensors;
+        rules that decided nothing.
+
+    Raises:
+        InitPolicyError: a malformed rule, an unknown initializer, arguments an initializer does
+            not take or a shape it cannot fill, ``"reset"`` on a module without
+            ``reset_parameters``, or (``strict``) unmatched parameters — always before any change.
+            A callable initializer that raises stops the run (the message says how many tensors
+            were already filled).
+
+    Warns:
+        InitRuleWarning: for each rule that decided no tensor.
+
+    >>> import torch, torchscope
+    >>> m = torchscope.examples.SharedMLP()
+    >>> r = torchscope.apply_init(m, [("type:Linear:weight", "ones"), ("*", "keep")])
+    >>> e = r.entry("4.weight")
+    >>> e.name, e.aliases, bool((m[4].weight == 1).all())
+    ('2.weight', ('4.weight',), True)
+    """
+    if not isinstance(model, nn.Module):
+        raise InitPolicyError(
+            f"apply_init needs an nn.Module, got {type(model).__name__}; pass the model itself"
+        )
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64
+    ):
+        raise InitPolicyError(
+            f"seed={seed!r} is not an integer in [0, 2**64); give e.g. seed=0, or None"
+        )
+    rules = _parse_policy(policy)
+    modules = dict(model.named_modules(remove_duplicate=False))
+    matcher = _Matcher(modules)
+    units = _units(model)
+
+    matched = [0] * len(rules)
+    decided = [0] * len(rules)
+    for unit in units:
+        for rule in rules:
+            hit = next((n for n in unit.names if matcher.matches(rule.selector, n)), None)
+            if hit is None:
+                continue
+            matched[rule.index] += 1
+            if unit.rule is None:
+                unit.rule, unit.name = rule, hit
+                decided[rule.index] += 1
+        if unit.rule is None:
+            unit.name = unit.names[0]
+
+    # every check before any change
+    checked: set[tuple[int, tuple[int, ...], torch.dtype]] = set()
+    for unit in units:
+        if unit.rule is None:
+            continue
+        init, where = unit.rule.init, _where(unit.rule.index, unit.rule.selector.text)
+        if init.kind == "reset":
+            _check_reset(_owner(modules, unit.name)[0], unit.name, where)
+        elif init.kind == "fn" and not is_lazy(unit.tensor):
+            key = (unit.rule.index, tuple(unit.tensor.shape), unit.tensor.dtype)
+            if key not in checked:
+                _check_fn(init, unit.tensor, unit.name, where)
+                checked.add(key)
+    unmatched = [u.name for u in units if u.rule is None]
+    if strict and unmatched:
+        shown = ", ".join(unmatched[:8]) + (f", … ({len(unmatched)} in all)" if len(unmatched) >
+                                             8 else "")
+        raise InitPolicyError(
+            f"strict=True: {len(unmatched)} parameter(s) matched no rule: {shown}; add rules for "
+            "them (a last rule '*': 'keep' keeps the rest) or drop strict=True"
+        )
+    for rule in rules:
+        if decided[rule.index] == 0:
+            why = (
+                "matches no parameter (a typo in the pattern?)"
+                if matched[rule.index] == 0
+                else f"matches {matched[rule.index]} tensor(s), all decided by earlier rules"
+            )
+            warnings.warn(
+                f"init rule #{rule.index} {rule.selector.text!r} -> {rule.init.text} {why}",
+                InitRuleWarning,
+                stacklevel=2,
+            )
+
+    statuses = _statuses(units, dry_run=dry_run)
+    notes: list[str] = []
+    if not dry_run:
+        notes = _apply(units, statuses, modules, seed)
+
+    records = tuple(
+        InitRule(
+            index=r.index,
+            selector=r.selector.text,
+            kind=r.selector.kind,
+            init=r.init.text,
+            matched=matched[r.index],
+            decided=decided[r.index],
+        )
+        for r in rules
+    )
+    entries = tuple(_entry(u, modules, statuses[i]) for i, u in enumerate(units))
+    return InitReport(entries=entries, rules=records, seed=seed, dry_run=dry_run,
+                      notes=tuple(notes))
+
+
+def _statuses(units: Sequence[_Unit], *, dry_run: bool) -> list[InitStatus]:
+    out: list[InitStatus] = []
+    for unit in units:
+        if unit.rule is None:
+            out.append(InitStatus.UNMATCHED)
+        elif unit.rule.init.kind == "keep":
+            out.append(InitStatus.KEPT)
+        elif dry_run:
+            out.append(InitStatus.PLANNED)
+        elif is_lazy(unit.tensor):
+            out.append(InitStatus.DEFERRED)
+        elif unit.tensor.device.type == "meta":
+            out.append(InitStatus.META)
+        else:
+            out.append(InitStatus.APPLIED)
+    return out
+
+
+def _apply(
+    units: Sequence[_Unit],
+    statuses: Sequence[InitStatus],
+    modules: Mapping[str, nn.Module],
+    seed: int | None,
+) -> list[str]:
+    notes: list[str] = []
+    now = [u for u, s in zip(units, statuses) if s is InitStatus.APPLIED]
+    # tensors that "reset" decides, per module object: the rest of the module is put back
+    reset_ids: dict[int, set[int]] = {}
+    for u in now:
+        assert u.rule is not None
+        if u.rule.init.kind == "reset":
+            module = _owner(modules, u.name)[0]
+            reset_ids.setdefault(id(module), set()).add(id(u.tensor))
+    with _seeded(seed, [u.tensor for u in now]), torch.no_grad():
+        done_reset: set[int] = set()
+        for done, u in enumerate(now):
+            assert u.rule is not None
+            init = u.rule.init
+            if init.kind == "reset":
+                module = _owner(modules, u.name)[0]
+                if id(module) not in done_reset:
+                    _reset(module, reset_ids[id(module)])
+                    done_reset.add(id(module))
+            else:
+                _apply_one(init, u.tensor, u.name, done)
+    # lazy tensors: one self-removing hook per lazy module, after the module's own hook
+    deferred: dict[int, tuple[nn.Module, list[tuple[str, str, _Initializer]]]] = {}
+    for u, s in zip(units, statuses):
+        if s is InitStatus.DEFERRED:
+            assert u.rule is not None
+            module, role = _owner(modules, u.name)
+            deferred.setdefault(id(module), (module, []))[1].append((role, u.name, u.rule.init))
+    for k, (module, items) in enumerate(deferred.values()):
+        hook = _DeferredInit(items, None if seed is None else (seed + 1 + k) % 2**64)
+        hook.handle = module.register_forward_pre_hook(hook)
+    if deferred:
+        notes.append(
+            f"{sum(len(i) for _, i in deferred.values())} lazy tensor(s) in {len(deferred)} "
+            "module(s) will be initialized right after their first forward materializes them"
+        )
+    return notes
+
+
+def _entry(unit: _Unit, modules: Mapping[str, nn.Module], status: InitStatus) -> InitEntry:
+    t = unit.tensor
+    lazy = is_lazy(t)
+    return InitEntry(
+        name=unit.name,
+        aliases=tuple(n for n in unit.names if n != unit.name),
+        module_type=type(_owner(modules, unit.name)[0]).__name__,
+        shape=None if lazy else tuple(t.shape),
+        dtype=str(t.dtype).removeprefix("torch."),
+        device=str(t.device),
+        lazy=lazy,
+        rule=None if unit.rule is None else unit.rule.index,
+        init=None if unit.rule is None else unit.rule.init.text,
+        status=status,
+    )
