@@ -1,0 +1,1130 @@
+"""Forward tracing with hooks: the specs that flow through every module call, on real, meta or
+fake tensors, under a guard that leaves the model exactly as it was.
+
+One pair of *global* module hooks (``register_module_forward_pre_hook`` /
+``register_module_forward_hook``) records every call of a module of the traced tree: its global
+call order, input/keyword/output specs (shape, dtype, device, keeping the structure of tuples,
+lists, dicts, dataclasses and transformers ``ModelOutput``\\ s) and the data flow between calls.
+
+Three execution modes:
+
+* ``real``: the given tensors on the model as it is (under :func:`state_guard`, ``no_grad``).
+* ``meta``: a :func:`meta_copy` of the model (no parameter or activation memory; ties kept) —
+  or the model itself when every parameter and buffer already lives on ``meta``.
+* ``fake``: a copy whose tensors are ``FakeTensor``\\ s (``FakeTensorMode``): runs what meta
+  cannot, e.g. the ``.item()`` calls of transformers attention masks.
+
+>>> import torchscope
+>>> from torchscope.examples import MLP
+>>> result = torchscope.trace_forward(MLP(), input_size=[(2, 20)])
+>>> result.mode, result.outputs.shape
+('meta', (2, 10))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import enum
+import random
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+from torch import nn
+from torch.nn.modules import module as _module_mod
+from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
+from torch.utils.hooks import RemovableHandle
+
+from torchscope.errors import ForwardError, InputSpecError
+from torchscope.records import (
+    CallRecord,
+    Finding,
+    FlowEdge,
+    MapSpec,
+    SeqSpec,
+    Severity,
+    Spec,
+    TensorSpec,
+    ValueSpec,
+)
+
+__all__ = [
+    "MODES",
+    "TraceResult",
+    "build_inputs",
+    "meta_copy",
+    "spec_of",
+    "state_guard",
+    "trace_forward",
+]
+
+#: The accepted values of ``mode``.
+MODES = ("auto", "real", "meta", "fake")
+
+_MAX_DEPTH = 8  # nesting depth of input/output structures before a spec becomes "..."
+_REPR_LIMIT = 40  # characters of a ValueSpec repr
+
+
+@dataclass(frozen=True, slots=True)
+class TraceResult:
+    """What one traced forward saw.
+
+    ``mode`` is the mode that actually ran (``real``/``meta``/``fake``); ``calls`` pairs each
+    module path (as ``named_modules()`` names it; a module reachable under several names gets
+    its first name) with one :class:`~torchscope.records.CallRecord`, in call order;
+    ``uncalled`` lists the paths never called; ``flow`` the data flow between calls (see
+    :func:`trace_forward` for the rule); ``findings`` e.g. ``unused-parameters``; ``notes`` say
+    which mode ran and why.
+    """
+
+    mode: str
+    calls: tuple[tuple[str, CallRecord], ...]
+    uncalled: tuple[str, ...]
+    inputs: tuple[Spec, ...]
+    input_kwargs: tuple[tuple[str, Spec], ...]
+    outputs: Spec
+    flow: tuple[FlowEdge, ...]
+    findings: tuple[Finding, ...]
+    notes: tuple[str, ...]
+
+    def calls_of(self, path: str) -> tuple[CallRecord, ...]:
+        """The calls of the module at ``path``, in order (empty when it was never called)."""
+        return tuple(call for p, call in self.calls if p == path)
+
+
+# ---------------------------------------------------------------------------------------------
+# specs
+
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = str(dtype).removeprefix("torch.")
+        _DTYPE_NAMES[dtype] = name
+    return name
+
+
+def _short_repr(value: object) -> str:
+    text = repr(value)
+    if len(text) > _REPR_LIMIT:
+        text = text[: _REPR_LIMIT - 1] + "…"
+    return text
+
+
+_PLAIN = (int, float, bool, complex, str, bytes, torch.dtype, torch.device, torch.Size,
+          enum.Enum, slice, range, type(Ellipsis))
+
+
+def _build_spec(value: object, on_tensor: Callable[[torch.Tensor], TensorSpec],
+                depth: int = 0) -> Spec:
+    """The spec of ``value``; every tensor inside goes through ``on_tensor``."""
+    if isinstance(value, torch.Tensor):
+        return on_tensor(value)
+    if value is None:
+        return None
+    if isinstance(value, _PLAIN):
+        return ValueSpec(_short_repr(value))
+    if depth >= _MAX_DEPTH:
+        return ValueSpec("...")
+    depth += 1
+    tp = type(value)
+    if isinstance(value, (tuple, list)):  # namedtuples keep their name
+        return SeqSpec(tp.__name__, tuple(_build_spec(v, on_tensor, depth) for v in value))
+    if isinstance(value, Mapping):  # dicts, OrderedDicts, transformers ModelOutput
+        return MapSpec(tp.__name__, tuple((str(k), _build_spec(v, on_tensor, depth))
+                                          for k, v in value.items()))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return MapSpec(tp.__name__, tuple((f.name, _build_spec(getattr(value, f.name), on_tensor,
+                                                                depth))
+                                          for f in dataclasses.fields(value)))
+    # Other objects (caches, configs, modules): the type name only — their repr can be long,
+    # expensive, or hold an address that changes from run to run.
+    return ValueSpec(f"<{tp.__name__}>")
+
+
+class _TensorSpecs:
+    """Interned :class:`TensorSpec`\\ s: one object per (shape, dtype, device) in one trace."""
+
+    __slots__ = ("cache",)
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[Any, ...], TensorSpec] = {}
+
+    def __call__(self, t: torch.Tensor) -> TensorSpec:
+        key = (t.shape, t.dtype, t.device)
+        spec = self.cache.get(key)
+        if spec is None:
+            spec = TensorSpec(tuple(int(d) for d in t.shape), _dtype_name(t.dtype), str(t.device))
+            self.cache[key] = spec
+        return spec
+
+
+def spec_of(value: object) -> Spec:
+    """The spec of a forward input or output, keeping its structure.
+
+    Tensors become :class:`TensorSpec`; tuples, lists and namedtuples :class:`SeqSpec`; dicts,
+    dataclasses and transformers ``ModelOutput``\\ s :class:`MapSpec`; ``None`` stays ``None``;
+    numbers, strings, dtypes and devices a :class:`ValueSpec` of their (short) repr; any other
+    object a :class:`ValueSpec` of its type name, like ``<DynamicCache>``.
+
+    Args:
+        value: any Python value.
+
+    Returns:
+        The spec (plain values only: it keeps no tensor alive).
+
+    >>> import torch
+    >>> spec_of((torch.zeros(2, 3), None, 4))
+    SeqSpec(type_name='tuple', items=(TensorSpec(shape=(2, 3), dtype='float32', device='cpu'), \
+None, ValueSpec(repr='4')))
+    """
+    return _build_spec(value, _TensorSpecs())
+
+
+def _tensors_in(value: object, depth: int = 0) -> Iterator[torch.Tensor]:
+    """Every tensor inside ``value`` (same traversal as :func:`_build_spec`)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif value is None or isinstance(value, _PLAIN) or depth >= _MAX_DEPTH:
+        return
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _tensors_in(v, depth + 1)
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _tensors_in(v, depth + 1)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _tensors_in(getattr(value, f.name), depth + 1)
+
+
+def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor], depth: int = 0) -> Any:
+    """``value`` with every tensor replaced by ``fn(tensor)`` (tuples, lists, dicts)."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, tuple) and hasattr(type(value), "_fields"):
+        return type(value)(*(_map_tensors(v, fn, depth + 1) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_map_tensors(v, fn, depth + 1) for v in value)
+    if isinstance(value, dict):
+        out = copy.copy(value)
+        for k, v in value.items():
+            out[k] = _map_tensors(v, fn, depth + 1)
+        return out
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# module tree
+
+
+def _tree(model: nn.Module) -> tuple[list[nn.Module], list[str]]:
+    """Every module once, pre-order, with the path ``named_modules()`` gives it."""
+    modules: list[nn.Module] = []
+    paths: list[str] = []
+    seen: set[int] = set()
+    stack: list[tuple[str, nn.Module]] = [("", model)]
+    while stack:
+        path, mod = stack.pop()
+        if id(mod) in seen:
+            continue
+        seen.add(id(mod))
+        modules.append(mod)
+        paths.append(path)
+        children = mod._modules
+        if children:
+            prefix = path + "." if path else ""
+            stack.extend((prefix + name, child)
+                         for name, child in reversed(children.items()) if child is not None)
+    return modules, paths
+
+
+def _is_lazy(t: object) -> bool:
+    return isinstance(t, UninitializedTensorMixin)
+
+
+def _own_tensors(mod: nn.Module) -> Iterator[torch.Tensor]:
+    for p in mod._parameters.values():
+        if p is not None:
+            yield p
+    for b in mod._buffers.values():
+        if b is not None:
+            yield b
+
+
+# ---------------------------------------------------------------------------------------------
+# the state guard
+
+_HOOK_DICTS = (
+    "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+    "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks",
+    "_backward_pre_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks",
+)
+_GLOBAL_HOOK_DICTS = (
+    "_global_forward_hooks", "_global_forward_hooks_with_kwargs",
+    "_global_forward_hooks_always_called", "_global_forward_pre_hooks",
+    "_global_backward_hooks", "_global_backward_pre_hooks", "_global_is_full_backward_hook",
+    "_global_buffer_registration_hooks", "_global_module_registration_hooks",
+    "_global_parameter_registration_hooks",
+)
+
+
+def _is_data_tensor(t: torch.Tensor) -> bool:
+    """True for a tensor holding real data (not meta, fake or uninitialized)."""
+    if t.is_meta or _is_lazy(t):
+        return False
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return not isinstance(t, FakeTensor)
+
+
+class _Guard:
+    """Saves what a forward may change and restores it (see :func:`state_guard`)."""
+
+    __slots__ = ("buffers", "cuda_rng", "flags", "global_dicts", "grad", "hook_dicts", "hook_id",
+                 "modules", "py_rng", "rng", "tensor_dicts")
+
+    def __init__(self, modules: list[nn.Module], *, clone_buffers: bool) -> None:
+        self.modules = modules
+        self.hook_id = RemovableHandle.next_id
+        self.flags = [m.training for m in modules]
+        self.grad = torch.is_grad_enabled()
+        self.rng = torch.get_rng_state()
+        self.cuda_rng = (torch.cuda.get_rng_state_all()
+                         if torch.cuda.is_available() and _cuda_initialized() else None)
+        self.py_rng = random.getstate()
+        # (dict, shallow copy) of every non-empty hook dict, to put back hooks a forward removed
+        self.hook_dicts: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
+        # (module, _parameters copy, _buffers copy) to undo reassigned/added tensors
+        self.tensor_dicts: list[tuple[nn.Module, dict[str, Any], dict[str, Any]]] = []
+        # (buffer, _version, clone) to undo in-place updates (BatchNorm running statistics)
+        self.buffers: list[tuple[torch.Tensor, int, torch.Tensor]] = []
+        for m in modules:
+            md = m.__dict__
+            for name in _HOOK_DICTS:
+                d = md.get(name)
+                if d:
+                    self.hook_dicts.append((d, dict(d)))
+            if m._parameters or m._buffers:
+                self.tensor_dicts.append((m, dict(m._parameters), dict(m._buffers)))
+            if clone_buffers:
+                for b in m._buffers.values():
+                    if b is not None and _is_data_tensor(b):
+                        self.buffers.append((b, b._version, b.detach().clone()))
+        self.global_dicts = [(d, dict(d)) for d in _global_dicts() if d]
+
+    def restore(self) -> None:
+        start = self.hook_id
+        # hooks: drop every hook added since entry, put back every hook removed
+        for m in self.modules:
+            md = m.__dict__
+            for name in _HOOK_DICTS:
+                d = md.get(name)
+                if d:
+                    for key in [k for k in d if isinstance(k, int) and k >= start]:
+                        del d[key]
+        for d in _global_dicts():
+            if d:
+                for key in [k for k in d if isinstance(k, int) and k >= start]:
+                    del d[key]
+        for d, saved in (*self.hook_dicts, *self.global_dicts):
+            if len(d) != len(saved):
+                d.clear()
+                d.update(saved)
+        # parameters and buffers: same objects under the same names, same values
+        for m, params, bufs in self.tensor_dicts:
+            if m._parameters != params:
+                m._parameters.clear()
+                m._parameters.update(params)
+            if m._buffers != bufs:
+                m._buffers.clear()
+                m._buffers.update(bufs)
+        if self.buffers:
+            with torch.no_grad():
+                for b, version, saved_value in self.buffers:
+                    if b._version != version:
+                        b.copy_(saved_value)
+        for m, flag in zip(self.modules, self.flags):
+            if m.training is not flag:
+                m.training = flag
+        torch.set_rng_state(self.rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+        random.setstate(self.py_rng)
+        torch.set_grad_enabled(self.grad)
+
+
+def _cuda_initialized() -> bool:
+    initialized: Callable[[], bool] = torch.cuda.is_initialized
+    return initialized()
+
+
+def _global_dicts() -> list[dict[Any, Any]]:
+    return [getattr(_module_mod, name) for name in _GLOBAL_HOOK_DICTS
+            if isinstance(getattr(_module_mod, name, None), dict)]
+
+
+@contextmanager
+def state_guard(model: nn.Module) -> Iterator[None]:
+    """Run a block with no lasting side effect on ``model``, also when the block raises.
+
+    On exit: every hook added since entry is removed (each module's hook dicts and the global
+    ones in ``torch.nn.modules.module``) and every hook removed is put back; every module's
+    ``training`` flag is restored (mixed trees included); parameters and buffers are the same
+    objects under the same names; buffers updated in place (BatchNorm running statistics in
+    train mode) get their values back, bit for bit, from a copy taken on entry (buffers are
+    small; parameters are not copied: a forward that writes into its own parameters is not
+    undone); the global torch (and CUDA, if initialized) RNG state, Python's ``random`` state
+    and grad mode are restored. The guard never moves the model and keeps no reference to it
+    after exit.
+
+    Args:
+        model: the module whose state to protect.
+
+    Returns:
+        A context manager.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> bn = nn.BatchNorm1d(3).train()
+    >>> with state_guard(bn):
+    ...     _ = bn(torch.randn(4, 3))
+    >>> int(bn.num_batches_tracked)
+    0
+    """
+    modules, _ = _tree(model)
+    guard = _Guard(modules, clone_buffers=True)
+    try:
+        yield
+    finally:
+        guard.restore()
+
+
+# ---------------------------------------------------------------------------------------------
+# copies for meta and fake mode
+
+
+def _copy_with(model: nn.Module, convert: Callable[[torch.Tensor], torch.Tensor], *,
+               lazy_device: torch.device | None = None) -> nn.Module:
+    """``deepcopy(model)`` with each parameter, buffer and tensor attribute replaced by
+    ``convert(tensor)`` (once per tensor object, so ties survive); uninitialized (lazy) tensors
+    become fresh uninitialized ones of the same kind (on ``lazy_device`` when given)."""
+    memo: dict[int, Any] = {}
+
+    def fresh_lazy(t: torch.Tensor) -> torch.Tensor:
+        kind: Any = type(t)
+        new: torch.Tensor = kind(requires_grad=t.requires_grad, device=lazy_device or t.device,
+                                 dtype=t.dtype)
+        return new
+
+    for mod in model.modules():
+        for p in mod._parameters.values():
+            if p is None or id(p) in memo:
+                continue
+            if _is_lazy(p):
+                memo[id(p)] = fresh_lazy(p)
+            else:
+                new = nn.Parameter(convert(p.detach()), requires_grad=p.requires_grad)
+                if p.__dict__:
+                    new.__dict__.update(p.__dict__)
+                memo[id(p)] = new
+        for b in mod._buffers.values():
+            if b is None or id(b) in memo:
+                continue
+            memo[id(b)] = fresh_lazy(b) if _is_lazy(b) else convert(b)
+        for value in mod.__dict__.values():  # plain tensor attributes (constants)
+            if isinstance(value, torch.Tensor) and id(value) not in memo:
+                memo[id(value)] = convert(value)
+    return copy.deepcopy(model, memo)
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters, buffers and tensor attributes live on ``meta``.
+
+    Ties survive: one tensor object under several names stays one object, and distinct tensors
+    over the same storage (views) share one meta storage, with their offsets and strides. Lazy
+    modules keep uninitialized parameters/buffers (fresh ones, on ``meta``), so a forward of the
+    copy infers their shapes without touching ``model``. No parameter memory is allocated and
+    ``model`` is not modified.
+
+    Args:
+        model: the module to copy (any device; lazy modules allowed).
+
+    Returns:
+        The meta copy.
+
+    Raises:
+        TypeError: ``copy.deepcopy`` cannot copy some attribute of the model.
+
+    >>> from torchscope.examples import SharedMLP
+    >>> copy = meta_copy(SharedMLP())
+    >>> copy[2].weight.device.type, copy[2] is copy[4]
+    ('meta', True)
+    """
+    storages: dict[Any, torch.UntypedStorage] = {}
+
+    def to_meta(t: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = t.untyped_storage()
+            ptr = storage.data_ptr()
+            key: Any = (t.device, ptr) if ptr else ("id", id(storage) if t.is_meta else id(t))
+            meta_storage = storages.get(key)
+            if meta_storage is None:
+                untyped_storage: Any = torch.UntypedStorage
+                meta_storage = untyped_storage(storage.nbytes(), device="meta")
+                storages[key] = meta_storage
+            out = torch.empty(0, dtype=t.dtype, device="meta")
+            out.set_(meta_storage, t.storage_offset(), t.size(), t.stride())
+            return out
+        except (RuntimeError, NotImplementedError, TypeError):  # tensor subclasses
+            return torch.empty_like(t, device="meta")
+
+    return _copy_with(model, to_meta, lazy_device=torch.device("meta"))
+
+
+def _fake_copy(model: nn.Module, fake_mode: Any) -> nn.Module:
+    return _copy_with(model, fake_mode.from_tensor)
+
+
+def _shallow_copy(model: nn.Module) -> nn.Module:
+    """A copy sharing every initialized tensor (no memory); lazy tensors are fresh."""
+    return _copy_with(model, lambda t: t)
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+
+_DTYPE_ALIASES = {
+    "float": torch.float32, "fp32": torch.float32, "double": torch.float64,
+    "fp64": torch.float64, "half": torch.float16, "fp16": torch.float16,
+    "bf16": torch.bfloat16, "long": torch.int64, "int": torch.int32, "short": torch.int16,
+    "bool": torch.bool, "uint8": torch.uint8, "byte": torch.uint8,
+}
+
+
+def _parse_dtype(value: object, where: str) -> torch.dtype:
+    if isinstance(value, torch.dtype):
+        return value
+    if isinstance(value, str):
+        name = value.strip().lower().removeprefix("torch.")
+        dtype = _DTYPE_ALIASES.get(name)
+        if dtype is None:
+            candidate = getattr(torch, name, None)
+            if isinstance(candidate, torch.dtype):
+                dtype = candidate
+        if dtype is not None:
+            return dtype
+    raise InputSpecError(
+        f"{where} = {value!r} is not a dtype; use a torch dtype or a name such as "
+        "'float32', 'long', 'int32', 'bool', 'bf16'"
+    )
+
+
+def _parse_shape(value: object, where: str) -> tuple[int, ...]:
+    items: Sequence[object]
+    if isinstance(value, str):
+        text = value.strip().strip("()[]").replace("x", ",").replace(" ", "")
+        items = [p for p in text.split(",") if p != ""]
+    elif isinstance(value, (tuple, list, torch.Size)):
+        items = value
+    else:
+        items = ()
+    shape: list[int] = []
+    for item in items:
+        if isinstance(item, bool):
+            break
+        try:
+            dim = int(cast(Any, item))
+        except (TypeError, ValueError):
+            break
+        if dim < 0 or (not isinstance(item, str) and dim != item):
+            break
+        shape.append(dim)
+    else:
+        if shape or (isinstance(value, (tuple, list)) and not value):
+            return tuple(shape)
+    raise InputSpecError(
+        f"{where} = {value!r} is not a shape; give non-negative integers, "
+        "e.g. (2, 20) or '1,3,224,224'"
+    )
+
+
+def _parse_device(device: object) -> torch.device:
+    try:
+        parsed: torch.device = torch.device(cast(Any, device))
+        return parsed
+    except (RuntimeError, TypeError) as err:
+        raise InputSpecError(
+            f"device = {device!r} is not a torch device; use e.g. 'cpu', 'cuda:0' or 'meta'"
+        ) from err
+
+
+def _parse_sizes(input_size: object) -> list[tuple[int, ...]]:
+    if isinstance(input_size, (str, torch.Size)) or (
+        isinstance(input_size, (tuple, list)) and input_size
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in input_size)
+    ):
+        return [_parse_shape(input_size, "input_size")]  # one shape for one input
+    if not isinstance(input_size, (tuple, list)) or not input_size:
+        raise InputSpecError(
+            f"input_size = {input_size!r} is not a list of shapes; give one shape per input, "
+            "e.g. input_size=[(2, 20)] (CLI: --input-size 2,20)"
+        )
+    return [_parse_shape(s, f"input_size[{i}]") for i, s in enumerate(input_size)]
+
+
+def _parse_dtypes(dtypes: object, n: int) -> list[torch.dtype]:
+    if dtypes is None:
+        return [torch.float32] * n
+    if isinstance(dtypes, (str, torch.dtype)):
+        dtypes = [dtypes]
+    if not isinstance(dtypes, (tuple, list)):
+        raise InputSpecError(
+            f"dtypes = {dtypes!r} is not a list of dtypes; give one per input, e.g. ['long']"
+        )
+    parsed = [_parse_dtype(d, f"dtypes[{i}]") for i, d in enumerate(dtypes)]
+    if len(parsed) == 1 and n > 1:
+        return parsed * n
+    if len(parsed) != n:
+        raise InputSpecError(
+            f"dtypes = {list(dtypes)!r} has {len(parsed)} entries for {n} input sizes; "
+            "give one dtype per --input-size (or one for all)"
+        )
+    return parsed
+
+
+def build_inputs(input_size: object, dtypes: object = None, *,
+                 device: object = None) -> tuple[torch.Tensor, ...]:
+    """Example inputs built from sizes: zeros, of every dtype (integer zeros are valid token ids
+    and indices; boolean zeros are ``False``).
+
+    Args:
+        input_size: one shape per input (``[(2, 20)]``, ``[(1, 128), (1, 128)]``); a single
+            shape (``(2, 20)``, ``"1,3,224,224"``) is one input.
+        dtypes: one dtype per input (torch dtypes or names: ``"long"``, ``"float32"``,
+            ``"bool"``…), or one for all; default ``float32``.
+        device: where to build them (default CPU).
+
+    Returns:
+        The input tensors, in order.
+
+    Raises:
+        InputSpecError: a size, dtype or device that cannot be used.
+
+    >>> [tuple(t.shape) for t in build_inputs([(2, 20), (2,)], ["float32", "long"])]
+    [(2, 20), (2,)]
+    """
+    sizes = _parse_sizes(input_size)
+    types = _parse_dtypes(dtypes, len(sizes))
+    dev = _parse_device(device) if device is not None else torch.device("cpu")
+    try:
+        return tuple(torch.zeros(size, dtype=dt, device=dev) for size, dt in zip(sizes, types))
+    except (RuntimeError, TypeError) as err:
+        raise InputSpecError(
+            f"cannot build inputs of sizes {sizes} on device {str(dev)!r}: {err}; "
+            "use a device this machine has"
+        ) from err
+
+
+# ---------------------------------------------------------------------------------------------
+# the recorder
+
+
+class _Recorder:
+    """The pair of global hooks and what they record; one per traced forward.
+
+    ``calls[i]`` is ``[path, input specs, kwarg specs, output spec]``; ``stack`` the active
+    calls ``(id(module), index)``; ``producers`` maps ``id(tensor)`` to ``(weakref, call
+    indices)`` — the calls that output that very tensor object, innermost first (``None`` for a
+    graph input); ``edges`` the raw flow ``(src, dst, spec)``.
+    """
+
+    __slots__ = ("calls", "done", "edges", "paths", "post", "pre", "producers", "specs",
+                 "stack")
+
+    def __init__(self, paths: dict[int, str]) -> None:
+        self.paths = paths
+        self.calls: list[list[Any]] = []
+        self.stack: list[tuple[int, int]] = []
+        self.done: list[int] = []
+        self.producers: dict[int, tuple[Any, tuple[int | None, ...]]] = {}
+        self.edges: list[tuple[int | None, int | None, TensorSpec]] = []
+        self.specs = _TensorSpecs()
+        self.pre, self.post = self._hooks()
+
+    def _hooks(self) -> tuple[Callable[..., None], Callable[..., None]]:
+        paths_get = self.paths.get
+        calls = self.calls
+        stack = self.stack
+        done = self.done
+        producers = self.producers
+        producers_get = producers.get
+        edges_append = self.edges.append
+        specs = self.specs
+        cache_get = specs.cache.get
+        tensor_t = torch.Tensor
+        ref = weakref.ref
+        build = _build_spec
+
+        def tensor_in(t: torch.Tensor, idx: int) -> TensorSpec:
+            spec = cache_get((t.shape, t.dtype, t.device)) or specs(t)
+            entry = producers_get(id(t))
+            if entry is not None and entry[0]() is t:
+                for src in entry[1]:
+                    edges_append((src, idx, spec))
+            return spec
+
+        def tensor_out(t: torch.Tensor, idx: int) -> TensorSpec:
+            spec = cache_get((t.shape, t.dtype, t.device)) or specs(t)
+            key = id(t)
+            entry = producers_get(key)
+            if entry is not None:
+                srcs = entry[1]
+                inner = srcs[0]
+                if inner is not None and inner > idx and entry[0]() is t:
+                    # made inside this call and passed through: this call wraps its producer
+                    producers[key] = (entry[0], (*srcs, idx))
+                    return spec
+            producers[key] = (ref(t), (idx,))
+            return spec
+
+        def pre(module: nn.Module, args: tuple[Any, ...],
+                kwargs: dict[str, Any] | None = None) -> None:
+            path = paths_get(id(module))
+            if path is None:
+                return
+            idx = len(calls)
+            stack.append((id(module), idx))
+            if len(args) == 1 and type(args[0]) is tensor_t:
+                ins: tuple[Spec, ...] = (tensor_in(args[0], idx),)
+            else:
+                ins = tuple(build(a, lambda t: tensor_in(t, idx)) for a in args)
+            if kwargs:
+                kws: tuple[tuple[str, Spec], ...] = tuple(
+                    (k, build(v, lambda t: tensor_in(t, idx))) for k, v in kwargs.items())
+            else:
+                kws = ()
+            calls.append([path, ins, kws, _RAISED])
+
+        def post(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            mid = id(module)
+            if not stack or mid not in paths:
+                return
+            top_mid, idx = stack.pop()
+            while top_mid != mid and stack:  # a call that raised and was caught inside forward
+                top_mid, idx = stack.pop()
+            if top_mid != mid:
+                return
+            if type(output) is tensor_t:
+                calls[idx][3] = tensor_out(output, idx)
+            else:
+                calls[idx][3] = build(output, lambda t: tensor_out(t, idx))
+            done.append(idx)
+
+        paths = self.paths
+        return pre, post
+
+    def add_graph_input(self, value: object) -> None:
+        for t in _tensors_in(value):
+            self.producers[id(t)] = (weakref.ref(t), (None,))
+
+    def graph_output(self, value: object) -> Spec:
+        def on_tensor(t: torch.Tensor) -> TensorSpec:
+            spec = self.specs(t)
+            entry = self.producers.get(id(t))
+            if entry is not None and entry[0]() is t:
+                for src in entry[1]:
+                    self.edges.append((src, None, spec))
+            return spec
+
+        return _build_spec(value, on_tensor)
+
+    @contextmanager
+    def hooked(self, modules: list[nn.Module]) -> Iterator[None]:
+        pre_handle = _module_mod.register_module_forward_pre_hook(self.pre)
+        hid = pre_handle.id
+        marked: list[dict[int, bool]] = []
+        try:
+            # The global pre-hook gets keyword inputs for the modules whose
+            # _forward_pre_hooks_with_kwargs holds its id (that is how Module._call_impl
+            # decides): one dict entry per module instead of one hook registration each.
+            for m in modules:
+                d = m.__dict__.get("_forward_pre_hooks_with_kwargs")
+                if d is not None:
+                    d[hid] = True
+                    marked.append(d)
+            post_handle = _module_mod.register_module_forward_hook(self.post)
+            try:
+                yield
+            finally:
+                post_handle.remove()
+        finally:
+            pre_handle.remove()
+            for d in marked:
+                d.pop(hid, None)
+
+
+_RAISED = ValueSpec("<raised>")  # the output of a call whose forward raised
+
+
+# ---------------------------------------------------------------------------------------------
+# tracing
+
+
+class _ModeFailed(Exception):
+    """A forward raised in one mode (``mode``, ``error``, ``recorder``, ``path``)."""
+
+    def __init__(self, mode: str, error: BaseException, recorder: _Recorder | None,
+                 model_type: str, *, stage: str = "forward") -> None:
+        super().__init__(str(error))
+        self.stage = stage
+        self.mode = mode
+        self.error = error
+        self.recorder = recorder
+        self.model_type = model_type
+
+
+def _first_device(model: nn.Module) -> torch.device | None:
+    for t in model.parameters():
+        if not _is_lazy(t):
+            return t.device
+    for b in model.buffers():
+        if not _is_lazy(b):
+            return b.device
+    return None
+
+
+def _all_meta(model: nn.Module) -> bool:
+    found = False
+    for m in model.modules():
+        for t in _own_tensors(m):
+            if not t.is_meta:
+                return False
+            found = True
+    return found
+
+
+def _has_lazy(model: nn.Module) -> bool:
+    return any(_is_lazy(t) for m in model.modules() for t in _own_tensors(m))
+
+
+def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+         built: bool, device: torch.device | None, notes: list[str]) -> TraceResult:
+    """Trace one forward in ``mode``; raises :class:`_ModeFailed` when the forward raises."""
+    fake_mode: Any = None
+    target = model
+    try:
+        if mode == "meta":
+            if _all_meta(model):
+                notes.append("every parameter and buffer is on meta: traced the model itself")
+            else:
+                target = meta_copy(model)
+            args = _map_tensors(args, _to_meta)
+            kwargs = _map_tensors(kwargs, _to_meta)
+        elif mode == "fake":
+            from torch._subclasses.fake_tensor import FakeTensorMode
+
+            fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+            target = _fake_copy(model, fake_mode)
+            if built and device is None:
+                args = _to_model_device(args, model)
+            args = _map_tensors(args, fake_mode.from_tensor)
+            kwargs = _map_tensors(kwargs, fake_mode.from_tensor)
+        elif _has_lazy(model):
+            target = _shallow_copy(model)
+            notes.append("the model has uninitialized (lazy) tensors: traced a copy sharing its "
+                         "initialized tensors, so the model stays uninitialized")
+        elif built and device is None:
+            args = _to_model_device(args, model)
+    except Exception as err:  # the copy could not be made (deepcopy of an odd attribute)
+        raise _ModeFailed(mode, err, None, type(model).__name__, stage="copy") from err
+
+    modules, path_list = _tree(target)
+    paths = {id(m): p for m, p in zip(modules, path_list)}
+    recorder = _Recorder(paths)
+    guard = _Guard(modules, clone_buffers=target is model and mode == "real")
+    try:
+        recorder.add_graph_input(args)
+        recorder.add_graph_input(kwargs)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(recorder.hooked(modules))
+            stack.enter_context(torch.no_grad())
+            if fake_mode is not None:
+                stack.enter_context(fake_mode)
+            try:
+                output = target(*args, **kwargs)
+            except Exception as err:
+                raise _ModeFailed(mode, err, recorder, type(model).__name__) from err
+        outputs = recorder.graph_output(output)
+        del output
+        input_specs = tuple(_build_spec(a, recorder.specs) for a in args)
+        kw_specs = tuple((k, _build_spec(v, recorder.specs)) for k, v in kwargs.items())
+    finally:
+        guard.restore()
+    return _result(mode, target, modules, path_list, recorder, input_specs, kw_specs, outputs,
+                   notes)
+
+
+def _to_meta(t: torch.Tensor) -> torch.Tensor:
+    return t if t.is_meta else t.to("meta")
+
+
+def _to_model_device(args: tuple[Any, ...], model: nn.Module) -> tuple[Any, ...]:
+    """Built inputs follow the model's device (CPU builds need no move)."""
+    dev = _first_device(model)
+    if dev is None or dev.type in ("cpu", "meta"):
+        return args
+    moved: tuple[Any, ...] = _map_tensors(args, lambda t: t.to(dev))
+    return moved
+
+
+def _result(mode: str, target: nn.Module, modules: list[nn.Module], path_list: list[str],
+            recorder: _Recorder, input_specs: tuple[Spec, ...],
+            kw_specs: tuple[tuple[str, Spec], ...], outputs: Spec,
+            notes: list[str]) -> TraceResult:
+    raw = recorder.calls
+    calls = tuple((c[0], CallRecord(i, c[1], c[2], c[3])) for i, c in enumerate(raw))
+    called = {c[0] for c in raw}
+    uncalled = tuple(p for p in path_list if p not in called)
+    flow = tuple(
+        FlowEdge(src, dst, None if src is None else raw[src][0],
+                 None if dst is None else raw[dst][0], spec)
+        for src, dst, spec in dict.fromkeys(recorder.edges)
+    )
+    findings = _unused_findings(modules, path_list, called)
+    return TraceResult(mode=mode, calls=calls, uncalled=uncalled, inputs=input_specs,
+                       input_kwargs=kw_specs, outputs=outputs, flow=flow, findings=findings,
+                       notes=tuple(notes))
+
+
+def _unused_findings(modules: list[nn.Module], path_list: list[str],
+                     called: set[str]) -> tuple[Finding, ...]:
+    """One finding per top-most never-called module holding trainable parameters that no
+    called module also holds (a tie)."""
+    used: set[int] = set()
+    for m, path in zip(modules, path_list):
+        if path in called:
+            used.update(id(t) for t in m._parameters.values() if t is not None)
+    findings: list[Finding] = []
+    skip = "\0"  # pre-order: a subtree is contiguous, so one prefix to skip at a time
+    for m, path in zip(modules, path_list):
+        if path in called or path.startswith(skip):
+            continue
+        skip = path + "."
+        count = 0
+        names = 0
+        for p in m.parameters():
+            if p.requires_grad and id(p) not in used:
+                names += 1
+                if not _is_lazy(p):
+                    count += p.numel()
+        if not names:
+            continue
+        findings.append(Finding(
+            code="unused-parameters",
+            severity=Severity.WARNING,
+            message=(f"{path} ({type(m).__name__}) holds {names} trainable parameter tensors "
+                     f"({count:,} values) that the traced forward never used"),
+            path=path,
+            hint=("DistributedDataParallel raises on unused parameters unless "
+                  "find_unused_parameters=True; or freeze them (requires_grad_(False)) or "
+                  "remove the module"),
+        ))
+    return tuple(findings)
+
+
+def _short_error(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if len(text) > 160:
+        text = text[:159] + "…"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _spec_text(spec: Spec) -> str:
+    if spec is None:
+        return "None"
+    if isinstance(spec, TensorSpec):
+        return f"{spec.shape_str()} {spec.dtype}"
+    if isinstance(spec, ValueSpec):
+        return spec.repr
+    if isinstance(spec, SeqSpec):
+        return "(" + ", ".join(_spec_text(s) for s in spec.items) + ")"
+    return "{" + ", ".join(f"{k}: {_spec_text(s)}" for k, s in spec.items) + "}"
+
+
+def _forward_error(failed: _ModeFailed, notes: list[str]) -> ForwardError:
+    rec = failed.recorder
+    where = f"the root module ({failed.model_type})"
+    inputs = ""
+    ran = ""
+    if rec is not None:
+        if rec.stack:
+            idx = rec.stack[-1][1]
+            path, ins, kws, _ = rec.calls[idx]
+            if path:
+                where = f"module {path!r}"
+            parts = [_spec_text(s) for s in ins] + [f"{k}={_spec_text(s)}" for k, s in kws]
+            inputs = f" called with ({', '.join(parts)})"
+        finished = [rec.calls[i][0] or "<root>" for i in rec.done]
+        if finished:
+            shown = finished[-5:]
+            more = f"{len(finished) - len(shown)} more, then " if len(finished) > 5 else ""
+            ran = f"; modules that had run: {more}{', '.join(shown)}"
+        else:
+            ran = "; no module had finished"
+    tried = f" ({'; '.join(notes)})" if notes else ""
+    return ForwardError(
+        f"forward of {failed.model_type} raised in {where}{inputs} in {failed.mode} mode"
+        f"{ran}: {_short_error(failed.error)}{tried}; check that the example inputs match what "
+        "the model expects (sizes, dtypes, keyword names)"
+        + ("" if failed.mode == "real" else ", or trace with mode='real'")
+    )
+
+
+def trace_forward(
+    model: nn.Module,
+    example_inputs: object = None,
+    *,
+    example_kwargs: Mapping[str, object] | None = None,
+    input_size: object = None,
+    dtypes: object = None,
+    device: object = None,
+    mode: str = "auto",
+) -> TraceResult:
+    """Run one forward of ``model`` and record every module call, leaving the model unchanged.
+
+    Each call of a module of the tree gets a :class:`~torchscope.records.CallRecord` (global
+    call order, input, keyword and output specs); a module called twice gets two. The forward
+    runs under ``torch.no_grad()`` and :func:`state_guard`.
+
+    Data flow (``flow``): tensors are followed by identity. A module call that *outputs* a
+    tensor object is its producer; a call that outputs a tensor made inside it (a container
+    returning its last child's output) is added to the producers, while a call that returns a
+    tensor it was given (``nn.Identity``, in-place ``ReLU``) replaces them. There is one
+    :class:`~torchscope.records.FlowEdge` for every (producer call, consumer call, spec) where
+    the consumer received that tensor as a positional or keyword input: so a container and its
+    first child both consume the same tensor, and a container and its last child both produce
+    it — the renderer picks the edges of the depth it draws. Graph inputs have ``src=None``;
+    the model's outputs give edges with ``dst=None``. Tensors made by functional code (``x +
+    y``, ``torch.cat``) between module calls have no producer, so they give no edge.
+
+    Modes: ``real`` runs the given tensors on the model (a lazy model runs as a copy sharing its
+    initialized tensors, so it stays uninitialized); ``meta`` runs a :func:`meta_copy` (the
+    model itself when it is all on meta) with inputs moved to ``meta``; ``fake`` runs a copy
+    made of ``FakeTensor``\\ s under ``FakeTensorMode``. ``auto`` with sizes only tries meta,
+    then fake, then real, and says in ``notes`` which ran and why; with tensors given, auto
+    means real (meta when the model is on meta).
+
+    Args:
+        model: the module to trace.
+        example_inputs: a tensor, or a tuple/list of positional inputs (any Python values).
+        example_kwargs: keyword inputs (``{"decoder_input_ids": ids}``).
+        input_size: instead of ``example_inputs``: one shape per input; see
+            :func:`build_inputs` (zeros, also for integer dtypes).
+        dtypes: one dtype per size (``"long"`` for token ids), default ``float32``.
+        device: where built inputs go in real mode (default: the model's device); the model is
+            never moved.
+        mode: ``"auto"``, ``"real"``, ``"meta"`` or ``"fake"``.
+
+    Returns:
+        A :class:`TraceResult` of plain records (it keeps no tensor or module alive).
+
+    Raises:
+        InputSpecError: bad inputs, sizes, dtypes, device or mode.
+        ForwardError: the forward raised: names the module path where, that call's input
+            specs, the modules that had run; the original error is chained.
+
+    >>> from torchscope.examples import FixedHiddenMLP
+    >>> result = trace_forward(FixedHiddenMLP(), input_size=[(2, 20)])
+    >>> [(path, call.index) for path, call in result.calls]
+    [('', 0), ('linear', 1), ('linear', 2)]
+    """
+    if not isinstance(model, nn.Module):
+        raise InputSpecError(
+            f"model = {type(model).__name__} is not a torch.nn.Module; pass the model itself"
+        )
+    if mode not in MODES:
+        raise InputSpecError(f"mode = {mode!r} is not one of {', '.join(MODES)}")
+    if example_kwargs is not None and not isinstance(example_kwargs, Mapping):
+        raise InputSpecError(
+            f"example_kwargs = {type(example_kwargs).__name__} is not a dict of keyword inputs; "
+            "pass e.g. {'attention_mask': mask}"
+        )
+    kwargs = dict(example_kwargs or {})
+    dev = _parse_device(device) if device is not None else None
+    built = example_inputs is None
+    if not built and input_size is not None:
+        raise InputSpecError(
+            "both example_inputs and input_size were given; pass one of them"
+        )
+    if built:
+        if input_size is None:
+            if not kwargs:
+                raise InputSpecError(
+                    "trace_forward needs example inputs: pass example_inputs, "
+                    "input_size=[(2, 20)] (CLI: --input-size 2,20) or example_kwargs"
+                )
+            args: tuple[Any, ...] = ()
+        else:
+            args = build_inputs(input_size, dtypes,
+                                device=dev if dev is not None and dev.type != "meta" else None)
+    else:
+        if dtypes is not None:
+            raise InputSpecError(
+                "dtypes applies to input_size only; give example_inputs the dtype they need"
+            )
+        if isinstance(example_inputs, (tuple, list)):
+            args = tuple(example_inputs)
+        elif isinstance(example_inputs, Mapping):
+            raise InputSpecError(
+                "example_inputs is a dict; pass keyword inputs as example_kwargs=..."
+            )
+        else:
+            args = (example_inputs,)
+    tensors = list(_tensors_in((args, kwargs)))
+    model_meta = _all_meta(model)
+    if mode != "auto":
+        plan = [mode]
+    elif built:  # sizes only: the cheapest mode that works
+        plan = ["meta", "fake"] if model_meta else ["meta", "fake", "real"]
+    elif model_meta or (tensors and all(t.is_meta for t in tensors)):
+        plan = ["meta"]
+    else:
+        plan = ["real"]
+    if plan == ["real"] and model_meta:
+        raise InputSpecError(
+            "mode = 'real' cannot run a model whose parameters are on the meta device; "
+            "use mode='meta' or mode='fake'"
+        )
+
+    notes: list[str] = []
+    for i, current in enumerate(plan):
+        try:
+            result = _run(model, current, args, kwargs, built, dev, notes)
+        except _ModeFailed as failed:
+            if i + 1 < len(plan):
+                what = "copy" if failed.stage == "copy" else "forward"
+                notes.append(f"{current} {what} failed ({_short_error(failed.error)}), "
+                             f"tried {plan[i + 1]}")
+                continue
+            raise _forward_error(failed, notes) from failed.error
+        if mode == "auto":
+            if not built:
+                why = "tensors given"
+            elif current == "meta":
+                why = "sizes only: meta is cheapest, no parameter or activation memory"
+            else:
+                why = "sizes only; the cheaper modes failed"
+            notes.insert(0, f"mode auto ran {current} ({why})")
+        return dataclasses.replace(result, notes=tuple(notes))
+    raise AssertionError("unreachable")  # pragma: no cover
