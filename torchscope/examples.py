@@ -12,8 +12,6 @@ torch.Size([2, 10])
 
 from __future__ import annotations
 
-
-
 import torch
 from torch import nn
 from torch.nn import functional as F

@@ -12,7 +12,9 @@ trainable and frozen are counted separately. Uninitialized (lazy) tensors are co
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -28,8 +30,9 @@ from torchscope.records import (
     ParamRecord,
     Report,
     Spec,
+    TiedGroup,
 )
-from torchscope.tying import find_tied, storage_key, unique_size
+from torchscope.tying import tied_groups, unique_size
 
 __all__ = ["list_parameters", "summarize", "unwrap_compiled", "walk"]
 
@@ -55,128 +58,151 @@ def unwrap_compiled(model: nn.Module) -> tuple[nn.Module, bool]:
 
 
 class _Node:
-    """Mutable per-module scratch data while walking (turned into a frozen record at the end).
+    """Per-module scratch data while walking (turned into a frozen record at the end).
 
     ``s_*`` sum the module's own tensors that share memory with nothing else; ``t_*`` are the
     subtree totals (simple parts summed bottom-up, shared parts added tie-aware per node).
+    Numbers default to class attributes so that creating a node stays cheap.
     """
 
-    __slots__ = (
-        "aliases", "buffer_names", "children", "depth", "devices", "dtypes", "lazy", "module",
-        "own_buffers", "own_params", "param_names", "parent", "path", "s_bbytes", "s_buffers",
-        "s_params", "s_pbytes", "s_trainable", "shared", "t_bbytes", "t_buffers", "t_params",
-        "t_pbytes", "t_trainable",
-    )
+    s_params = s_trainable = s_buffers = s_pbytes = s_bbytes = 0
+    t_params = t_trainable = t_buffers = t_pbytes = t_bbytes = 0
+    own_params = own_buffers = lazy = 0
+    shared: list[tuple[torch.Tensor, ParamKind]] | None = None
 
-    def __init__(self, module: nn.Module, path: str, depth: int, parent: int | None) -> None:
+    def __init__(self, module: nn.Module, path: str, depth: int, parent: int | None,
+                 tensors: list[tuple[str, torch.Tensor, ParamKind]]) -> None:
         self.module = module
         self.path = path
         self.depth = depth
         self.parent = parent
+        self.tensors = tensors  # own (local name, tensor, kind), parameters first
         self.children: list[str] = []
         self.aliases: list[str] = []
-        self.param_names: tuple[str, ...] = ()
-        self.buffer_names: tuple[str, ...] = ()
-        self.s_params = self.s_trainable = self.s_buffers = self.s_pbytes = self.s_bbytes = 0
-        self.t_params = self.t_trainable = self.t_buffers = self.t_pbytes = self.t_bbytes = 0
-        self.own_params = self.own_buffers = 0
-        self.lazy = 0
         self.dtypes: set[str] = set()
         self.devices: set[str] = set()
-        # own tensors that share memory with another tensor object or have several names
-        self.shared: list[tuple[torch.Tensor, ParamKind]] | None = None
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(k for k, _, kind in self.tensors if kind is _PARAM)
+
+    @property
+    def buffer_names(self) -> tuple[str, ...]:
+        return tuple(k for k, _, kind in self.tensors if kind is not _PARAM)
 
 
 def _is_lazy(t: torch.Tensor) -> bool:
     return isinstance(t, UninitializedTensorMixin)
 
 
-def _walk_nodes(model: nn.Module) -> tuple[list[_Node], dict[int, list[tuple[str, ParamKind]]]]:
-    """Pre-order nodes (as named_modules() dedups them) and every name of every tensor."""
+Names = dict[int, list[tuple[str, ParamKind]]]
+
+
+def _walk_nodes(model: nn.Module) -> tuple[list[_Node], Names, set[int]]:
+    """Pre-order nodes (as named_modules() dedups them), every name of every tensor, and the
+    ids of tensors that need the tie-aware path: several names, or memory shared with another
+    tensor object (same device and storage pointer; on meta the storage implementation)."""
     nodes: list[_Node] = []
     seen: dict[int, int] = {}
-    names: dict[int, list[tuple[str, ParamKind]]] = {}
+    names: Names = {}
+    shared: set[int] = set()
+    first: dict[tuple[int, int, int], int] = {}
     stack: list[tuple[nn.Module, str, int, int | None]] = [(model, "", 0, None)]
+    pop, push = stack.pop, stack.append
+    lazy_cls = UninitializedTensorMixin
     while stack:
-        module, path, depth, parent = stack.pop()
+        module, path, depth, parent = pop()
         index = seen.get(id(module))
         if index is not None:  # registered under a second name: an alias of that module
             nodes[index].aliases.append(path)
-            _alias_names(module, path, names)
+            _alias_names(module, path, names, shared)
             continue
         index = len(nodes)
         seen[id(module)] = index
-        node = _Node(module, path, depth, parent)
-        nodes.append(node)
+        prefix = path + "." if path else ""
+        tensors: list[tuple[str, torch.Tensor, ParamKind]] = []
+        params = module._parameters
+        buffers = module._buffers
+        if params or buffers:
+            nonpersistent = module._non_persistent_buffers_set
+            for k, v, kind in _own_items(params, buffers, nonpersistent):
+                tensors.append((k, v, kind))
+                tid = id(v)
+                known = names.get(tid)
+                if known is not None:
+                    known.append((prefix + k, kind))
+                    shared.add(tid)
+                    continue
+                names[tid] = [(prefix + k, kind)]
+                if isinstance(v, lazy_cls) or v.numel() == 0:
+                    continue
+                storage = v.untyped_storage()
+                ptr = storage.data_ptr()
+                key = (v.get_device(), ptr, 0) if ptr else (v.get_device(), 0, storage._cdata)
+                other = first.setdefault(key, tid)
+                if other != tid:
+                    shared.add(tid)
+                    shared.add(other)
+        nodes.append(_Node(module, path, depth, parent, tensors))
         if parent is not None:
             nodes[parent].children.append(path)
-        prefix = path + "." if path else ""
-        params = module._parameters
-        if params:
-            node.param_names = tuple(k for k, v in params.items() if v is not None)
-            for k in node.param_names:
-                names.setdefault(id(params[k]), []).append((prefix + k, _PARAM))
-        buffers = module._buffers
-        if buffers:
-            node.buffer_names = tuple(k for k, v in buffers.items() if v is not None)
-            nonpersistent = module._non_persistent_buffers_set
-            for k in node.buffer_names:
-                kind = _NPBUF if k in nonpersistent else _BUF
-                names.setdefault(id(buffers[k]), []).append((prefix + k, kind))
         children = module._modules
         if children:
             for name, child in reversed(children.items()):
                 if child is not None:
-                    stack.append((child, prefix + name, depth + 1, index))
-    return nodes, names
+                    push((child, prefix + name, depth + 1, index))
+    return nodes, names, shared
 
 
-def _alias_names(module: nn.Module, path: str,
-                 names: dict[int, list[tuple[str, ParamKind]]]) -> None:
-    for name, p in module.named_parameters(prefix=path, remove_duplicate=False):
-        names.setdefault(id(p), []).append((name, _PARAM))
+def _own_items(
+    params: dict[str, nn.Parameter | None], buffers: dict[str, torch.Tensor | None],
+    nonpersistent: set[str],
+) -> Iterator[tuple[str, torch.Tensor, ParamKind]]:
+    for k, v in params.items():
+        if v is not None:
+            yield k, v, _PARAM
+    for k, b in buffers.items():
+        if b is not None:
+            yield k, b, _NPBUF if k in nonpersistent else _BUF
+
+
+def _alias_names(module: nn.Module, path: str, names: Names, shared: set[int]) -> None:
     for mod_name, sub in module.named_modules(prefix=path, remove_duplicate=False):
         prefix = mod_name + "." if mod_name else ""
-        for k, b in sub._buffers.items():
-            if b is not None:
-                kind = _NPBUF if k in sub._non_persistent_buffers_set else _BUF
-                names.setdefault(id(b), []).append((prefix + k, kind))
+        for k, t, kind in _own_items(sub._parameters, sub._buffers,
+                                     sub._non_persistent_buffers_set):
+            names.setdefault(id(t), []).append((prefix + k, kind))
+            shared.add(id(t))
 
 
-def _own_tensors(node: _Node) -> Iterator[tuple[torch.Tensor, ParamKind]]:
-    module = node.module
-    for k in node.param_names:
-        p = module._parameters[k]
-        assert p is not None
-        yield p, _PARAM
-    for k in node.buffer_names:
-        b = module._buffers[k]
-        assert b is not None
-        yield b, _NPBUF if k in module._non_persistent_buffers_set else _BUF
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+_DEVICE_NAMES: dict[torch.device, str] = {}
 
 
-def _account(nodes: list[_Node], names: dict[int, list[tuple[str, ParamKind]]]) -> None:
+def _dtype_name(dtype: torch.dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
+
+
+def _device_name(device: torch.device) -> str:
+    name = _DEVICE_NAMES.get(device)
+    if name is None:
+        name = _DEVICE_NAMES[device] = str(device)
+    return name
+
+
+def _account(nodes: list[_Node], shared_ids: set[int]) -> None:
     """Fill own and tie-aware subtree totals of every node."""
-    # Tensors that take the tie-aware path: several names, or a storage shared with another
-    # tensor object. Everything else is summed bottom-up.
-    first_tensor: dict[tuple[str, int, int], int] = {}
-    shared_ids: set[int] = set()
     for node in nodes:
-        for t, _ in _own_tensors(node):
-            tid = id(t)
-            if len(names[tid]) > 1:
-                shared_ids.add(tid)
-            if _is_lazy(t) or t.numel() == 0:
-                continue
-            other = first_tensor.setdefault(storage_key(t), tid)
-            if other != tid:
-                shared_ids.add(tid)
-                shared_ids.add(other)
-    for node in nodes:
-        for t, kind in _own_tensors(node):
-            node.dtypes.add(str(t.dtype).removeprefix("torch."))
-            node.devices.add(str(t.device))
-            if _is_lazy(t):
+        if not node.tensors:
+            continue
+        dtypes, devices = node.dtypes, node.devices
+        for _, t, kind in node.tensors:
+            dtypes.add(_dtype_name(t.dtype))
+            devices.add(_device_name(t.device))
+            if isinstance(t, UninitializedTensorMixin):
                 node.lazy += 1
                 continue
             if id(t) in shared_ids:
@@ -200,11 +226,14 @@ def _account(nodes: list[_Node], names: dict[int, list[tuple[str, ParamKind]]]) 
             node.own_buffers += b_numel
     # bottom-up sums of the simple parts (pre-order: children come after their parent)
     for node in reversed(nodes):
-        node.t_params += node.s_params
-        node.t_trainable += node.s_trainable
-        node.t_buffers += node.s_buffers
-        node.t_pbytes += node.s_pbytes
-        node.t_bbytes += node.s_bbytes
+        if node.tensors:
+            node.t_params += node.s_params
+            node.t_trainable += node.s_trainable
+            node.t_buffers += node.s_buffers
+            node.t_pbytes += node.s_pbytes
+            node.t_bbytes += node.s_bbytes
+        elif not node.children:
+            continue  # a leaf without tensors adds nothing to its parent
         if node.parent is not None:
             parent = nodes[node.parent]
             parent.t_params += node.t_params
@@ -212,9 +241,11 @@ def _account(nodes: list[_Node], names: dict[int, list[tuple[str, ParamKind]]]) 
             parent.t_buffers += node.t_buffers
             parent.t_pbytes += node.t_pbytes
             parent.t_bbytes += node.t_bbytes
-            parent.lazy += node.lazy
-            parent.dtypes |= node.dtypes
-            parent.devices |= node.devices
+            if node.lazy:
+                parent.lazy += node.lazy
+            if node.dtypes:
+                parent.dtypes |= node.dtypes
+                parent.devices |= node.devices
     # tie-aware part: every node adds the unique size of the shared tensors in its subtree
     subtree: dict[int, dict[int, tuple[torch.Tensor, ParamKind]]] = {}
     for i, node in enumerate(nodes):
@@ -258,31 +289,41 @@ def walk(model: nn.Module) -> Iterator[ModuleRecord]:
     >>> root.type_name, root.total_params
     ('MLP', 7946)
     """
-    yield from _module_records(*_walk_nodes(model))
+    with _no_gc():
+        nodes, _, shared_ids = _walk_nodes(model)
+        records = _module_records(nodes, shared_ids)
+    yield from records
 
 
-def _module_records(nodes: list[_Node],
-                    names: dict[int, list[tuple[str, ParamKind]]]) -> list[ModuleRecord]:
-    _account(nodes, names)
+def _module_records(nodes: list[_Node], shared_ids: set[int]) -> list[ModuleRecord]:
+    _account(nodes, shared_ids)
     out: list[ModuleRecord] = []
     append = out.append
+    empty: tuple[str, ...] = ()
     for node in nodes:
         module = node.module
-        tags: tuple[str, ...] = ()
+        tags = empty
         cls_name = type(module).__name__
         if cls_name.startswith("Parametrized") and hasattr(module, "parametrizations"):
             tags = ("parametrized",)
         elif cls_name == "OptimizedModule":
             tags = ("compiled",)
+        if node.tensors:
+            param_names, buffer_names = node.param_names, node.buffer_names
+            dtypes, devices = tuple(sorted(node.dtypes)), tuple(sorted(node.devices))
+        else:
+            param_names = buffer_names = empty
+            dtypes = tuple(sorted(node.dtypes)) if node.dtypes else empty
+            devices = tuple(sorted(node.devices)) if node.devices else empty
         # positional construction: keyword construction of a 22-field frozen record costs 2x
         append(ModuleRecord(
             node.path, cls_name, node.depth,
             None if node.parent is None else nodes[node.parent].path,
-            tuple(node.children), tuple(node.aliases), node.param_names, node.buffer_names,
+            tuple(node.children), tuple(node.aliases) if node.aliases else empty,
+            param_names, buffer_names,
             node.own_params, node.own_buffers, node.t_params, node.t_trainable,
             node.t_buffers, node.t_pbytes, node.t_bbytes,
-            node.lazy, tuple(sorted(node.dtypes)), tuple(sorted(node.devices)),
-            module.training, tags,
+            node.lazy, dtypes, devices, module.training, tags,
         ))
     return out
 
@@ -291,44 +332,60 @@ def list_parameters(model: nn.Module) -> tuple[ParamRecord, ...]:
     """Every parameter and buffer once, with every name it is reachable under.
 
     A Parameter reachable under two names (a shared layer, tied embeddings) is one record
-    whose ``aliases`` holds the other names; ``tie_group`` is set by :func:`summarize`.
+    whose ``aliases`` holds the other names; ``tie_group`` indexes :func:`find_tied`'s groups.
 
     >>> import torchscope
     >>> recs = torchscope.list_parameters(torchscope.examples.SharedMLP())
     >>> [(r.name, r.aliases) for r in recs][2]
     ('2.weight', ('4.weight',))
     """
-    nodes, names = _walk_nodes(model)
-    return _param_records(nodes, names, ())
+    with _no_gc():
+        nodes, names, shared_ids = _walk_nodes(model)
+        params, _ = _params_and_ties(nodes, names, shared_ids)
+    return params
 
 
-def _param_records(nodes: list[_Node], names: dict[int, list[tuple[str, ParamKind]]],
-                   tied: Sequence[Any]) -> tuple[ParamRecord, ...]:
-    group_of: dict[str, int] = {}
-    for index, group in enumerate(tied):
-        for name in group.names:
-            group_of[name] = index
+def _params_and_ties(nodes: list[_Node], names: Names, shared_ids: set[int],
+                     ) -> tuple[tuple[ParamRecord, ...], tuple[TiedGroup, ...]]:
+    """Parameter records (parameters first, then buffers, in traversal order, as
+    ``named_parameters``/``named_buffers`` list them) and the tied groups among them."""
     records: list[ParamRecord] = []
     seen: set[int] = set()
-    # parameters first, then buffers, each in traversal order (as named_parameters does)
+    shared_entries: list[tuple[torch.Tensor, list[str], int]] = []
     for want_param in (True, False):
         for node in nodes:
-            for t, kind in _own_tensors(node):
-                if (kind is _PARAM) is not want_param or id(t) in seen:
+            path = node.path
+            for _, t, kind in node.tensors:
+                if (kind is _PARAM) is not want_param:
                     continue
-                seen.add(id(t))
-                all_names = [n for n, _ in names[id(t)]]
-                name = all_names[0]
-                lazy = _is_lazy(t)
-                shape = None if lazy else tuple(t.shape)
-                numel = None if lazy else t.numel()
-                nbytes = None if lazy else t.numel() * t.element_size()
+                tid = id(t)
+                if tid in seen:
+                    continue
+                seen.add(tid)
+                all_names = names[tid]
+                name = all_names[0][0]
+                aliases = tuple(n for n, _ in all_names[1:]) if len(all_names) > 1 else ()
+                if tid in shared_ids:
+                    shared_entries.append((t, [n for n, _ in all_names], len(records)))
+                if isinstance(t, UninitializedTensorMixin):
+                    records.append(ParamRecord(
+                        name, aliases, path, None, _dtype_name(t.dtype), _device_name(t.device),
+                        None, None, bool(t.requires_grad), True, None, kind,
+                    ))
+                    continue
+                n = t.numel()
                 records.append(ParamRecord(
-                    name, tuple(all_names[1:]), node.path, shape,
-                    str(t.dtype).removeprefix("torch."), str(t.device), numel, nbytes,
-                    bool(t.requires_grad), lazy, group_of.get(name), kind,
+                    name, aliases, path, tuple(t.shape), _dtype_name(t.dtype),
+                    _device_name(t.device), n, n * t.element_size(), t.requires_grad, False,
+                    None, kind,
                 ))
-    return tuple(records)
+    tied = tied_groups(shared_entries)
+    for index, group in enumerate(tied):
+        members = set(group.names)
+        for t, entry_names, position in shared_entries:
+            if entry_names[0] in members:
+                records[position] = replace(records[position], tie_group=index)
+    return tuple(records), tied
 
 
 def summarize(
@@ -371,10 +428,10 @@ def summarize(
     (121, 121)
     """
     model, compiled = unwrap_compiled(model)
-    nodes, names = _walk_nodes(model)
-    modules = _module_records(nodes, names)
-    tied = find_tied(model) if _has_possible_ties(names) else ()
-    params = _param_records(nodes, names, tied)
+    with _no_gc():
+        nodes, names, shared_ids = _walk_nodes(model)
+        modules = _module_records(nodes, shared_ids)
+        params, tied = _params_and_ties(nodes, names, shared_ids)
     root = modules[0]
     notes: list[str] = []
     findings: list[Finding] = []
@@ -404,19 +461,24 @@ def summarize(
     return replace(report, findings=tuple(findings), notes=tuple(notes))
 
 
-def _has_possible_ties(names: dict[int, list[tuple[str, ParamKind]]]) -> bool:
-    # find_tied walks every tensor again; skip it when nothing can be shared. Distinct tensor
-    # objects may still share storage, so only a model with no tensors at all is skipped.
-    return bool(names)
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: building many small records otherwise triggers
+    full collections over the model's objects, which makes the walk quadratic."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _lazy_records(nodes: list[_Node]) -> tuple[LazyRecord, ...]:
     out: list[LazyRecord] = []
     for node in nodes:
         module = node.module
-        lazy_names = tuple(
-            k for k in node.param_names if _is_lazy(module._parameters[k])  # type: ignore[arg-type]
-        ) + tuple(k for k in node.buffer_names if _is_lazy(module._buffers[k]))  # type: ignore[arg-type]
+        lazy_names = tuple(k for k, t, _ in node.tensors if _is_lazy(t))
         if lazy_names:
             out.append(LazyRecord(node.path, type(module).__name__, lazy_names,
                                   _known_attributes(module)))

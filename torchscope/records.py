@@ -103,7 +103,7 @@ class ValueSpec:
     repr: str
 
 
-Spec = Union[TensorSpec, SeqSpec, MapSpec, ValueSpec, None]
+Spec = TensorSpec | SeqSpec | MapSpec | ValueSpec | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ __all__ = [
     "find_tied",
     "merge_ranges",
     "storage_key",
+    "tied_groups",
     "tensor_extent",
     "unique_size",
 ]
@@ -152,6 +153,19 @@ def find_tied(model: nn.Module) -> tuple[TiedGroup, ...]:
         else:
             entry.names.append(name)
     return _groups_of(list(entries.values()))
+
+
+def tied_groups(
+    entries: Sequence[tuple[torch.Tensor, Sequence[str], int]],
+) -> tuple[TiedGroup, ...]:
+    """Tied groups among ``(tensor, names, order)`` entries: one entry per tensor object with
+    every name it has, ``order`` its position in traversal order (groups sort by it).
+
+    >>> w = torch.zeros(4)
+    >>> [g.kind.value for g in tied_groups([(w, ["a"], 0), (w[1:], ["b"], 1)])]
+    ['overlap']
+    """
+    return _groups_of([_Entry(t, list(names), order) for t, names, order in entries])
 
 
 def _groups_of(entries: list[_Entry]) -> tuple[TiedGroup, ...]:
