@@ -64,13 +64,13 @@ def _stats(model: nn.Module, report: InitReport) -> Stats:
 def run(args: argparse.Namespace) -> int:
     """Print the plan; with ``--check-stats`` also the statistics after applying it to a copy."""
     import copy
-    import sys
     import warnings
 
     from torchscope._render_init import render_init
     from torchscope.cli import load_target, output_format
     from torchscope.errors import TorchscopeError
     from torchscope.init import InitRuleWarning, apply_init, load_policy
+    from torchscope.render import emit
 
     model = load_target(args)
     policy = load_policy(args.policy)
@@ -89,11 +89,5 @@ def run(args: argparse.Namespace) -> int:
             apply_init(twin, policy, seed=args.seed)
             stats = _stats(twin, report)
     fmt = output_format(args)
-    out = render_init(report, fmt=fmt, stats=stats)
-    if fmt == "rich":
-        from rich.console import Console
-
-        Console(width=min(Console().width, 100)).print(out)
-    else:
-        sys.stdout.write(out)
+    emit(render_init(report, fmt=fmt, stats=stats), fmt=fmt)
     return 0

@@ -47,7 +47,8 @@ def _title(report: InitReport) -> str:
     what = "init plan (dry run)" if report.dry_run else "init"
     seed = f", seed {report.seed}" if report.seed is not None else ""
     parts = ", ".join(f"{n} {s}" for s, n in counts.items())
-    return f"{what}{seed}: {len(report.entries)} tensors, {parts}"
+    n = len(report.entries)
+    return f"{what}{seed}: {n} tensor{'' if n == 1 else 's'}, {parts}"
 
 
 def _shape(e: InitEntry) -> str:
@@ -130,7 +131,8 @@ def render_init_text(report: InitReport, *, stats: Stats | None = None,
     from tabulate import tabulate
 
     headers, rows = _rows(report, stats)
-    others = sum(max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)
+    # tabulate pads headers by 2 (its MIN_PADDING) and separates columns by 2 spaces
+    others = sum(max(len(h) + 2, *(len(r[i]) for r in rows)) for i, h in enumerate(headers)
                  if i > 0) if rows else 0
     budget = max(20, width - others - 2 * (len(headers) - 1))
     for r in rows:
@@ -138,7 +140,13 @@ def render_init_text(report: InitReport, *, stats: Stats | None = None,
     out = [_title(report), ""]
     out.append(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
     out += ["", "rules (first match wins):"]
-    rule_rows = [[a, _elide(b, 40), _elide(c, 36), d] for a, b, c, d in _rule_rows(report)]
+    rule_rows = _rule_rows(report)
+    if rule_rows:
+        fixed = max(len(r[0]) for r in rule_rows) + max(len(r[3]) for r in rule_rows) + 6
+        sel_width = min(max(len(r[1]) for r in rule_rows), max(20, (width - fixed) // 2))
+        init_width = max(20, width - fixed - sel_width)
+        rule_rows = [[a, _elide(b, sel_width), _elide(c, init_width), d]
+                     for a, b, c, d in rule_rows]
     out.append(tabulate(rule_rows, tablefmt="plain", disable_numparse=True))
     footer = _footer(report)
     if footer:
@@ -170,7 +178,7 @@ def render_init_rich(report: InitReport, *, stats: Stats | None = None) -> Any:
     from rich.text import Text
 
     headers, rows = _rows(report, stats)
-    table = Table(title=_title(report), box=box.SIMPLE_HEAD, title_justify="left")
+    table = Table(box=box.SIMPLE_HEAD)
     for i, h in enumerate(headers):
         table.add_column(h, overflow="fold", justify="right" if i >= 5 else "left",
                          no_wrap=i in (2, 4))
@@ -183,7 +191,7 @@ def render_init_rich(report: InitReport, *, stats: Stats | None = None) -> Any:
         rules.add_column(overflow="fold")
     for rule, r in zip(report.rules, _rule_rows(report)):
         rules.add_row(*r, style="yellow" if rule.decided == 0 else None)
-    parts: list[Any] = [table, rules]
+    parts: list[Any] = [Text(_title(report), style="bold"), table, rules]
     footer = _footer(report)
     if footer:
         parts.append(Text("\n".join(footer)))
