@@ -382,7 +382,7 @@ def _params_and_ties(nodes: list[_Node], names: Names, shared_ids: set[int],
     tied = tied_groups(shared_entries)
     for index, group in enumerate(tied):
         members = set(group.names)
-        for t, entry_names, position in shared_entries:
+        for _t, entry_names, position in shared_entries:
             if entry_names[0] in members:
                 records[position] = replace(records[position], tie_group=index)
     return tuple(records), tied
