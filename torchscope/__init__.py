@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "ModuleRecord": "records",
     "ParamKind": "records",
     "ParamRecord": "records",
+    "RankRecord": "records",
     "Report": "records",
     "SeqSpec": "records",
     "Severity": "records",

@@ -13,6 +13,7 @@ trainable and frozen are counted separately. Uninitialized (lazy) tensors are co
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -95,6 +96,31 @@ def _is_lazy(t: torch.Tensor) -> bool:
     return isinstance(t, UninitializedTensorMixin)
 
 
+def _dtensor_type() -> type | None:
+    """``DTensor`` when torch.distributed.tensor was imported (no DTensor exists otherwise)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None) if module is not None else None
+
+
+def _local(t: torch.Tensor, dtensor: type | None) -> torch.Tensor:
+    """This rank's shard of a DTensor (the tensor itself otherwise)."""
+    if dtensor is not None and isinstance(t, dtensor):
+        local: torch.Tensor = t._local_tensor  # type: ignore[attr-defined]
+        return local
+    return t
+
+
+def _layout(t: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...], str]:
+    """(global shape, local shape, placements, mesh) of a DTensor."""
+    mesh = t.device_mesh  # type: ignore[attr-defined]
+    placements = tuple(str(p) for p in t.placements)  # type: ignore[attr-defined]
+    mesh_text = f"{mesh.device_type}{tuple(mesh.mesh.shape)}"
+    names = getattr(mesh, "mesh_dim_names", None)
+    if names:
+        mesh_text += "[" + ",".join(names) + "]"
+    return tuple(t.shape), tuple(t._local_tensor.shape), placements, mesh_text  # type: ignore[attr-defined]
+
+
 Names = dict[int, list[tuple[str, ParamKind]]]
 
 
@@ -110,6 +136,7 @@ def _walk_nodes(model: nn.Module) -> tuple[list[_Node], Names, set[int]]:
     stack: list[tuple[nn.Module, str, int, int | None]] = [(model, "", 0, None)]
     pop, push = stack.pop, stack.append
     lazy_cls = UninitializedTensorMixin
+    dtensor = _dtensor_type()
     while stack:
         module, path, depth, parent = pop()
         index = seen.get(id(module))
@@ -136,6 +163,8 @@ def _walk_nodes(model: nn.Module) -> tuple[list[_Node], Names, set[int]]:
                 names[tid] = [(prefix + k, kind)]
                 if isinstance(v, lazy_cls) or v.numel() == 0:
                     continue
+                if dtensor is not None:
+                    v = _local(v, dtensor)
                 storage = v.untyped_storage()
                 ptr = storage.data_ptr()
                 key = (v.get_device(), ptr, 0) if ptr else (v.get_device(), 0, storage._cdata)
@@ -194,7 +223,9 @@ def _device_name(device: torch.device) -> str:
 
 
 def _account(nodes: list[_Node], shared_ids: set[int]) -> None:
-    """Fill own and tie-aware subtree totals of every node."""
+    """Fill own and tie-aware subtree totals of every node (DTensor: global counts, local
+    bytes)."""
+    dtensor = _dtensor_type()
     for node in nodes:
         if not node.tensors:
             continue
@@ -211,14 +242,15 @@ def _account(nodes: list[_Node], shared_ids: set[int]) -> None:
                 node.shared.append((t, kind))
                 continue
             n = t.numel()
+            nbytes = (n if dtensor is None else _local(t, dtensor).numel()) * t.element_size()
             if kind is _PARAM:
                 node.s_params += n
-                node.s_pbytes += n * t.element_size()
+                node.s_pbytes += nbytes
                 if t.requires_grad:
                     node.s_trainable += n
             else:
                 node.s_buffers += n
-                node.s_bbytes += n * t.element_size()
+                node.s_bbytes += nbytes
         node.own_params, node.own_buffers = node.s_params, node.s_buffers
         if node.shared:  # ties inside one module count once
             p_numel, _, _, b_numel, _ = _unique_parts(node.shared)
@@ -351,6 +383,7 @@ def _params_and_ties(nodes: list[_Node], names: Names, shared_ids: set[int],
     ``named_parameters``/``named_buffers`` list them) and the tied groups among them."""
     records: list[ParamRecord] = []
     seen: set[int] = set()
+    dtensor = _dtensor_type()
     shared_entries: list[tuple[torch.Tensor, list[str], int]] = []
     for want_param in (True, False):
         for node in nodes:
@@ -374,6 +407,16 @@ def _params_and_ties(nodes: list[_Node], names: Names, shared_ids: set[int],
                     ))
                     continue
                 n = t.numel()
+                if dtensor is not None and isinstance(t, dtensor):
+                    global_shape, local_shape, placements, mesh = _layout(t)
+                    local = _local(t, dtensor)
+                    records.append(ParamRecord(
+                        name, aliases, path, global_shape, _dtype_name(t.dtype),
+                        _device_name(local.device), n, local.numel() * t.element_size(),
+                        t.requires_grad, False, None, kind, global_shape, local_shape,
+                        placements, mesh,
+                    ))
+                    continue
                 records.append(ParamRecord(
                     name, aliases, path, tuple(t.shape), _dtype_name(t.dtype),
                     _device_name(t.device), n, n * t.element_size(), t.requires_grad, False,

@@ -29,6 +29,7 @@ __all__ = [
     "ModuleRecord",
     "ParamKind",
     "ParamRecord",
+    "RankRecord",
     "Report",
     "SeqSpec",
     "Severity",
@@ -236,6 +237,17 @@ class LazyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RankRecord:
+    """One rank's share of a distributed model (from ``summarize(..., distributed=True)``)."""
+
+    rank: int
+    local_params: int
+    param_bytes: int
+    buffer_bytes: int
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finding:
     """Something a check found: a stable ``code``, how serious, what, where and the fix.
 
@@ -255,7 +267,10 @@ class Report:
     """The summary of one model: modules, tensors, ties, lazy layers, findings and totals.
 
     Totals count each unique byte range of storage once. ``lazy_tensors`` counts uninitialized
-    tensors whose size is not in the totals (unknown, never 0). ``mode`` is the execution mode
+    tensors whose size is not in the totals (unknown, never 0); ``inferred_params`` is the total
+    including lazy tensors when example inputs let their shapes be inferred. For DTensor-sharded
+    models counts are global (logical) and bytes local to this rank; ``ranks`` holds every
+    rank's share when gathered with ``distributed=True``. ``mode`` is the execution mode
     that traced the forward (``real``/``meta``/``fake``) or ``None`` when nothing was traced.
 
     >>> import torchscope
@@ -277,11 +292,13 @@ class Report:
     buffer_numel: int
     buffer_bytes: int
     lazy_tensors: int = 0
+    inferred_params: int | None = None
     mode: str | None = None
     inputs: tuple[Spec, ...] = ()
     input_kwargs: tuple[tuple[str, Spec], ...] = ()
     outputs: Spec = None
     flow: tuple[FlowEdge, ...] = ()
+    ranks: tuple[RankRecord, ...] = ()
     notes: tuple[str, ...] = ()
     schema_version: int = field(default=SCHEMA_VERSION)
 
