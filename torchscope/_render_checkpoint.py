@@ -112,7 +112,7 @@ def _info_blocks(info: CheckpointInfo) -> list[_Block]:
         entries = [e for _, e in members]
         where = "(the whole file)" if sd == "" else repr(sd)
         title = (f"state dict {where}: {_plural(len(entries), 'tensor')}, "
-                 f"{humanize_bytes(sum(e.nbytes for e in entries))}")
+                 f"{humanize_bytes(_unique_bytes(entries, info))}")
         blocks.append(_Table(title, columns, _entry_rows(entries, prefix, columns)))
     rest = [e for i, e in enumerate(info.entries) if i not in placed]
     if rest:
@@ -141,6 +141,16 @@ def _info_blocks(info: CheckpointInfo) -> list[_Block]:
     return blocks
 
 
+def _unique_bytes(entries: Sequence[CheckpointEntry], info: CheckpointInfo) -> int:
+    """Bytes of ``entries`` counting memory that tensors share inside the file once."""
+    total = sum(e.nbytes for e in entries)
+    names = {e.name for e in entries}
+    for g in info.shared:
+        if set(g.names) <= names:
+            total -= sum(info.entry(n).nbytes for n in g.names) - g.nbytes
+    return total
+
+
 def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
@@ -149,16 +159,18 @@ def _diff_blocks(diff: CheckpointDiff) -> list[_Block]:
     verdict = "would succeed" if diff.would_load_strict else "would FAIL"
     where = "the whole file" if diff.state_dict == "" else f"state dict {diff.state_dict!r}"
     blocks: list[_Block] = [
-        f"{diff.source} vs {diff.model_type}: load_state_dict(strict=True) {verdict}",
-        f"compared {where}: {diff.matched} keys match, {len(diff.missing)} missing, "
-        f"{len(diff.unexpected)} unexpected, {len(diff.shape_mismatches)} shape and "
-        f"{len(diff.dtype_mismatches)} dtype mismatches",
-    ]
+        f"{diff.source} vs {diff.model_type}: load_state_dict(strict=True) {verdict}"]
     prefix = diff.strip_prefix or diff.add_prefix
+    fixed = ""
     if prefix is not None:
         how = "removing" if diff.strip_prefix else "adding"
         after = "would succeed" if diff.would_load_after_fix else "would still fail"
-        blocks.append(f"after {how} the prefix {prefix!r} (compared below): loading {after}")
+        blocks.append(f"after {how} the prefix {prefix!r} on the file's keys, loading {after}")
+        fixed = " (prefix removed)" if diff.strip_prefix else " (prefix added)"
+    blocks.append(
+        f"compared {where}{fixed}: {diff.matched} keys match, {len(diff.missing)} missing, "
+        f"{len(diff.unexpected)} unexpected, {len(diff.shape_mismatches)} shape and "
+        f"{len(diff.dtype_mismatches)} dtype mismatches")
     tied = dict(diff.tied_missing)
     rows: list[tuple[str, str, str]] = []
     rows += [(k, "missing", f"tied to {tied[k]}" if k in tied else "not in the file")

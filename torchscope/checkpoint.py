@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import io
 import itertools
 import json
 import math
@@ -84,10 +85,11 @@ _ST_DTYPES: dict[str, tuple[str, int]] = {
 }
 
 # prefix -> where it comes from and how to avoid it when saving
-_KNOWN_PREFIXES: dict[str, str] = {
-    "module.": "a DataParallel/DistributedDataParallel wrapper (save model.module.state_dict())",
-    "_orig_mod.": "a torch.compile'd model (save model._orig_mod.state_dict())",
-    "model.": "a wrapper that holds the network as `.model` (e.g. a Lightning module)",
+_KNOWN_PREFIXES: dict[str, tuple[str, str]] = {
+    "module.": ("a DataParallel/DistributedDataParallel wrapper", "model.module.state_dict()"),
+    "_orig_mod.": ("a torch.compile'd model", "model._orig_mod.state_dict()"),
+    "model.": ("a wrapper that holds the network as .model (e.g. a Lightning module)",
+               "model.model.state_dict()"),
 }
 
 
@@ -298,6 +300,7 @@ class _Scan:
     file_bytes: int
     tensors: list[_Tensor] = field(default_factory=list)
     state_dicts: dict[str, list[tuple[str, _Tensor]]] = field(default_factory=dict)
+    composites: dict[str, list[tuple[str, _Tensor]]] = field(default_factory=dict)
     optimizers: list[OptimizerState] = field(default_factory=list)
     scalars: list[tuple[str, str]] = field(default_factory=list)
     metadata: list[tuple[str, str]] = field(default_factory=list)
@@ -385,10 +388,18 @@ class _Walker:
         if _is_optimizer_state(obj):
             self.optimizer(obj, path)
             return
-        if _is_tensor_tree(obj):
+        if _is_tensor_tree(obj) and all(isinstance(v, torch.Tensor) for v in obj.values()):
             flat: list[tuple[str, _Tensor]] = []
-            self.tree(obj, path, "", flat)
-            self.scan.state_dicts[path] = flat
+            for k, v in obj.items():
+                flat.append((k, self.tensor(_join(path, k), v)))
+            self.scan.state_dicts.setdefault(path, []).extend(flat)  # shards add up
+            return
+        if _is_tensor_tree(obj):  # e.g. {"encoder": sd, "decoder": sd}: also one nested dict
+            start = len(self.scan.tensors)
+            for k, v in obj.items():
+                self.walk(v, _join(path, k))
+            cut = len(path) + 1 if path else 0
+            self.scan.composites[path] = [(t.name[cut:], t) for t in self.scan.tensors[start:]]
             return
         if isinstance(obj, Mapping):
             for k, v in obj.items():
@@ -402,16 +413,6 @@ class _Walker:
                 self.walk(v, _join(path, i))
             return
         self.scan.scalars.append((path, _short(obj)))
-
-    def tree(self, obj: Mapping[str, Any], path: str, rel: str,
-             flat: list[tuple[str, _Tensor]]) -> None:
-        import torch
-
-        for k, v in obj.items():
-            if isinstance(v, torch.Tensor):
-                flat.append((_join(rel, k), self.tensor(_join(path, k), v)))
-            else:
-                self.tree(v, _join(path, k), _join(rel, k), flat)
 
     def optimizer(self, obj: Mapping[str, Any], path: str) -> None:
         import torch
@@ -529,10 +530,16 @@ def _torch_load(p: Path, fmt: str) -> tuple[Any, dict[int, str]]:
         return storage
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), p.open("rb") as handle:
             warnings.simplefilter("ignore")
-            obj = torch.load(p, map_location=remember, weights_only=True,
-                             mmap=fmt == "torch-zip")
+            # torch.load treats a path ending in .safetensors as safetensors whatever its content:
+            # hand it the open file (by /proc path where mmap needs a path) instead
+            fd_path = f"/proc/self/fd/{handle.fileno()}"
+            source: Any = p
+            if p.name.endswith(".safetensors"):
+                source = fd_path if os.path.exists(fd_path) else handle
+            mmap = fmt == "torch-zip" and not isinstance(source, io.IOBase)
+            obj = torch.load(source, map_location=remember, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise CheckpointError(_unsafe_message(p, err)) from err
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError,
@@ -987,15 +994,19 @@ def _rekey(keys: list[str], action: str, prefix: str) -> list[str]:
     return [prefix + k for k in keys]
 
 
-def _pick_state_dict(scan: _Scan, model_keys: set[str], key: str | None) -> str:
+def _pick_state_dict(scan: _Scan, model_keys: set[str],
+                     key: str | None) -> tuple[str, list[tuple[str, _Tensor]]]:
+    candidates = {**scan.state_dicts}
+    for path, flat in scan.composites.items():
+        candidates.setdefault(path, flat)
     if key is not None:
-        if key not in scan.state_dicts:
-            found = ", ".join(repr(k) for k in scan.state_dicts) or "none"
+        if key not in candidates:
+            found = ", ".join(repr(k) for k in candidates) or "none"
             raise CheckpointError(
                 f"{scan.path} has no state dict at key={key!r}; state dicts found: {found}"
             )
-        return key
-    if not scan.state_dicts:
+        return key, candidates[key]
+    if not candidates:
         what = "one tensor" if scan.root_kind == "tensor" else (
             f"a {scan.root_kind} with {len(scan.tensors)} tensor(s) but no dict of named tensors")
         raise CheckpointError(
@@ -1004,13 +1015,14 @@ def _pick_state_dict(scan: _Scan, model_keys: set[str], key: str | None) -> str:
         )
 
     def score(sd_path: str) -> int:
-        keys = [k for k, _ in scan.state_dicts[sd_path]]
+        keys = [k for k, _ in candidates[sd_path]]
         best = len(model_keys & set(keys))
         for action, prefix in _candidate_prefixes(set(keys), model_keys):
             best = max(best, len(model_keys & set(_rekey(keys, action, prefix))))
         return best
 
-    return max(scan.state_dicts, key=lambda k: (score(k), len(scan.state_dicts[k])))
+    best = max(candidates, key=lambda k: (score(k), len(candidates[k])))
+    return best, candidates[best]
 
 
 def diff_checkpoint(
@@ -1066,11 +1078,10 @@ def _diff(model: nn.Module, scan: _Scan, key: str | None) -> CheckpointDiff:
     model_sd = model.state_dict(keep_vars=True)
     model_keys = list(model_sd)
     model_set = set(model_keys)
-    sd_path = _pick_state_dict(scan, model_set, key)
-    flat = scan.state_dicts[sd_path]
+    sd_path, flat = _pick_state_dict(scan, model_set, key)
     file_keys = [k for k, _ in flat]
     findings: list[Finding] = []
-    if len(scan.state_dicts) > 1:
+    if len(scan.state_dicts) > 1 and sd_path in scan.state_dicts:
         others = ", ".join(repr(k) for k in scan.state_dicts if k != sd_path)
         findings.append(Finding(
             "checkpoint-state-dict", Severity.INFO,
@@ -1222,17 +1233,18 @@ def _values_differ(scan: _Scan, names: list[str], name_in_file: Mapping[str, str
 def _prefix_findings(model: nn.Module, strip: str | None, add: str | None, n_file: int,
                      hits: int, fixed_strict: bool) -> Iterator[Finding]:
     if strip is not None:
-        origin = _KNOWN_PREFIXES.get(strip, "a wrapper module")
-        for known, text in _KNOWN_PREFIXES.items():
+        origin, avoid = _KNOWN_PREFIXES.get(strip, ("a wrapper module", ""))
+        for known, (text, how) in _KNOWN_PREFIXES.items():
             if strip.startswith(known) and strip != known:
-                origin = text
+                origin, avoid = text, how
         yield Finding(
             "checkpoint-prefix", Severity.ERROR,
-            f"the file's keys start with {strip!r} (saved from {origin}); without it {hits} of "
+            f"the file's keys start with {strip!r}, saved from {origin}; without it {hits} of "
             f"{n_file} keys match the model" + ("" if fixed_strict else
-                                                 ", but other differences remain (below)"),
+                                                 ", but other differences remain"),
             hint=f"torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(sd, "
-                 f"{strip!r}) before model.load_state_dict(sd)")
+                 f"{strip!r}) before model.load_state_dict(sd)"
+                 + (f"; next time save {avoid}" if avoid else ""))
     if add is not None:
         owner = add[:-1]
         try:
