@@ -1,0 +1,131 @@
+"""Rendering of a :class:`~torchscope.syncs.SyncReport`: text, Markdown, JSON and rich.
+
+Widths fit 100 columns: long paths keep their tail, fixes are listed once per operation below
+the table and wrapped.
+
+>>> import torch, torchscope
+>>> with torchscope.detect_syncs() as report:
+...     _ = torch.ones(2).tolist()
+>>> print(report.render(fmt="text").splitlines()[0])
+1 host-device synchronization at 1 site
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torchscope.syncs import SyncReport
+
+__all__ = ["render_sync_report", "rich_sync_report"]
+
+_WIDTH = 100
+_SITE_MAX = 42
+_FUNC_MAX = 24
+_VIA_MAX = 30
+
+
+def _clip_left(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+def _clip_right(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _headline(report: SyncReport) -> str:
+    total, n = report.total, len(report.sites)
+    if total == 0:
+        return "no host-device synchronizations"
+    line = (f"{total:,} host-device synchronization{'s' if total != 1 else ''} "
+            f"at {n} site{'s' if n != 1 else ''}")
+    return line
+
+
+def _note(report: SyncReport) -> str | None:
+    if report.total and report.include_cpu and not report.cuda:
+        return ("(no accelerator: these are the operations that would make the host wait for "
+                "a GPU)")
+    return None
+
+
+def _rows(report: SyncReport) -> tuple[list[str], list[list[Any]]]:
+    with_via = any(s.via for s in report.sites)
+    headers = ["count", "site", "function", "op", "kind"] + (["inside torch"] if with_via else [])
+    rows: list[list[Any]] = []
+    for s in report.sites:
+        row: list[Any] = [f"{s.count:,}", _clip_left(s.location, _SITE_MAX),
+                          _clip_right(s.function, _FUNC_MAX), s.op, s.kind.value]
+        if with_via:
+            row.append(_clip_left(s.via or "", _VIA_MAX))
+        rows.append(row)
+    return headers, rows
+
+
+def _fixes(report: SyncReport) -> list[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for s in report.sites:
+        seen.setdefault(s.op, s.fix)
+    return list(seen.items())
+
+
+def render_sync_report(report: SyncReport, *, fmt: str = "text") -> str:
+    """The report as ``text`` (a plain table), ``markdown`` or ``json``.
+
+    Args:
+        report: what :func:`torchscope.detect_syncs` recorded.
+        fmt: ``text``, ``markdown`` or ``json`` (``rich`` renders as text here).
+
+    Returns:
+        The rendered text, ending with a newline.
+
+    Raises:
+        ValueError: an unknown ``fmt``.
+    """
+    if fmt == "json":
+        return report.to_json() + "\n"
+    if fmt not in ("text", "markdown", "rich"):
+        raise ValueError(f"unknown format {fmt!r}; use text, markdown or json")
+    from tabulate import tabulate
+
+    lines = [_headline(report)]
+    note = _note(report)
+    if note:
+        lines.append(note)
+    if report.total:
+        headers, rows = _rows(report)
+        table_fmt = "github" if fmt == "markdown" else "simple"
+        lines += ["", tabulate(rows, headers=headers, tablefmt=table_fmt,
+                               colalign=("right",) + ("left",) * (len(headers) - 1))]
+        lines += ["", "fixes:"]
+        width = max(len(op) for op, _ in _fixes(report))
+        for op, fix in _fixes(report):
+            wrapped = textwrap.wrap(fix, _WIDTH - width - 4) or [""]
+            lines.append(f"  {op.ljust(width)}  {wrapped[0]}")
+            lines += [" " * (width + 4) + more for more in wrapped[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def rich_sync_report(report: SyncReport) -> Any:
+    """A rich renderable of the report (a table with the fixes below it)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = [Text(_headline(report), style="bold")]
+    note = _note(report)
+    if note:
+        parts.append(Text(note, style="dim"))
+    if report.total:
+        headers, rows = _rows(report)
+        table = Table(*headers, box=None, pad_edge=False)
+        table.columns[0].justify = "right"
+        for row in rows:
+            table.add_row(*row)
+        parts.append(table)
+        fixes = Table("op", "fix", box=None, pad_edge=False, show_header=False)
+        for op, fix in _fixes(report):
+            fixes.add_row(op, fix)
+        parts += [Text("fixes:", style="bold"), fixes]
+    return Group(*parts)

@@ -1,0 +1,446 @@
+"""Device consistency checks: where each block lives, and what will not move or run.
+
+:func:`check_devices` returns findings (codes below), each with a path and the fix:
+
+=========================  ========  ==========================================================
+code                       severity  what
+=========================  ========  ==========================================================
+``devices-split``          info      blocks sit on several devices along module boundaries (a
+                                     pipeline split): the per-device map
+``devices-mixed-module``   error     one module's own parameters/buffers on several devices
+``devices-stray-tensor``   error     a single tensor alone on its device
+``devices-meta``           error     some tensors still on ``meta`` in a model otherwise real
+                                     (info when the whole model is on ``meta``)
+``devices-input``          error     an input reaches a module on another device than the
+                                     module's parameters (with example inputs)
+``devices-tied``           error     tensors declared tied (transformers) or sharing memory
+                                     on different devices
+``devices-plain-tensor``   warning   a tensor attribute that is neither parameter nor buffer:
+                                     ``.to()`` does not move it, ``state_dict`` does not save it
+                                     (error when it is on another device than the module)
+``devices-mixed-dtype``    warning   floating-point parameters/buffers of one module in
+                                     different dtypes
+=========================  ========  ==========================================================
+
+The synchronization detector lives in :mod:`torchscope.syncs` (re-exported here).
+
+>>> import torchscope
+>>> [f.code for f in torchscope.check_devices(torchscope.examples.FixedHiddenMLP())]
+['devices-plain-tensor']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
+
+from torchscope.errors import ForwardError, InputSpecError
+from torchscope.records import Finding, Severity
+from torchscope.syncs import SyncReport, detect_syncs, no_syncs
+
+__all__ = ["SyncReport", "check_devices", "detect_syncs", "device_map", "no_syncs"]
+
+
+def _name(path: str) -> str:
+    return path if path else "(root)"
+
+
+def _is_lazy(t: torch.Tensor) -> bool:
+    return isinstance(t, UninitializedTensorMixin)
+
+
+def _dev(t: torch.Tensor) -> str:
+    return str(t.device)
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+# attributes every nn.Module has (_parameters, _buffers, hook dicts…): not user tensors
+_MODULE_ATTRS = frozenset(vars(nn.Module()))
+
+
+def _own_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    for name, p in module._parameters.items():
+        if p is not None and not _is_lazy(p):
+            yield name, p
+    for name, b in module._buffers.items():
+        if b is not None and not _is_lazy(b):
+            yield name, b
+
+
+def _expr(path: str) -> str:
+    return f"model.{path}" if path else "model"
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def device_map(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """Which blocks sit on which device: device -> the top-most module paths whose whole subtree
+    (own parameters and buffers) is on that device, in module order.
+
+    A module whose subtree spans devices is split into its children (and its own tensors are
+    listed by name). Modules without tensors are left out. Uninitialized (lazy) tensors have
+    no device yet and are left out.
+
+    Args:
+        model: any module.
+
+    Returns:
+        ``{"cpu": ("hidden", "act"), "meta": ("output",)}``; ``{}`` for a model without tensors.
+
+    >>> import torch, torchscope
+    >>> mlp = torchscope.examples.MLP()
+    >>> _ = mlp.output.to("meta")
+    >>> torchscope.devices.device_map(mlp)
+    {'cpu': ('hidden',), 'meta': ('output',)}
+    """
+    subtree: dict[int, set[str]] = {}
+
+    def devices_of(module: nn.Module) -> set[str]:
+        key = id(module)
+        if key not in subtree:
+            found = {_dev(t) for _, t in _own_tensors(module)}
+            for child in module.children():
+                found |= devices_of(child)
+            subtree[key] = found
+        return subtree[key]
+
+    out: dict[str, list[str]] = {}
+
+    def place(module: nn.Module, path: str) -> None:
+        devs = devices_of(module)
+        if len(devs) == 1:
+            out.setdefault(next(iter(devs)), []).append(_name(path))
+            return
+        for name, t in _own_tensors(module):
+            out.setdefault(_dev(t), []).append(_join(path, name))
+        for name, child in module.named_children():
+            place(child, _join(path, name))
+
+    place(model, "")
+    return {dev: tuple(paths) for dev, paths in out.items()}
+
+
+def _tensor_numel(model: nn.Module) -> dict[str, int]:
+    per: dict[str, int] = {}
+    seen: set[int] = set()
+    for _, module in model.named_modules():
+        for _, t in _own_tensors(module):
+            if id(t) not in seen:
+                seen.add(id(t))
+                per[_dev(t)] = per.get(_dev(t), 0) + t.numel()
+    return per
+
+
+def _placement_findings(model: nn.Module) -> list[Finding]:
+    findings: list[Finding] = []
+    tensors: dict[int, tuple[str, torch.Tensor]] = {}
+    for path, module in model.named_modules(remove_duplicate=True):
+        own = list(_own_tensors(module))
+        for name, t in own:
+            tensors.setdefault(id(t), (_join(path, name), t))
+        devs = sorted({_dev(t) for _, t in own})
+        if len(devs) > 1:
+            where = "; ".join(
+                f"{d}: " + ", ".join(n for n, t in own if _dev(t) == d) for d in devs
+            )
+            counts = {d: sum(t.numel() for _, t in own if _dev(t) == d) for d in devs}
+            target = max(devs, key=lambda d: (d != "meta", counts[d]))
+            findings.append(Finding(
+                code="devices-mixed-module", severity=Severity.ERROR,
+                message=(f"{_name(path)} ({type(module).__name__}) has its own tensors on "
+                         f"{len(devs)} devices ({where}): its forward will fail"),
+                path=path,
+                hint=f"move the whole module: {_expr(path)}.to({target!r})",
+            ))
+    by_dev: dict[str, list[str]] = {}
+    for name, t in tensors.values():
+        by_dev.setdefault(_dev(t), []).append(name)
+    if len(by_dev) < 2:
+        return findings
+    # a device holding one tensor while others hold several: a stray tensor, not a split
+    for dev, names in by_dev.items():
+        others = sum(len(n) for d, n in by_dev.items() if d != dev)
+        if len(names) == 1 and others > 1:
+            majority = max((d for d in by_dev if d != dev), key=lambda d: len(by_dev[d]))
+            if not any(f.code == "devices-mixed-module" and names[0].startswith(
+                    f.path + "." if f.path else "") for f in findings):
+                findings.append(Finding(
+                    code="devices-stray-tensor", severity=Severity.ERROR,
+                    message=(f"{names[0]} is the only tensor on {dev}; the other "
+                             f"{others} are on {', '.join(d for d in by_dev if d != dev)}"),
+                    path=names[0],
+                    hint=f"move it with the rest: model.to({majority!r}) moves every tensor",
+                ))
+    if not any(f.code == "devices-stray-tensor" for f in findings):
+        numel = _tensor_numel(model)
+        mapping = device_map(model)
+        parts = [f"{dev} ({numel.get(dev, 0):,} values): {', '.join(paths)}"
+                 for dev, paths in mapping.items()]
+        findings.append(Finding(
+            code="devices-split", severity=Severity.INFO,
+            message="blocks on several devices (a pipeline split?) — " + "; ".join(parts),
+            path="",
+            hint=("fine when deliberate: move activations between stages with .to(); "
+                  "otherwise model.to(device) puts everything on one device"),
+        ))
+    return findings
+
+
+def _meta_findings(model: nn.Module) -> list[Finding]:
+    names: list[str] = []
+    total = 0
+    seen: set[int] = set()
+    for path, module in model.named_modules():
+        for name, t in _own_tensors(module):
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            total += 1
+            if t.is_meta:
+                names.append(_join(path, name))
+    if not names:
+        return []
+    if len(names) == total:
+        return [Finding(
+            code="devices-meta", severity=Severity.INFO,
+            message=(f"all {total} tensors are on the meta device: shapes only, no values; "
+                     "the model can be summarized but not run"),
+            path="",
+            hint=("to run it: model.to_empty(device='cpu') then initialize (reset_parameters) "
+                  "or load_state_dict(..., assign=True)"),
+        )]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return [Finding(
+        code="devices-meta", severity=Severity.ERROR,
+        message=(f"{len(names)} of {total} tensors are still on the meta device ({shown}): "
+                 "they have no values and the forward will fail"),
+        path=names[0],
+        hint=("materialize them: load_state_dict(state, assign=True), or "
+              "module.to_empty(device=...) then reset_parameters() on the modules holding them"),
+    )]
+
+
+def _tied_findings(model: nn.Module) -> list[Finding]:
+    findings: list[Finding] = []
+    named: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
+    named.update(model.named_buffers(remove_duplicate=False))
+    declared = getattr(model, "all_tied_weights_keys", None)
+    if not isinstance(declared, Mapping):
+        declared = getattr(model, "_tied_weights_keys", None)
+    if isinstance(declared, Mapping) and getattr(getattr(model, "config", None),
+                                                 "tie_word_embeddings", True):
+        for target, source in declared.items():
+            a, b = named.get(str(target)), named.get(str(source))
+            if a is None or b is None or a is b or _is_lazy(a) or _is_lazy(b):
+                continue
+            if a.device != b.device:
+                findings.append(Finding(
+                    code="devices-tied", severity=Severity.ERROR,
+                    message=(f"{target} ({_dev(a)}) is declared tied to {source} ({_dev(b)}) but "
+                             "they are different tensors on different devices: the tie is "
+                             "broken"),
+                    path=str(target),
+                    hint=("move the whole model at once (model.to(device)), then "
+                          "model.tie_weights() to share the tensor again"),
+                ))
+    from torchscope.tying import find_tied
+
+    for group in find_tied(model):
+        if len(group.devices) > 1:
+            findings.append(Finding(
+                code="devices-tied", severity=Severity.ERROR,
+                message=(f"tied tensors {', '.join(group.names)} are on several devices "
+                         f"({', '.join(group.devices)})"),
+                path=group.names[0],
+                hint="move the whole model at once: model.to(device)",
+            ))
+    return findings
+
+
+def _plain_tensors(value: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(value, torch.Tensor):
+        yield "", value
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            if isinstance(item, torch.Tensor):
+                yield f"[{i}]", item
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, torch.Tensor):
+                yield f"[{key!r}]", item
+
+
+def _plain_findings(model: nn.Module) -> list[Finding]:
+    findings: list[Finding] = []
+    for path, module in model.named_modules():
+        own_devs = {_dev(t) for _, t in _own_tensors(module)}
+        if not own_devs:
+            own_devs = {_dev(t) for t in module.parameters() if not _is_lazy(t)}
+        for attr, value in vars(module).items():
+            if attr in _MODULE_ATTRS or isinstance(value, nn.Parameter):
+                continue
+            for suffix, t in _plain_tensors(value):
+                if isinstance(t, nn.Parameter):
+                    continue
+                name = _join(path, attr) + suffix
+                spec = f"[{', '.join(map(str, t.shape))}] {_dtype(t)}"
+                elsewhere = own_devs and _dev(t) not in own_devs
+                message = (f"{name} is a plain tensor attribute ({spec} on {_dev(t)}), neither "
+                           "parameter nor buffer: .to() will not move it and state_dict will "
+                           "not save it")
+                if elsewhere:
+                    message += (f"; it is on {_dev(t)} while the module's parameters are on "
+                                f"{', '.join(sorted(own_devs))}")
+                fix = (f"self.register_buffer({attr!r}, tensor, persistent=False) in "
+                       f"{type(module).__name__}.__init__ (moves with the module, not saved)")
+                if suffix:
+                    fix = (f"register each tensor of {attr} with self.register_buffer(name, t, "
+                           "persistent=False), or use nn.ParameterList")
+                findings.append(Finding(
+                    code="devices-plain-tensor",
+                    severity=Severity.ERROR if elsewhere else Severity.WARNING,
+                    message=message, path=name, hint=fix,
+                ))
+    return findings
+
+
+def _dtype_findings(model: nn.Module) -> list[Finding]:
+    findings: list[Finding] = []
+    for path, module in model.named_modules():
+        own = [(n, t) for n, t in _own_tensors(module) if t.is_floating_point()]
+        dtypes = sorted({_dtype(t) for _, t in own})
+        if len(dtypes) > 1:
+            where = "; ".join(
+                f"{d}: " + ", ".join(n for n, t in own if _dtype(t) == d)
+                for d in dtypes
+            )
+            findings.append(Finding(
+                code="devices-mixed-dtype", severity=Severity.WARNING,
+                message=(f"{_name(path)} ({type(module).__name__}) mixes floating dtypes "
+                         f"({where}): its ops will upcast or fail with a dtype error"),
+                path=path,
+                hint=f"cast the whole module to one dtype: {_expr(path)}.to(torch.{dtypes[-1]})",
+            ))
+    return findings
+
+
+class _Stop(Exception):
+    """Raised by the input hook after a device mismatch: the forward would fail anyway."""
+
+
+def _input_findings(model: nn.Module, example_inputs: Any) -> list[Finding]:
+    from torchscope.trace import state_guard
+
+    if any(_is_lazy(t) for t in model.parameters()) or any(
+            _is_lazy(t) for t in model.buffers()):
+        return []  # running it would materialize the lazy tensors
+    if isinstance(example_inputs, Mapping):
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = dict(example_inputs)
+    elif isinstance(example_inputs, (tuple, list)):
+        args, kwargs = tuple(example_inputs), {}
+    else:
+        args, kwargs = (example_inputs,), {}
+    findings: list[Finding] = []
+    current: list[str] = []
+    handles = []
+
+    def make_hook(path: str, module: nn.Module) -> Any:
+        own = {t.device for _, t in _own_tensors(module)}
+
+        def hook(mod: nn.Module, hargs: tuple[Any, ...], hkwargs: dict[str, Any]) -> None:
+            current.append(path)
+            if not own or len(own) > 1:
+                return
+            (device,) = own
+            items = [(f"input {i}", v) for i, v in enumerate(hargs)]
+            items += [(f"input {k!r}", v) for k, v in hkwargs.items()]
+            for label, value in items:
+                for _, t in _plain_tensors(value):
+                    if t.device == device or (t.dim() == 0 and t.device.type == "cpu"):
+                        continue
+                    where = "the model's" if not path else f"{path}'s"
+                    findings.append(Finding(
+                        code="devices-input", severity=Severity.ERROR,
+                        message=(f"{label} of {_name(path)} ({type(mod).__name__}) is on "
+                                 f"{t.device} but {where} parameters are on {device}"),
+                        path=path,
+                        hint=(f"move the inputs to the model's device: x.to({str(device)!r}) "
+                              "(or the module to the inputs' device)"),
+                    ))
+                    raise _Stop
+        return hook
+
+    try:
+        with state_guard(model), torch.no_grad():
+            for path, module in model.named_modules():
+                handles.append(module.register_forward_pre_hook(make_hook(path, module),
+                                                                with_kwargs=True))
+            try:
+                model(*args, **kwargs)
+            except _Stop:
+                pass
+            except Exception as err:
+                where = _name(current[-1]) if current else "(root)"
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                raise ForwardError(
+                    f"check_devices: the forward raised in {where} ({type(err).__name__}: "
+                    f"{first}) — fix the inputs, or call check_devices(model) without them"
+                ) from err
+    finally:
+        for handle in handles:
+            handle.remove()
+    return findings
+
+
+def check_devices(model: nn.Module, example_inputs: Any = None) -> tuple[Finding, ...]:
+    """Check where the model's tensors live and what would not move, save or run.
+
+    Static checks (no forward): tensors over several devices (a per-device map as a note when
+    the split follows module boundaries; an error for a module split over devices or a single
+    stray tensor), tensors left on ``meta``, tied tensors on different devices, plain tensor
+    attributes that are neither parameters nor buffers, mixed floating dtypes in one module.
+    With ``example_inputs``, one forward runs (no grad, state guarded) and every module's
+    inputs are compared with the device of its own parameters; it stops at the first mismatch.
+    The model is left unchanged (state, training flags, hooks, RNG, device).
+
+    Args:
+        model: the module to check.
+        example_inputs: a tensor, a tuple/list of positional inputs, or a dict of keyword
+            inputs for one forward call (skipped for models with uninitialized lazy layers).
+
+    Returns:
+        The findings, most severe first (then in the order found).
+
+    Raises:
+        InputSpecError: ``model`` is not an ``nn.Module``.
+        ForwardError: the forward with ``example_inputs`` raised for another reason than a
+            device mismatch (names the module where).
+
+    >>> import torch, torchscope
+    >>> mlp = torchscope.examples.MLP()
+    >>> [f.code for f in torchscope.check_devices(mlp, torch.zeros(2, 20, device="meta"))]
+    ['devices-input']
+    """
+    if not isinstance(model, nn.Module):
+        raise InputSpecError(
+            f"model = {type(model).__name__} is not a torch.nn.Module; pass the model itself"
+        )
+    findings = _placement_findings(model)
+    findings += _meta_findings(model)
+    findings += _tied_findings(model)
+    findings += _plain_findings(model)
+    findings += _dtype_findings(model)
+    if example_inputs is not None:
+        findings += _input_findings(model, example_inputs)
+    order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+    return tuple(sorted(findings, key=lambda f: order[f.severity]))
