@@ -463,6 +463,29 @@ def test_lazy_deferral_is_reproducible_with_a_seed() -> None:
     assert _p(models[0], "0.weight").std().item() == pytest.approx(math.sqrt(2 / 20), rel=0.05)
 
 
+def test_lazy_reset_is_deferred_and_seeded() -> None:
+    a, b = examples.LazyMLP(), examples.LazyMLP()
+    x = torch.randn(2, 20)
+    for global_seed, m in ((1, a), (2, b)):
+        torch.manual_seed(global_seed)  # different global streams: only seed= decides
+        apply_init(m, {"0.*": "reset", "*": "keep"}, seed=11)
+        m(x)
+    assert torch.equal(_p(a, "0.weight"), _p(b, "0.weight"))
+    assert torch.equal(_p(a, "0.bias"), _p(b, "0.bias"))
+    assert _p(a, "0.weight").abs().max().item() <= 1 / math.sqrt(20)
+
+
+def test_json_style_lists_are_rules() -> None:
+    policy = json.loads('[["*.weight", "ones"], [["Linear", "bias"], "zeros"], '
+                        '["Linear", "weight", "keep"]]')
+    m = examples.MLP()
+    with pytest.warns(InitRuleWarning, match="all decided by earlier rules"):
+        r = apply_init(m, policy)
+    assert _filled(m, "hidden.weight", 1) and _filled(m, "output.bias", 0)
+    assert [rule.selector for rule in r.rules] == ["*.weight", "type:Linear:bias",
+                                                   "type:Linear:weight"]
+
+
 def test_lazy_initializer_that_does_not_fit_fails_at_materialization() -> None:
     m = examples.LazyMLP()
     apply_init(m, {"0.weight": "dirac", "*": "keep"})

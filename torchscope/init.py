@@ -31,26 +31,28 @@ True
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import difflib
 import enum
-import fnmatch
-import inspect
-import os
-import re
-import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 from torch.utils.hooks import RemovableHandle
 
+from torchscope._init_policy import (
+    INITIALIZERS,
+    Initializer,
+    Matcher,
+    Policy,
+    Rule,
+    load_policy,
+    parse_policy,
+    rule_where,
+)
 from torchscope.errors import InitPolicyError
 from torchscope.records import TieKind
 from torchscope.tying import find_tied
@@ -65,32 +67,6 @@ __all__ = [
     "apply_init",
     "load_policy",
 ]
-
-#: initializer name (as written in a policy) -> ``torch.nn.init`` function name
-INITIALIZERS: dict[str, str] = {
-    name.removesuffix("_"): name
-    for name in (
-        "constant_",
-        "dirac_",
-        "eye_",
-        "kaiming_normal_",
-        "kaiming_uniform_",
-        "normal_",
-        "ones_",
-        "orthogonal_",
-        "sparse_",
-        "trunc_normal_",
-        "uniform_",
-        "xavier_normal_",
-        "xavier_uniform_",
-        "zeros_",
-    )
-}
-_SPECIAL = ("keep", "reset")
-_RULE_KEYS = ("match", "type", "role", "init")
-
-#: what a policy may be: a mapping ``selector -> initializer`` or a sequence of rules
-Policy = Union[Mapping[Any, Any], Sequence[Any], "os.PathLike[str]", str]
 
 
 class InitRuleWarning(UserWarning):
@@ -230,386 +206,6 @@ class InitReport:
 
 
 # ---------------------------------------------------------------------------------------------
-# parsing rules and initializers
-
-
-@dataclass(frozen=True, slots=True)
-class _Initializer:
-    kind: str  # "fn" | "callable" | "reset" | "keep"
-    text: str
-    fn: Callable[..., Any] | None = None
-    args: tuple[Any, ...] = ()
-    kwargs: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def short(self) -> str:
-        return self.text.split("(", 1)[0]
-
-
-@dataclass(frozen=True, slots=True)
-class _Selector:
-    kind: str  # "glob" | "regex" | "type"
-    text: str
-    pattern: str = ""
-    regex: re.Pattern[str] | None = None
-    module_type: type[nn.Module] | str | None = None
-    role: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Rule:
-    index: int
-    selector: _Selector
-    init: _Initializer
-
-
-def _where(index: int, selector: object) -> str:
-    return f"policy rule #{index} ({selector!r})"
-
-
-def _parse_initializer(spec: object, where: str) -> _Initializer:
-    if callable(spec) and not isinstance(spec, str):
-        try:
-            sig = inspect.signature(spec)
-        except (TypeError, ValueError):  # builtins without a signature: trust them
-            sig = None
-        if sig is not None:
-            try:
-                sig.bind(object())
-            except TypeError as err:
-                raise InitPolicyError(
-                    f"{where}: callable initializer {_callable_name(spec)} cannot be called with "
-                    f"one tensor ({err}); give a function f(tensor) that fills it in place"
-                ) from None
-        return _Initializer("callable", f"callable {_callable_name(spec)}", fn=spec)
-    if not isinstance(spec, str):
-        raise InitPolicyError(
-            f"{where}: initializer {spec!r} is a {type(spec).__name__}; give a name such as "
-            "'normal(std=0.02)', 'reset', 'keep' or a callable taking the tensor"
-        )
-    text = spec.strip()
-    try:
-        node = ast.parse(text, mode="eval").body
-    except SyntaxError:
-        raise InitPolicyError(
-            f"{where}: initializer {spec!r} is not a name or a call with literal arguments; "
-            "write e.g. 'xavier_uniform' or \"kaiming_normal(mode='fan_out')\""
-        ) from None
-    call_args: list[ast.expr] = []
-    call_kwargs: list[ast.keyword] = []
-    if isinstance(node, ast.Call):
-        func = node.func
-        call_args, call_kwargs = list(node.args), list(node.keywords)
-    else:
-        func = node
-    if not isinstance(func, ast.Name):
-        raise InitPolicyError(
-            f"{where}: initializer {spec!r} is not a plain name or call; write e.g. "
-            "'normal(std=0.02)' (torch.nn.init names, without a module prefix)"
-        )
-    name = func.id.removesuffix("_")
-    if name in _SPECIAL:
-        if call_args or call_kwargs:
-            raise InitPolicyError(f"{where}: {name!r} takes no arguments; write just {name!r}")
-        return _Initializer(name, name)
-    if name not in INITIALIZERS:
-        close = difflib.get_close_matches(name, [*INITIALIZERS, *_SPECIAL], n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise InitPolicyError(
-            f"{where}: unknown initializer {func.id!r}; {hint}choose one of "
-            f"{', '.join(sorted(INITIALIZERS))}, 'reset', 'keep', or pass a callable"
-        )
-    args: list[Any] = []
-    kwargs: dict[str, Any] = {}
-    try:
-        for a in call_args:
-            if isinstance(a, ast.Starred):
-                raise ValueError("*args")
-            args.append(ast.literal_eval(a))
-        for kw in call_kwargs:
-            if kw.arg is None:
-                raise ValueError("**kwargs")
-            kwargs[kw.arg] = ast.literal_eval(kw.value)
-    except ValueError:
-        raise InitPolicyError(
-            f"{where}: initializer {spec!r} has an argument that is not a literal (a number, "
-            "string, True/False/None); write e.g. 'uniform(-0.1, 0.1)'"
-        ) from None
-    fn = getattr(nn.init, INITIALIZERS[name])
-    params = list(inspect.signature(fn).parameters)
-    if "generator" in kwargs or params[0] in kwargs:
-        bad = "generator" if "generator" in kwargs else params[0]
-        raise InitPolicyError(
-            f"{where}: initializer {spec!r} may not set {bad!r}; use apply_init(seed=...) for "
-            "reproducible results"
-        )
-    try:
-        inspect.signature(fn).bind(None, *args, **kwargs)
-    except TypeError as err:
-        takes = ", ".join(p for p in params[1:] if p != "generator") or "no arguments"
-        raise InitPolicyError(
-            f"{where}: bad arguments in initializer {spec!r} ({err}); {name} takes {takes}"
-        ) from None
-    shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
-    canon = f"{name}({', '.join(shown)})" if shown else name
-    return _Initializer("fn", canon, fn=fn, args=tuple(args), kwargs=tuple(kwargs.items()))
-
-
-def _callable_name(fn: object) -> str:
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
-    if isinstance(fn, nn.Module) or name is None:
-        name = type(fn).__name__
-    return str(name)
-
-
-def _type_selector(module_type: object, role: object, where: str) -> _Selector:
-    if isinstance(module_type, type):
-        if not issubclass(module_type, nn.Module):
-            raise InitPolicyError(
-                f"{where}: module type {module_type.__name__} is not an nn.Module subclass; give "
-                "a module class such as nn.Linear or its name 'Linear'"
-            )
-        tname = module_type.__name__
-    elif isinstance(module_type, str) and module_type.strip():
-        tname = module_type = module_type.strip()
-    else:
-        raise InitPolicyError(
-            f"{where}: module type {module_type!r} is neither a module class nor a class name; "
-            "give nn.Linear or 'Linear'"
-        )
-    if role is not None and (not isinstance(role, str) or not role or "." in role):
-        raise InitPolicyError(
-            f"{where}: role {role!r} is not a parameter name on the module; give e.g. 'weight' "
-            "or 'bias' (no dots)"
-        )
-    text = f"type:{tname}" + (f":{role}" if role else "")
-    return _Selector("type", text, module_type=module_type, role=role or None)
-
-
-def _parse_selector(key: object, where: str) -> _Selector:
-    if isinstance(key, str):
-        if key.startswith("re:"):
-            try:
-                regex = re.compile(key[3:])
-            except re.error as err:
-                raise InitPolicyError(
-                    f"{where}: {key!r} is not a valid regular expression ({err}); fix the "
-                    "pattern after 're:'"
-                ) from None
-            return _Selector("regex", key, pattern=key[3:], regex=regex)
-        if key.startswith("type:"):
-            tname, _, role = key[5:].partition(":")
-            return _type_selector(tname, role or None, where)
-        if not key:
-            raise InitPolicyError(f"{where}: an empty pattern matches nothing; write e.g. '*.bias'")
-        return _Selector("glob", key, pattern=key)
-    if isinstance(key, type):
-        return _type_selector(key, None, where)
-    if isinstance(key, tuple) and len(key) == 2:
-        return _type_selector(key[0], key[1], where)
-    raise InitPolicyError(
-        f"{where}: selector {key!r} is not a pattern ('*.weight', 're:...', 'type:Linear'), a "
-        "module class or a (module class, role) pair"
-    )
-
-
-def _parse_rule_dict(index: int, rule: Mapping[Any, Any]) -> tuple[object, object]:
-    where = f"policy rule #{index}"
-    unknown = [k for k in rule if k not in _RULE_KEYS]
-    if unknown:
-        raise InitPolicyError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; a rule has 'match' (a "
-            "name pattern) or 'type' (a module type) with optional 'role', and 'init'"
-        )
-    if "init" not in rule:
-        raise InitPolicyError(f"{where} ({dict(rule)!r}) has no 'init'; add e.g. init = 'zeros'")
-    if ("match" in rule) == ("type" in rule):
-        raise InitPolicyError(
-            f"{where} ({dict(rule)!r}) needs exactly one of 'match' (a name pattern) and 'type' "
-            "(a module type)"
-        )
-    if "match" in rule:
-        if "role" in rule:
-            raise InitPolicyError(
-                f"{where}: 'role' goes with 'type', not with 'match'; put the parameter name in "
-                "the pattern instead ('*.weight')"
-            )
-        return rule["match"], rule["init"]
-    return (rule["type"], rule.get("role")), rule["init"]
-
-
-def _parse_policy(policy: object) -> list[_Rule]:
-    if isinstance(policy, os.PathLike) or (
-        isinstance(policy, str) and policy.endswith(".toml")
-    ):
-        policy = load_policy(policy)
-    pairs: list[tuple[object, object]] = []
-    if isinstance(policy, Mapping):
-        pairs = list(policy.items())
-    elif isinstance(policy, Sequence) and not isinstance(policy, (str, bytes)):
-        for index, item in enumerate(policy):
-            if isinstance(item, Mapping):
-                pairs.append(_parse_rule_dict(index, item))
-            elif isinstance(item, tuple) and len(item) == 2:
-                pairs.append((item[0], item[1]))
-            elif isinstance(item, tuple) and len(item) == 3:
-                pairs.append(((item[0], item[1]), item[2]))
-            else:
-                raise InitPolicyError(
-                    f"policy rule #{index} ({item!r}) is not a (selector, initializer) pair, a "
-                    "(module type, role, initializer) triple or a dict with 'match'/'type' and "
-                    "'init'"
-                )
-    else:
-        raise InitPolicyError(
-            f"policy {policy!r} is a {type(policy).__name__}; give a dict such as "
-            "{'*.weight': 'xavier_uniform', '*.bias': 'zeros'}, a list of rules or a TOML path"
-        )
-    rules: list[_Rule] = []
-    for index, (key, init) in enumerate(pairs):
-        where = _where(index, key)
-        rules.append(_Rule(index, _parse_selector(key, where), _parse_initializer(init, where)))
-    return rules
-
-
-# ---------------------------------------------------------------------------------------------
-# policy files
-
-
-def load_policy(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """Read a TOML policy file: an array of ``[[rule]]`` tables.
-
-    Each rule has ``match`` (a name glob or ``re:`` pattern) or ``type`` (a module class name)
-    with an optional ``role``, and ``init`` (an initializer string)::
-
-        [[rule]]
-        match = "*.weight"
-        init = "normal(std=0.02)"
-
-        [[rule]]
-        type = "Linear"
-        role = "bias"
-        init = "zeros"
-
-    Reading TOML uses the standard library's ``tomllib`` (Python 3.11+); on Python 3.10 the
-    ``tomli`` package is used when installed.
-
-    Args:
-        path: the ``.toml`` file.
-
-    Returns:
-        The rules in file order, as dicts that :func:`apply_init` accepts as its policy.
-
-    Raises:
-        InitPolicyError: the file is missing, is not TOML, has keys other than ``rule``, or a rule
-            is malformed (its number is named). Initializer strings are checked by
-            :func:`apply_init`.
-
-    >>> import pathlib, tempfile
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "policy.toml"
-    >>> _ = p.write_text('[[rule]]\\nmatch = "*.bias"\\ninit = "zeros"\\n')
-    >>> load_policy(p)
-    [{'match': '*.bias', 'init': 'zeros'}]
-    """
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib
-        except ModuleNotFoundError:
-            raise InitPolicyError(
-                f"reading policy file {str(path)!r} needs Python 3.11+ (stdlib tomllib) or the "
-                "tomli package on Python 3.10: pip install tomli"
-            ) from None
-    file = Path(path)
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InitPolicyError(
-            f"policy file {str(file)!r} does not exist; give the path of a .toml file"
-        ) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise InitPolicyError(f"cannot read policy file {str(file)!r}: {err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise InitPolicyError(
-            f"policy file {str(file)!r} is not valid TOML ({err}); rules are [[rule]] tables "
-            "with match/type, role and init"
-        ) from None
-    extra = [k for k in data if k != "rule"]
-    if extra:
-        raise InitPolicyError(
-            f"policy file {str(file)!r} has unknown top-level key(s) "
-            f"{', '.join(map(repr, extra))}; it holds only [[rule]] tables"
-        )
-    rules = data.get("rule", [])
-    if not isinstance(rules, list) or not rules:
-        raise InitPolicyError(
-            f"policy file {str(file)!r} has no [[rule]] tables; add e.g.\n"
-            '[[rule]]\nmatch = "*.bias"\ninit = "zeros"'
-        )
-    out: list[dict[str, str]] = []
-    for index, rule in enumerate(rules):
-        if not isinstance(rule, dict):
-            raise InitPolicyError(
-                f"policy file {str(file)!r}: rule #{index} is not a table; write [[rule]] tables"
-            )
-        for key, value in rule.items():
-            if not isinstance(value, str):
-                raise InitPolicyError(
-                    f"policy file {str(file)!r}: rule #{index} {key} = {value!r} is a "
-                    f"{type(value).__name__}; quote it as a string"
-                )
-        try:
-            _parse_rule_dict(index, rule)
-        except InitPolicyError as err:
-            raise InitPolicyError(f"policy file {str(file)!r}: {err}") from None
-        out.append(dict(rule))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# matching
-
-
-def _class_names(cls: type) -> set[str]:
-    names: set[str] = set()
-    for c in cls.__mro__:
-        names.update((c.__name__, c.__qualname__, f"{c.__module__}.{c.__qualname__}"))
-        if c.__module__.startswith("torch.nn.modules."):
-            names.update((f"torch.nn.{c.__qualname__}", f"nn.{c.__qualname__}"))
-    return names
-
-
-class _Matcher:
-    """Tests names against selectors; caches module class names."""
-
-    def __init__(self, modules: Mapping[str, nn.Module]) -> None:
-        self._modules = modules
-        self._names: dict[type, set[str]] = {}
-
-    def matches(self, sel: _Selector, name: str) -> bool:
-        if sel.kind == "glob":
-            if fnmatch.fnmatchcase(name, sel.pattern):
-                return True
-            return sel.pattern.startswith("*.") and "." not in name and fnmatch.fnmatchcase(
-                "." + name, sel.pattern
-            )
-        if sel.kind == "regex":
-            assert sel.regex is not None
-            return sel.regex.search(name) is not None
-        path, _, role = name.rpartition(".")
-        if sel.role is not None and not fnmatch.fnmatchcase(role, sel.role):
-            return False
-        module = self._modules[path]
-        if isinstance(sel.module_type, type):
-            return isinstance(module, sel.module_type)
-        cls = type(module)
-        if cls not in self._names:
-            self._names[cls] = _class_names(cls)
-        return sel.module_type in self._names[cls]
-
-
-# ---------------------------------------------------------------------------------------------
 # planning
 
 
@@ -619,7 +215,7 @@ class _Unit:
 
     names: list[str]
     tensor: torch.Tensor
-    rule: _Rule | None = None
+    rule: Rule | None = None
     name: str = ""
 
 
@@ -659,7 +255,7 @@ def _units(model: nn.Module) -> list[_Unit]:
     return units
 
 
-def _check_fn(init: _Initializer, t: torch.Tensor, name: str, where: str) -> None:
+def _check_fn(init: Initializer, t: torch.Tensor, name: str, where: str) -> None:
     """Run a ``torch.nn.init`` initializer on a meta tensor like ``t``: bad arguments fail here."""
     assert init.fn is not None
     trial = torch.empty(tuple(t.shape), dtype=t.dtype, device="meta")
@@ -720,7 +316,7 @@ def _seeded(seed: int | None, tensors: Sequence[torch.Tensor]) -> Iterator[None]
         yield
 
 
-def _apply_one(init: _Initializer, t: torch.Tensor, name: str, done: int) -> None:
+def _apply_one(init: Initializer, t: torch.Tensor, name: str, done: int) -> None:
     assert init.fn is not None
     try:
         init.fn(t, *init.args, **dict(init.kwargs))
@@ -746,7 +342,7 @@ def _reset(module: nn.Module, reset_ids: set[int]) -> None:
 class _DeferredInit:
     """Forward pre-hook on a lazy module: initialize its tensors once they materialized."""
 
-    def __init__(self, items: list[tuple[str, str, _Initializer]], seed: int | None) -> None:
+    def __init__(self, items: list[tuple[str, str, Initializer]], seed: int | None) -> None:
         self.items = items  # (role on the module, qualified name, initializer)
         self.seed = seed
         self.handle: RemovableHandle | None = None
@@ -838,9 +434,9 @@ def apply_init(
         raise InitPolicyError(
             f"seed={seed!r} is not an integer in [0, 2**64); give e.g. seed=0, or None"
         )
-    rules = _parse_policy(policy)
+    rules = parse_policy(policy)
     modules = dict(model.named_modules(remove_duplicate=False))
-    matcher = _Matcher(modules)
+    matcher = Matcher(modules)
     units = _units(model)
 
     matched = [0] * len(rules)
@@ -862,7 +458,7 @@ def apply_init(
     for unit in units:
         if unit.rule is None:
             continue
-        init, where = unit.rule.init, _where(unit.rule.index, unit.rule.selector.text)
+        init, where = unit.rule.init, rule_where(unit.rule.index, unit.rule.selector.text)
         if init.kind == "reset":
             _check_reset(_owner(modules, unit.name)[0], unit.name, where)
         elif init.kind == "fn" and not is_lazy(unit.tensor):
@@ -958,7 +554,7 @@ def _apply(
             else:
                 _apply_one(init, u.tensor, u.name, done)
     # lazy tensors: one self-removing hook per lazy module, after the module's own hook
-    deferred: dict[int, tuple[nn.Module, list[tuple[str, str, _Initializer]]]] = {}
+    deferred: dict[int, tuple[nn.Module, list[tuple[str, str, Initializer]]]] = {}
     for u, s in zip(units, statuses):
         if s is InitStatus.DEFERRED:
             assert u.rule is not None
