@@ -305,51 +305,60 @@ class _Guard:
         self.py_rng = random.getstate()
         # (dict, shallow copy) of every non-empty hook dict, to put back hooks a forward removed
         self.hook_dicts: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
-        # (module, _parameters copy, _buffers copy) to undo reassigned/added tensors
-        self.tensor_dicts: list[tuple[nn.Module, dict[str, Any], dict[str, Any]]] = []
+        # (tensor dict, shallow copy) to undo reassigned, added or deleted parameters/buffers
+        self.tensor_dicts: list[tuple[dict[str, Any], dict[str, Any]]] = []
         # (buffer, _version, clone) to undo in-place updates (BatchNorm running statistics)
         self.buffers: list[tuple[torch.Tensor, int, torch.Tensor]] = []
+        hook_dicts = self.hook_dicts
+        tensor_dicts = self.tensor_dicts
         for m in modules:
-            md = m.__dict__
-            for name in _HOOK_DICTS:
-                d = md.get(name)
-                if d:
-                    self.hook_dicts.append((d, dict(d)))
-            if m._parameters or m._buffers:
-                self.tensor_dicts.append((m, dict(m._parameters), dict(m._buffers)))
-            if clone_buffers:
-                for b in m._buffers.values():
-                    if b is not None and _is_data_tensor(b):
-                        self.buffers.append((b, b._version, b.detach().clone()))
+            if (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                    or m._backward_pre_hooks or m._state_dict_hooks or m._state_dict_pre_hooks
+                    or m._load_state_dict_pre_hooks or m._load_state_dict_post_hooks):
+                md = m.__dict__
+                for name in _HOOK_DICTS:
+                    d = md.get(name)
+                    if d:
+                        hook_dicts.append((d, dict(d)))
+            params = m._parameters
+            if params:
+                tensor_dicts.append((params, dict(params)))
+            bufs = m._buffers
+            if bufs:
+                tensor_dicts.append((bufs, dict(bufs)))
+                if clone_buffers:
+                    for b in bufs.values():
+                        if b is not None and _is_data_tensor(b):
+                            self.buffers.append((b, b._version, b.detach().clone()))
         self.global_dicts = [(d, dict(d)) for d in _global_dicts() if d]
 
-    def restore(self) -> None:
+    def restore(self, *, own_hooks: int = 0) -> None:
+        """Undo what happened since entry; ``own_hooks`` handles were registered (and removed)
+        by torchscope itself in between, so they need no search."""
         start = self.hook_id
-        # hooks: drop every hook added since entry, put back every hook removed
-        for m in self.modules:
-            md = m.__dict__
-            for name in _HOOK_DICTS:
-                d = md.get(name)
+        if RemovableHandle.next_id > start + own_hooks:
+            # someone registered hooks: drop every hook added since entry, wherever it is
+            for m in self.modules:
+                md = m.__dict__
+                for name in _HOOK_DICTS:
+                    d = md.get(name)
+                    if d:
+                        for key in [k for k in d if isinstance(k, int) and k >= start]:
+                            del d[key]
+            for d in _global_dicts():
                 if d:
                     for key in [k for k in d if isinstance(k, int) and k >= start]:
                         del d[key]
-        for d in _global_dicts():
-            if d:
-                for key in [k for k in d if isinstance(k, int) and k >= start]:
-                    del d[key]
         for d, saved in (*self.hook_dicts, *self.global_dicts):
-            if len(d) != len(saved):
+            if len(d) != len(saved):  # a hook was removed: put the dict back as it was
                 d.clear()
                 d.update(saved)
-        # parameters and buffers: same objects under the same names, same values
-        for m, params, bufs in self.tensor_dicts:
-            if m._parameters != params:
-                m._parameters.clear()
-                m._parameters.update(params)
-            if m._buffers != bufs:
-                m._buffers.clear()
-                m._buffers.update(bufs)
-        if self.buffers:
+        # parameters and buffers: the same objects under the same names
+        for current, saved in self.tensor_dicts:
+            if not _same_items(current, saved):
+                current.clear()
+                current.update(saved)
+        if self.buffers:  # ... with the same values
             with torch.no_grad():
                 for b, version, saved_value in self.buffers:
                     if b._version != version:
@@ -362,6 +371,15 @@ class _Guard:
             torch.cuda.set_rng_state_all(self.cuda_rng)
         random.setstate(self.py_rng)
         torch.set_grad_enabled(self.grad)
+
+
+def _same_items(current: dict[str, Any], saved: dict[str, Any]) -> bool:
+    if len(current) != len(saved):
+        return False
+    for (k1, v1), (k2, v2) in zip(current.items(), saved.items()):
+        if k1 != k2 or v1 is not v2:
+            return False
+    return True
 
 
 def _cuda_initialized() -> bool:
@@ -643,21 +661,20 @@ def build_inputs(input_size: object, dtypes: object = None, *,
 class _Recorder:
     """The pair of global hooks and what they record; one per traced forward.
 
-    ``calls[i]`` is ``[path, input specs, kwarg specs, output spec]``; ``stack`` the active
-    calls ``(id(module), index)``; ``producers`` maps ``id(tensor)`` to ``(weakref, call
-    indices)`` — the calls that output that very tensor object, innermost first (``None`` for a
-    graph input); ``edges`` the raw flow ``(src, dst, spec)``.
+    ``calls[i]`` is ``[path, input specs, kwarg specs, output spec, id(module)]``; ``stack``
+    the indices of the active calls; ``producers`` maps ``id(tensor)`` to ``(weakref, call
+    indices, spec)`` — the calls that output that very tensor object, innermost first (``None``
+    for a graph input), and its spec; ``edges`` the raw flow ``(src, dst, spec)``.
     """
 
-    __slots__ = ("calls", "done", "edges", "paths", "post", "pre", "producers", "specs",
+    __slots__ = ("calls", "edges", "paths", "post", "pre", "producers", "specs",
                  "stack")
 
     def __init__(self, paths: dict[int, str]) -> None:
         self.paths = paths
         self.calls: list[list[Any]] = []
-        self.stack: list[tuple[int, int]] = []
-        self.done: list[int] = []
-        self.producers: dict[int, tuple[Any, tuple[int | None, ...]]] = {}
+        self.stack: list[int] = []
+        self.producers: dict[int, tuple[Any, tuple[int | None, ...], TensorSpec]] = {}
         self.edges: list[tuple[int | None, int | None, TensorSpec]] = []
         self.specs = _TensorSpecs()
         self.pre, self.post = self._hooks()
@@ -666,7 +683,6 @@ class _Recorder:
         paths_get = self.paths.get
         calls = self.calls
         stack = self.stack
-        done = self.done
         producers = self.producers
         producers_get = producers.get
         edges_append = self.edges.append
@@ -677,36 +693,55 @@ class _Recorder:
         build = _build_spec
 
         def tensor_in(t: torch.Tensor, idx: int) -> TensorSpec:
-            spec = cache_get((t.shape, t.dtype, t.device)) or specs(t)
             entry = producers_get(id(t))
             if entry is not None and entry[0]() is t:
+                spec = entry[2]
+                if t.shape != spec.shape:  # reshaped in place since it was made
+                    spec = specs(t)
                 for src in entry[1]:
                     edges_append((src, idx, spec))
-            return spec
+                return spec
+            return cache_get((t.shape, t.dtype, t.device)) or specs(t)
 
         def tensor_out(t: torch.Tensor, idx: int) -> TensorSpec:
-            spec = cache_get((t.shape, t.dtype, t.device)) or specs(t)
             key = id(t)
             entry = producers_get(key)
-            if entry is not None:
+            if entry is not None and entry[0]() is t:
+                spec = entry[2]
+                if t.shape != spec.shape:
+                    spec = specs(t)
                 srcs = entry[1]
                 inner = srcs[0]
-                if inner is not None and inner > idx and entry[0]() is t:
+                if inner is not None and inner > idx:
                     # made inside this call and passed through: this call wraps its producer
-                    producers[key] = (entry[0], (*srcs, idx))
-                    return spec
-            producers[key] = (ref(t), (idx,))
+                    producers[key] = (entry[0], (*srcs, idx), spec)
+                else:  # given to this call and returned as is: this call replaces it
+                    producers[key] = (entry[0], (idx,), spec)
+                return spec
+            spec = cache_get((t.shape, t.dtype, t.device)) or specs(t)
+            producers[key] = (ref(t), (idx,), spec)
             return spec
 
         def pre(module: nn.Module, args: tuple[Any, ...],
                 kwargs: dict[str, Any] | None = None) -> None:
-            path = paths_get(id(module))
+            mid = id(module)
+            path = paths_get(mid)
             if path is None:
                 return
             idx = len(calls)
-            stack.append((id(module), idx))
-            if len(args) == 1 and type(args[0]) is tensor_t:
-                ins: tuple[Spec, ...] = (tensor_in(args[0], idx),)
+            stack.append(idx)
+            if len(args) == 1 and type(args[0]) is tensor_t:  # the common case, inlined
+                t = args[0]
+                entry = producers_get(id(t))
+                if entry is not None and entry[0]() is t:
+                    spec = entry[2]
+                    if t.shape != spec.shape:  # reshaped in place since it was made
+                        spec = specs(t)
+                    for src in entry[1]:
+                        edges_append((src, idx, spec))
+                else:
+                    spec = cache_get((t.shape, t.dtype, t.device)) or specs(t)
+                ins: tuple[Spec, ...] = (spec,)
             else:
                 ins = tuple(build(a, lambda t: tensor_in(t, idx)) for a in args)
             if kwargs:
@@ -714,29 +749,43 @@ class _Recorder:
                     (k, build(v, lambda t: tensor_in(t, idx))) for k, v in kwargs.items())
             else:
                 kws = ()
-            calls.append([path, ins, kws, _RAISED])
+            calls.append([path, ins, kws, _RAISED, mid])
 
         def post(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if not stack:
+                return
             mid = id(module)
-            if not stack or mid not in paths:
-                return
-            top_mid, idx = stack.pop()
-            while top_mid != mid and stack:  # a call that raised and was caught inside forward
-                top_mid, idx = stack.pop()
-            if top_mid != mid:
-                return
-            if type(output) is tensor_t:
-                calls[idx][3] = tensor_out(output, idx)
+            idx = stack[-1]
+            call = calls[idx]
+            if call[4] != mid:
+                if mid not in paths:  # a module outside the traced tree
+                    return
+                # calls that raised and were caught inside a forward never got here: skip them
+                while stack and calls[stack[-1]][4] != mid:
+                    stack.pop()
+                if not stack:
+                    return
+                idx = stack[-1]
+                call = calls[idx]
+            stack.pop()
+            if type(output) is tensor_t:  # the common case, inlined (see tensor_out)
+                key = id(output)
+                entry = producers_get(key)
+                if entry is None or entry[0]() is not output:
+                    spec = cache_get((output.shape, output.dtype, output.device)) or specs(output)
+                    producers[key] = (ref(output), (idx,), spec)
+                    call[3] = spec
+                else:
+                    call[3] = tensor_out(output, idx)
             else:
-                calls[idx][3] = build(output, lambda t: tensor_out(t, idx))
-            done.append(idx)
+                call[3] = build(output, lambda t: tensor_out(t, idx))
 
         paths = self.paths
         return pre, post
 
     def add_graph_input(self, value: object) -> None:
         for t in _tensors_in(value):
-            self.producers[id(t)] = (weakref.ref(t), (None,))
+            self.producers[id(t)] = (weakref.ref(t), (None,), self.specs(t))
 
     def graph_output(self, value: object) -> Spec:
         def on_tensor(t: torch.Tensor) -> TensorSpec:
@@ -794,38 +843,49 @@ class _ModeFailed(Exception):
         self.model_type = model_type
 
 
-def _first_device(model: nn.Module) -> torch.device | None:
-    for t in model.parameters():
-        if not _is_lazy(t):
-            return t.device
-    for b in model.buffers():
-        if not _is_lazy(b):
-            return b.device
-    return None
+@dataclass(slots=True)
+class _Scan:
+    """One pass over a module tree: modules and paths (pre-order), where its tensors live."""
+
+    modules: list[nn.Module]
+    paths: list[str]
+    all_meta: bool  # every parameter and buffer initialized and on meta (at least one)
+    has_lazy: bool  # some parameter or buffer is uninitialized
+    device: torch.device | None  # the device of the first initialized tensor
 
 
-def _all_meta(model: nn.Module) -> bool:
-    found = False
-    for m in model.modules():
-        for t in _own_tensors(m):
-            if not t.is_meta:
-                return False
-            found = True
-    return found
+def _scan(model: nn.Module) -> _Scan:
+    modules, paths = _tree(model)
+    all_meta = True
+    found = has_lazy = False  # found: an initialized tensor
+    device: torch.device | None = None
+    for m in modules:
+        for group in (m._parameters, m._buffers):
+            if not group:
+                continue
+            for t in group.values():
+                if t is None:
+                    continue
+                if isinstance(t, UninitializedTensorMixin):
+                    has_lazy = True
+                    continue
+                found = True
+                if device is None:
+                    device = t.device
+                if all_meta and not t.is_meta:
+                    all_meta = False
+    return _Scan(modules, paths, found and all_meta and not has_lazy, has_lazy, device)
 
 
-def _has_lazy(model: nn.Module) -> bool:
-    return any(_is_lazy(t) for m in model.modules() for t in _own_tensors(m))
-
-
-def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-         built: bool, device: torch.device | None, notes: list[str]) -> TraceResult:
+def _run(model: nn.Module, scan: _Scan, mode: str, args: tuple[Any, ...],
+         kwargs: dict[str, Any], built: bool, device: torch.device | None,
+         notes: list[str]) -> TraceResult:
     """Trace one forward in ``mode``; raises :class:`_ModeFailed` when the forward raises."""
     fake_mode: Any = None
     target = model
     try:
         if mode == "meta":
-            if _all_meta(model):
+            if scan.all_meta:
                 notes.append("every parameter and buffer is on meta: traced the model itself")
             else:
                 target = meta_copy(model)
@@ -837,20 +897,22 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
             fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
             target = _fake_copy(model, fake_mode)
             if built and device is None:
-                args = _to_model_device(args, model)
+                args = _to_device(args, scan.device)
             args = _map_tensors(args, fake_mode.from_tensor)
             kwargs = _map_tensors(kwargs, fake_mode.from_tensor)
-        elif _has_lazy(model):
+        elif scan.has_lazy:
             target = _shallow_copy(model)
             notes.append("the model has uninitialized (lazy) tensors: traced a copy sharing its "
                          "initialized tensors, so the model stays uninitialized")
         elif built and device is None:
-            args = _to_model_device(args, model)
+            args = _to_device(args, scan.device)
     except Exception as err:  # the copy could not be made (deepcopy of an odd attribute)
         raise _ModeFailed(mode, err, None, type(model).__name__, stage="copy") from err
 
-    modules, path_list = _tree(target)
-    paths = {id(m): p for m, p in zip(modules, path_list)}
+    if target is not model:
+        scan = _scan(target)
+    modules, path_list = scan.modules, scan.paths
+    paths = dict(zip(map(id, modules), path_list))
     recorder = _Recorder(paths)
     guard = _Guard(modules, clone_buffers=target is model and mode == "real")
     try:
@@ -870,7 +932,7 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
         input_specs = tuple(_build_spec(a, recorder.specs) for a in args)
         kw_specs = tuple((k, _build_spec(v, recorder.specs)) for k, v in kwargs.items())
     finally:
-        guard.restore()
+        guard.restore(own_hooks=2)
     return _result(mode, target, modules, path_list, recorder, input_specs, kw_specs, outputs,
                    notes)
 
@@ -879,13 +941,42 @@ def _to_meta(t: torch.Tensor) -> torch.Tensor:
     return t if t.is_meta else t.to("meta")
 
 
-def _to_model_device(args: tuple[Any, ...], model: nn.Module) -> tuple[Any, ...]:
+def _to_device(args: tuple[Any, ...], dev: torch.device | None) -> tuple[Any, ...]:
     """Built inputs follow the model's device (CPU builds need no move)."""
-    dev = _first_device(model)
     if dev is None or dev.type in ("cpu", "meta"):
         return args
     moved: tuple[Any, ...] = _map_tensors(args, lambda t: t.to(dev))
     return moved
+
+
+# Frozen slotted dataclasses set each field through ``object.__setattr__`` by name; setting the
+# slots directly builds the same object faster (one per call and per flow edge).
+_new_object = object.__new__
+_SET_CALL = tuple(getattr(CallRecord, f.name).__set__ for f in dataclasses.fields(CallRecord))
+_SET_EDGE = tuple(getattr(FlowEdge, f.name).__set__ for f in dataclasses.fields(FlowEdge))
+
+
+def _new_call(index: int, inputs: tuple[Spec, ...], kwargs: tuple[tuple[str, Spec], ...],
+              outputs: Spec) -> CallRecord:
+    obj: CallRecord = _new_object(CallRecord)
+    s0, s1, s2, s3 = _SET_CALL
+    s0(obj, index)
+    s1(obj, inputs)
+    s2(obj, kwargs)
+    s3(obj, outputs)
+    return obj
+
+
+def _new_edge(src: int | None, dst: int | None, src_path: str | None, dst_path: str | None,
+              spec: TensorSpec) -> FlowEdge:
+    obj: FlowEdge = _new_object(FlowEdge)
+    s0, s1, s2, s3, s4 = _SET_EDGE
+    s0(obj, src)
+    s1(obj, dst)
+    s2(obj, src_path)
+    s3(obj, dst_path)
+    s4(obj, spec)
+    return obj
 
 
 def _result(mode: str, target: nn.Module, modules: list[nn.Module], path_list: list[str],
@@ -893,14 +984,17 @@ def _result(mode: str, target: nn.Module, modules: list[nn.Module], path_list: l
             kw_specs: tuple[tuple[str, Spec], ...], outputs: Spec,
             notes: list[str]) -> TraceResult:
     raw = recorder.calls
-    calls = tuple((c[0], CallRecord(i, c[1], c[2], c[3])) for i, c in enumerate(raw))
+    new_call = _new_call
+    calls = tuple([(c[0], new_call(i, c[1], c[2], c[3])) for i, c in enumerate(raw)])
     called = {c[0] for c in raw}
-    uncalled = tuple(p for p in path_list if p not in called)
-    flow = tuple(
-        FlowEdge(src, dst, None if src is None else raw[src][0],
+    uncalled = tuple([p for p in path_list if p not in called])
+    unique = {(src, dst, id(spec)): (src, dst, spec) for src, dst, spec in recorder.edges}
+    new_edge = _new_edge
+    flow = tuple([
+        new_edge(src, dst, None if src is None else raw[src][0],
                  None if dst is None else raw[dst][0], spec)
-        for src, dst, spec in dict.fromkeys(recorder.edges)
-    )
+        for src, dst, spec in unique.values()
+    ])
     findings = _unused_findings(modules, path_list, called)
     return TraceResult(mode=mode, calls=calls, uncalled=uncalled, inputs=input_specs,
                        input_kwargs=kw_specs, outputs=outputs, flow=flow, findings=findings,
@@ -911,6 +1005,8 @@ def _unused_findings(modules: list[nn.Module], path_list: list[str],
                      called: set[str]) -> tuple[Finding, ...]:
     """One finding per top-most never-called module holding trainable parameters that no
     called module also holds (a tie)."""
+    if len(called) == len(path_list):
+        return ()
     used: set[int] = set()
     for m, path in zip(modules, path_list):
         if path in called:
@@ -969,13 +1065,12 @@ def _forward_error(failed: _ModeFailed, notes: list[str]) -> ForwardError:
     ran = ""
     if rec is not None:
         if rec.stack:
-            idx = rec.stack[-1][1]
-            path, ins, kws, _ = rec.calls[idx]
+            path, ins, kws = rec.calls[rec.stack[-1]][:3]
             if path:
                 where = f"module {path!r}"
             parts = [_spec_text(s) for s in ins] + [f"{k}={_spec_text(s)}" for k, s in kws]
             inputs = f" called with ({', '.join(parts)})"
-        finished = [rec.calls[i][0] or "<root>" for i in rec.done]
+        finished = [c[0] or "<root>" for c in rec.calls if c[3] is not _RAISED]
         if finished:
             shown = finished[-5:]
             more = f"{len(finished) - len(shown)} more, then " if len(finished) > 5 else ""
@@ -1092,7 +1187,8 @@ def trace_forward(
         else:
             args = (example_inputs,)
     tensors = list(_tensors_in((args, kwargs)))
-    model_meta = _all_meta(model)
+    scan = _scan(model)
+    model_meta = scan.all_meta
     if mode != "auto":
         plan = [mode]
     elif built:  # sizes only: the cheapest mode that works
@@ -1110,7 +1206,7 @@ def trace_forward(
     notes: list[str] = []
     for i, current in enumerate(plan):
         try:
-            result = _run(model, current, args, kwargs, built, dev, notes)
+            result = _run(model, scan, current, args, kwargs, built, dev, notes)
         except _ModeFailed as failed:
             if i + 1 < len(plan):
                 what = "copy" if failed.stage == "copy" else "forward"
