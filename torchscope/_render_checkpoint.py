@@ -7,8 +7,8 @@ read only the records; they never open a file or touch a model.
 >>> from torchscope.checkpoint import inspect_checkpoint
 >>> path = os.path.join(tempfile.mkdtemp(), "w.pt")
 >>> torch.save({"w": torch.zeros(2, 3)}, path)
->>> print(render_info(inspect_checkpoint(path), fmt="text").splitlines()[2])
-state dict (the whole file): 1 tensor, 24 B
+>>> print(render_info(inspect_checkpoint(path), fmt="text").splitlines()[-1])
+w       [2, 3]   float32  24 B
 """
 
 from __future__ import annotations
