@@ -180,40 +180,69 @@ def _traced(report: Report) -> bool:
     return report.mode is not None
 
 
+def _uniform(report: Report) -> tuple[str, str] | None:
+    """The one dtype and one device of every tensor, or ``None`` when they are mixed."""
+    root = report.modules[0] if report.modules else None
+    if root is None or len(root.dtypes) > 1 or len(root.devices) > 1:
+        return None
+    return (root.dtypes[0] if root.dtypes else "", root.devices[0] if root.devices else "")
+
+
+# column widths that keep every table within WIDTH (100) columns with 2-space gaps
+_STATIC_WIDTHS = {"Module": 38, "Type": 20, "dtype@device": 14}
+_TRACED_WIDTHS = {"Module": 30, "Type": 16, "Input": 18, "Output": 18}
+
+
 def tree_rows(report: Report, *, depth: int | None = None,
               tree: bool = True) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the module table (tree glyphs in the first column when ``tree``)."""
+    """Header and rows of the module table (tree glyphs in the first column when ``tree``).
+
+    The dtype and device columns appear only when the model mixes them (otherwise the totals
+    say the one dtype and device); long names and shapes are clipped with ``…`` so that the
+    table fits 100 columns.
+    """
     modules = _visible(report, depth)
     labels = _tree_labels(modules) if tree else [m.path or "(root)" for m in modules]
-    if _traced(report):
-        header = ["Module", "Type", "Input", "Output", "Params", "Train"]
+    traced = _traced(report)
+    mixed = _uniform(report) is None
+    if traced:
+        header = ["Module", "Type", "Input", "Output", "Params"]
+        widths = dict(_TRACED_WIDTHS)
     else:
-        header = ["Module", "Type", "Own", "Total", "Size", "dtype", "Device", "Train"]
+        header = ["Module", "Type", "Own", "Total", "Size", *(["dtype@device"] if mixed else []),
+                  "Train"]
+        widths = dict(_STATIC_WIDTHS)
+        if mixed:
+            widths["Module"] -= 14
     rows: list[list[str]] = []
     for label, m in zip(labels, modules):
         total = humanize_count(m.total_params)
         if m.lazy_tensors:
-            total = f"{total} +lazy" if m.total_params else "lazy"
-        if _traced(report):
+            total = f"{total}+lazy" if m.total_params else "lazy"
+        label = _clip(label, widths["Module"]) if tree else _clip_middle(label, widths["Module"])
+        type_name = _clip(m.type_name, widths["Type"])
+        if traced:
             if m.calls:
                 first = m.calls[0]
                 inputs = _call_inputs(first)
                 output = _spec_text(first.outputs)
                 if len(m.calls) > 1:
-                    output += f" ×{len(m.calls)}"
+                    output = f"×{len(m.calls)} {output}"
             else:
-                inputs, output = "not called", ""
-            rows.append([label, m.type_name, _clip(inputs, 22), _clip(output, 22), total,
-                         _train_marker(m)])
+                inputs, output = "(not called)", ""
+            rows.append([label, type_name, _clip(inputs, widths["Input"]),
+                         _clip(output, widths["Output"]), total])
         else:
-            own = humanize_count(m.own_params) if m.own_params or not m.param_names else "0"
-            if any(True for _ in m.param_names) and m.lazy_tensors and not m.own_params:
-                own = "lazy"
-            rows.append([
-                label, m.type_name, own if m.param_names else "", total,
-                _size_text(m),
-                ",".join(m.dtypes), ",".join(m.devices), _train_marker(m),
-            ])
+            own = ""
+            if m.param_names:
+                own = "lazy" if m.lazy_tensors and not m.own_params else humanize_count(
+                    m.own_params)
+            row = [label, type_name, own, total, _size_text(m)]
+            if mixed:
+                where = ",".join(m.dtypes) + ("@" + ",".join(m.devices) if m.devices else "")
+                row.append(_clip(where, widths["dtype@device"]))
+            row.append(_train_marker(m))
+            rows.append(row)
     return header, rows
 
 
@@ -228,17 +257,32 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _clip_middle(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head):]
+
+
 def params_rows(report: Report) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the per-parameter view (every qualified name, aliases marked)."""
-    header = ["Name", "Shape", "dtype", "Device", "Numel", "Grad", "Kind", "Shared with"]
+    """Header and rows of the per-parameter view (every qualified name, aliases marked).
+
+    dtype and device columns appear only when the model mixes them; long names are clipped
+    in the middle (``decoder.block.1…bias.weight``) to fit 100 columns.
+    """
+    mixed = _uniform(report) is None
+    header = ["Name", "Shape", *(["dtype@device"] if mixed else []), "Numel", "Grad", "Kind",
+              "Shared with"]
+    name_width = 28 if mixed else 40
     rows: list[list[str]] = []
     for p in report.params:
         shape = "uninitialized" if p.lazy else _shape_text(p)
-        shared = _shared_with(report, p)
-        rows.append([
-            p.name, shape, p.dtype, p.device, humanize_count(p.numel),
-            "yes" if p.requires_grad else "no", _kind_text(p), shared,
-        ])
+        row = [_clip_middle(p.name, name_width), _clip(shape, 16)]
+        if mixed:
+            row.append(_clip(f"{p.dtype}@{p.device}", 14))
+        row += [humanize_count(p.numel), "yes" if p.requires_grad else "no", _kind_text(p),
+                _clip(_shared_with(report, p), 14)]
+        rows.append(row)
     return header, rows
 
 
@@ -253,7 +297,7 @@ def _shape_text(p: ParamRecord) -> str:
 
 def _kind_text(p: ParamRecord) -> str:
     return {"parameter": "param", "buffer": "buffer",
-            "buffer_nonpersistent": "buffer (np)"}[p.kind.value]
+            "buffer_nonpersistent": "buf (np)"}[p.kind.value]
 
 
 def _shared_with(report: Report, p: ParamRecord) -> str:
@@ -280,7 +324,11 @@ def totals_lines(report: Report) -> list[str]:
         f"Non-trainable: {report.non_trainable_params:,}"
     )
     buffers = f"{report.buffer_numel:,} ({humanize_bytes(report.buffer_bytes)})"
-    lines.append(f"Params size: {humanize_bytes(report.param_bytes)}    Buffers: {buffers}")
+    line = f"Params size: {humanize_bytes(report.param_bytes)}    Buffers: {buffers}"
+    uniform = _uniform(report)
+    if uniform is not None and uniform[0]:
+        line += f"    All tensors: {uniform[0]} on {uniform[1]}"
+    lines.append(line)
     if report.tied:
         names = sum(len(g.names) for g in report.tied)
         lines.append(f"Tied: {len(report.tied)} group{'s' if len(report.tied) != 1 else ''} "
@@ -357,11 +405,11 @@ def rich_renderable(report: Report, *, depth: int | None = None,
 
     header, rows = params_rows(report) if params else tree_rows(report, depth=depth)
     table = Table(title=f"{report.root_type}", title_justify="left", expand=False,
-                  box=_box(), header_style="bold", pad_edge=False)
+                  box=_box(), header_style="bold", pad_edge=False, collapse_padding=True)
     numeric = {"Own", "Total", "Size", "Params", "Numel"}
     for name in header:
         table.add_column(name, justify="right" if name in numeric else "left",
-                         no_wrap=name in ("Module", "Name"), overflow="fold")
+                         no_wrap=True, overflow="ellipsis")
     modules = _visible(report, depth)
     for i, row in enumerate(rows):
         style = None
