@@ -53,7 +53,7 @@ def test_walk_paths_match_named_modules(name: str) -> None:
         assert rec.depth == (0 if path == "" else path.count(".") + 1)
         assert rec.training == module.training
         expected_children = []
-        for child_name, child in module.named_children():
+        for child_name, _child in module.named_children():
             child_path = f"{path}.{child_name}" if path else child_name
             if child_path in by_path:
                 expected_children.append(child_path)
@@ -202,7 +202,7 @@ def test_compiled_module_shows_original_names() -> None:
     compiled = torch.compile(examples.MLP())
     report = torchscope.summarize(compiled)
     assert report.root_type == "MLP"
-    assert [p.name for p in report.params][0] == "hidden.weight"
+    assert report.params[0].name == "hidden.weight"
     assert any("torch.compile" in note for note in report.notes)
 
 
