@@ -358,7 +358,7 @@ class Report:
     def __str__(self) -> str:
         from torchscope import render
 
-        return render.render_text(self)
+        return render.render_rich_text(self)
 
     def __rich__(self) -> Any:
         from torchscope import render
