@@ -304,6 +304,21 @@ def test_distinct_parameters_over_the_same_bytes_are_initialized_once() -> None:
     assert (r.entry("b").name, r.entry("b").aliases) == ("a", ("b",))
 
 
+def test_partially_overlapping_parameters_are_separate_and_later_wins() -> None:
+    class Overlap(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            base = torch.zeros(10)
+            self.a = nn.Parameter(base[0:6])
+            self.b = nn.Parameter(base[4:10])
+
+    m = Overlap()
+    r = apply_init(m, {"a": "ones", "b": "constant(2)"})
+    assert [(e.name, e.aliases) for e in r.entries] == [("a", ()), ("b", ())]
+    assert _p(m, "a").tolist() == [1, 1, 1, 1, 2, 2]  # bytes 4..5 belong to both: b came later
+    assert _filled(m, "b", 2)
+
+
 @pytest.mark.parametrize("name", sorted(TRANSFORMERS))
 def test_transformers_every_unique_tensor_once_with_seed(name: str) -> None:
     build = TRANSFORMERS[name]

@@ -54,8 +54,7 @@ from torchscope._init_policy import (
     rule_where,
 )
 from torchscope.errors import InitPolicyError
-from torchscope.records import TieKind
-from torchscope.tying import find_tied
+from torchscope.tying import storage_key
 
 __all__ = [
     "INITIALIZERS",
@@ -220,38 +219,28 @@ class _Unit:
 
 
 def _units(model: nn.Module) -> list[_Unit]:
+    """Parameters grouped into tensors to fill once, in ``named_parameters`` order.
+
+    One object under several names is one unit; distinct objects over exactly the same bytes
+    (same storage, offset, shape, strides and dtype) are one unit too. Partial overlaps stay
+    separate units (each is filled; the later one wins on the shared bytes).
+    """
     by_id: dict[int, _Unit] = {}
-    name_unit: dict[str, _Unit] = {}
+    by_bytes: dict[tuple[object, ...], _Unit] = {}
+    units: list[_Unit] = []
     for name, p in model.named_parameters(remove_duplicate=False):
         unit = by_id.get(id(p))
-        if unit is None:
-            unit = by_id[id(p)] = _Unit([name], p)
-        else:
-            unit.names.append(name)
-        name_unit[name] = unit
-    # distinct tensor objects over exactly the same bytes are one tensor to initialize
-    for group in find_tied(model):
-        if group.kind is not TieKind.SHARED_STORAGE:
-            continue
-        members = [name_unit[n] for n in group.names if n in name_unit]
-        if len(members) < 2:
-            continue
-        first = members[0]
-        for other in members[1:]:
-            if other is first:
-                continue
-            for n in other.names:
-                if n not in first.names:
-                    first.names.append(n)
-                name_unit[n] = first
-    order = {n: i for i, n in enumerate(name_unit)}
-    seen: set[int] = set()
-    units: list[_Unit] = []
-    for unit in name_unit.values():
-        if id(unit) not in seen:
-            seen.add(id(unit))
-            unit.names.sort(key=order.__getitem__)
+        if unit is None and not is_lazy(p) and p.numel() > 0:
+            key = (storage_key(p), p.storage_offset(), tuple(p.shape), p.stride(), p.dtype)
+            unit = by_bytes.get(key)
+            if unit is None:
+                unit = by_bytes[key] = _Unit([], p)
+                units.append(unit)
+            by_id[id(p)] = unit
+        elif unit is None:
+            unit = by_id[id(p)] = _Unit([], p)
             units.append(unit)
+        unit.names.append(name)
     return units
 
 
@@ -310,8 +299,9 @@ def _seeded(seed: int | None, tensors: Sequence[torch.Tensor]) -> Iterator[None]
         torch.default_generator.manual_seed(seed)
         for dtype, indices in sorted(used.items()):
             mod = torch.get_device_module(dtype)
+            select = getattr(mod, "device", None)  # cuda/xpu: per-device; mps: one device
             for index in sorted(indices):
-                with mod.device(index):
+                with select(index) if select is not None else contextlib.nullcontext():
                     mod.manual_seed(seed)
         yield
 
