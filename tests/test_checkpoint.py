@@ -838,3 +838,48 @@ def test_dict_of_state_dicts_matches_a_composite_model(tmp_path: Path) -> None:
                path)
     diff = torchscope.diff_checkpoint(EncoderDecoder(), path)
     assert diff.state_dict == "" and diff.would_load_strict and diff.matched == 10
+
+
+def test_meta_state_dict_in_memory_keeps_sharing() -> None:
+    with torch.device("meta"):
+        model = gpt2()
+    info_diff = torchscope.diff_checkpoint(gpt2(), model.state_dict())
+    assert info_diff.would_load_strict and info_diff.untied_in_file == ()
+
+
+def test_index_findings(tmp_path: Path) -> None:
+    index = _write_sharded(tmp_path, examples.NestMLP().state_dict(), torch_shards=False)
+    data = json.loads(index.read_text())
+    data["metadata"]["total_size"] = 123
+    dropped = next(iter(data["weight_map"]))
+    del data["weight_map"][dropped]
+    index.write_text(json.dumps(data))
+    info = torchscope.inspect_checkpoint(index)
+    by_code = {f.code: f for f in info.findings}
+    assert by_code["checkpoint-index-size"].severity == Severity.INFO
+    unindexed = by_code["checkpoint-unindexed"]
+    assert unindexed.severity == Severity.WARNING and dropped in unindexed.message
+
+
+def _bytes_read() -> int:
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs Linux /proc/self/io")
+@pytest.mark.parametrize("fmt", ["torch-zip", "safetensors"])
+def test_inspect_reads_no_tensor_data(tmp_path: Path, fmt: str) -> None:
+    # 64 MiB of tensors: inspecting must read (syscalls) only headers and the pickle, well under
+    # a tenth of the file, and never page the memory-mapped data in (RSS checked by the benchmark)
+    sd = {f"w{i}": torch.ones(1024, 1024) for i in range(16)}
+    path = tmp_path / "big"
+    if fmt == "torch-zip":
+        torch.save(sd, path)
+    else:
+        save_file(sd, path)
+    size = path.stat().st_size
+    before = _bytes_read()
+    info = torchscope.inspect_checkpoint(path)
+    read = _bytes_read() - before
+    assert info.format == fmt and info.total_bytes == 64 << 20
+    assert read < size // 10, f"read {read} bytes of a {size}-byte file"

@@ -159,7 +159,7 @@ class _Walker:
             storage = t.untyped_storage()
             rec.stored_bytes = storage.nbytes()
             rec.device = self.locations.get(storage.data_ptr(), str(t.device))
-            if storage.data_ptr() != 0 and storage.nbytes() > 0 and numel > 0:
+            if storage.nbytes() > 0 and numel > 0:  # meta: told apart by storage identity
                 rec.key = (self.shard, *storage_key(t))
                 rec.extent = tensor_extent(t)
                 rec.same_layout = (dtype, rec.shape, tuple(t.stride()))
