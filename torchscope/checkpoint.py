@@ -468,8 +468,9 @@ def _diff(model: nn.Module, scan: _Scan, key: str | None) -> CheckpointDiff:
     tied_missing: list[tuple[str, str]] = []
     untied: list[UntiedInFile] = []
     model_tied_names: set[str] = set()
+    load_order = {k: i for i, k in enumerate(model_keys)}  # load_state_dict copies in this order
     for names in _model_ties(model):
-        in_sd = [n for n in names if n in model_set]
+        in_sd = sorted((n for n in names if n in model_set), key=load_order.__getitem__)
         model_tied_names.update(in_sd)
         present = [n for n in in_sd if n in file_by_key]
         if not present:
