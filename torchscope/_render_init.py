@@ -71,7 +71,7 @@ def _elide(text: str, width: int) -> str:
 
 
 def _num(value: float) -> str:
-    return f"{value:.4g}"
+    return f"{value:.3g}"
 
 
 def _rows(report: InitReport, stats: Stats | None) -> tuple[list[str], list[list[str]]]:
@@ -138,7 +138,9 @@ def render_init_text(report: InitReport, *, stats: Stats | None = None,
     for r in rows:
         r[0] = _elide(r[0], budget)
     out = [_title(report), ""]
-    out.append(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+    align = ["left"] * 5 + ["right"] * (len(headers) - 5)
+    out.append(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True,
+                        colalign=align))
     out += ["", "rules (first match wins):"]
     rule_rows = _rule_rows(report)
     if rule_rows:
@@ -160,7 +162,9 @@ def render_init_markdown(report: InitReport, *, stats: Stats | None = None) -> s
 
     headers, rows = _rows(report, stats)
     out = [f"**{_title(report)}**", ""]
-    out.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+    align = ["left"] * 5 + ["right"] * (len(headers) - 5)
+    out.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True,
+                        colalign=align))
     out += ["", "Rules (first match wins):", ""]
     out.append(tabulate(_rule_rows(report), headers=["rule", "selector", "init", "decided"],
                         tablefmt="github", disable_numparse=True))

@@ -378,15 +378,17 @@ def apply_init(
     once, by the first rule matching any of its names. Lazy (uninitialized) parameters are
     filled right after they materialize by a forward pre-hook that then removes itself; meta
     tensors are planned only. Buffers are not touched (except by ``"reset"`` when the module's
-    ``reset_parameters`` resets them).
+    ``reset_parameters`` resets them); ``"reset"`` keeps a copy of the module's other parameters
+    to put them back. Calling ``apply_init`` twice on a lazy model adds two hooks: both run,
+    in order, so the later policy wins.
 
     Args:
         model: the module to initialize in place.
         policy: a mapping ``selector -> initializer`` (order kept), a sequence of
             ``(selector, initializer)`` pairs, ``(module type, role, initializer)`` triples or
-            dicts with ``match``/``type``, ``role`` and ``init`` keys, or the path of a TOML
-            policy file (:func:`load_policy`). See the module docstring for selectors and
-            initializers.
+            dicts with ``match``/``type``, ``role`` and ``init`` keys, or a TOML policy file
+            (a ``Path``, or a ``str`` ending in ``.toml``; see :func:`load_policy`). See the
+            module docstring for selectors and initializers.
         seed: seed the random initializers (and deferred lazy ones, each lazy module with
             ``seed + k``) in a fork of the RNG; the caller's global RNG state is untouched.
             ``None`` draws from the global RNG as ``torch.nn.init`` does.
