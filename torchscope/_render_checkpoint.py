@@ -83,11 +83,10 @@ def _entry_rows(entries: Sequence[CheckpointEntry], prefix: str,
 
 def _info_blocks(info: CheckpointInfo) -> list[_Block]:
     kind = _FORMATS.get(info.format, info.format)
-    size = f"; file {humanize_bytes(info.file_bytes)}" if info.file_bytes else ""
+    size = f" of {humanize_bytes(info.file_bytes)}" if info.file_bytes else ""
     blocks: list[_Block] = [
-        f"{info.path}: {kind}, {_plural(len(info.entries), 'tensor')}, "
-        f"{humanize_count(info.total_numel)} elements, {humanize_bytes(info.total_bytes)} of "
-        f"tensor data{size}"
+        f"{info.path}: {kind}{size}: {_plural(len(info.entries), 'tensor')}, "
+        f"{humanize_count(info.total_numel)} elements, {humanize_bytes(info.total_bytes)} of data"
     ]
     if info.shards:
         blocks.append(f"shards: {', '.join(info.shards)}")
