@@ -68,20 +68,23 @@ def residual_stack(blocks: int) -> nn.Module:
 def gpt2() -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    return GPT2LMHeadModel(GPT2Config()).eval()
+    model: nn.Module = GPT2LMHeadModel(GPT2Config())
+    return model.eval()
 
 
 def llama_meta(size: str) -> nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    configs = {
+    configs: dict[str, dict[str, Any]] = {
         "7B": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
                    intermediate_size=11008, vocab_size=32000),
         "70B": dict(hidden_size=8192, num_hidden_layers=80, num_attention_heads=64,
                     num_key_value_heads=8, intermediate_size=28672, vocab_size=128256),
     }
+    config: Any = LlamaConfig(**configs[size])
     with torch.device("meta"):
-        return LlamaForCausalLM(LlamaConfig(**configs[size])).eval()
+        model: nn.Module = LlamaForCausalLM(config)
+    return model.eval()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import copy
 import dataclasses
 import enum
 import random
+import sys
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -283,9 +284,8 @@ def _is_data_tensor(t: torch.Tensor) -> bool:
     """True for a tensor holding real data (not meta, fake or uninitialized)."""
     if t.is_meta or _is_lazy(t):
         return False
-    from torch._subclasses.fake_tensor import FakeTensor
-
-    return not isinstance(t, FakeTensor)
+    fake = sys.modules.get("torch._subclasses.fake_tensor")  # no import: it is slow to load
+    return fake is None or not isinstance(t, fake.FakeTensor)
 
 
 class _Guard:
@@ -307,8 +307,8 @@ class _Guard:
         self.hook_dicts: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
         # (tensor dict, shallow copy) to undo reassigned, added or deleted parameters/buffers
         self.tensor_dicts: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        # (buffer, _version, clone) to undo in-place updates (BatchNorm running statistics)
-        self.buffers: list[tuple[torch.Tensor, int, torch.Tensor]] = []
+        # (buffer, clone) to undo in-place updates (BatchNorm running statistics)
+        self.buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
         hook_dicts = self.hook_dicts
         tensor_dicts = self.tensor_dicts
         for m in modules:
@@ -329,7 +329,7 @@ class _Guard:
                 if clone_buffers:
                     for b in bufs.values():
                         if b is not None and _is_data_tensor(b):
-                            self.buffers.append((b, b._version, b.detach().clone()))
+                            self.buffers.append((b, b.detach().clone()))
         self.global_dicts = [(d, dict(d)) for d in _global_dicts() if d]
 
     def restore(self, *, own_hooks: int = 0) -> None:
@@ -358,11 +358,11 @@ class _Guard:
             if not _same_items(current, saved):
                 current.clear()
                 current.update(saved)
-        if self.buffers:  # ... with the same values
+        if self.buffers:  # ... with the same values (always copied back: batch_norm updates
+            # its running statistics in place without bumping the tensor's version counter)
             with torch.no_grad():
-                for b, version, saved_value in self.buffers:
-                    if b._version != version:
-                        b.copy_(saved_value)
+                for b, saved_value in self.buffers:
+                    b.copy_(saved_value)
         for m, flag in zip(self.modules, self.flags):
             if m.training is not flag:
                 m.training = flag
