@@ -878,3 +878,24 @@ def test_inspect_reads_no_tensor_data(tmp_path: Path, fmt: str) -> None:
     read = _bytes_read() - before
     assert info.format == fmt and info.total_bytes == 64 << 20
     assert read < size // 10, f"read {read} bytes of a {size}-byte file"
+
+
+def test_saved_on_cuda_reads_without_cuda(tmp_path: Path) -> None:
+    # a file saved from CUDA tensors: torch.load without map_location fails on a CPU-only machine;
+    # inspect reports the saved device and reads it anyway. The CUDA file is made by rewriting
+    # the storage location string inside a legacy-format pickle.
+    path = tmp_path / "cuda.pt"
+    torch.save({"w": torch.ones(2, 3), "b": torch.zeros(3)}, path,
+               _use_new_zipfile_serialization=False)
+    raw = path.read_bytes()
+    cpu = b"X\x03\x00\x00\x00cpu"  # BINUNICODE 'cpu' (pickled once, memoized)
+    assert raw.count(cpu) == 1
+    path.write_bytes(raw.replace(cpu, b"X\x06\x00\x00\x00cuda:0"))
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(path, weights_only=True)
+    info = torchscope.inspect_checkpoint(path)
+    assert [(e.name, e.device) for e in info.entries] == [("w", "cuda:0"), ("b", "cuda:0")]
+    from torchscope._render_checkpoint import render_info
+
+    assert "cuda:0" in render_info(info, fmt="text")
