@@ -771,6 +771,29 @@ def test_cli_lazy_model_stats_are_unknown(tmp_path: Path) -> None:
                "--format", "text")
     assert out.returncode == 0, out.stderr
     assert "unknown (lazy)" in out.stdout and "unknown  unknown" in out.stdout
+    assert "add --input-size" in out.stdout
+    assert max(len(line) for line in out.stdout.splitlines()) <= 100
+
+
+def test_cli_input_size_materializes_the_copy_for_stats(tmp_path: Path) -> None:
+    path = _write(tmp_path, POLICY_TOML)
+    args = ("torchscope.examples:LazyMLP", "--policy", str(path), "--check-stats",
+            "--input-size", "2,20", "--seed", "1", "--format", "json")
+    out = _cli(*args)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    stds = {e["name"]: e["std"] for e in data["entries"]}
+    assert stds["0.bias"] == 0 and stds["2.bias"] == 0
+    assert stds["0.weight"] == pytest.approx(0.02, rel=0.1)  # 5,120 samples of normal(0.02)
+    assert all(e["shape"] is None and e["lazy"] for e in data["entries"])  # the plan: the model
+    assert json.loads(_cli(*args).stdout) == data
+
+
+def test_cli_input_size_needs_check_stats(tmp_path: Path) -> None:
+    path = _write(tmp_path, POLICY_TOML)
+    out = _cli("torchscope.examples:LazyMLP", "--policy", str(path), "--input-size", "2,20")
+    assert out.returncode == 2
+    assert "--input-size and --dtype go with --check-stats" in out.stderr
 
 
 def test_cli_errors_exit_2_with_one_line(tmp_path: Path) -> None:

@@ -42,18 +42,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="apply the policy to a copy of the model and show mean/std per tensor",
     )
+    parser.add_argument(
+        "--input-size",
+        action="append",
+        default=None,
+        metavar="SHAPE",
+        help="with --check-stats on a lazy model: materialize the copy by a forward on zeros of "
+        "this shape (e.g. 2,20; repeat for several inputs) so its lazy tensors get values",
+    )
+    parser.add_argument("--dtype", action="append", default=None, metavar="DTYPE",
+                        help="dtype per --input-size (default float32)")
     add_format_argument(parser)
 
 
 def _stats(model: nn.Module, report: InitReport) -> Stats:
     """Mean and population std of every planned tensor of ``model`` (unknown when no data)."""
     import torch
+    from torch.nn.parameter import is_lazy
 
     out: dict[str, tuple[float, float] | None] = {}
     with torch.no_grad():
         for e in report.entries:
             t = model.get_parameter(e.name)
-            if e.lazy or t.device.type == "meta" or t.numel() == 0 or t.is_complex():
+            if is_lazy(t) or t.device.type == "meta" or t.numel() == 0 or t.is_complex():
                 out[e.name] = None
                 continue
             data = t.detach().double()
@@ -64,11 +75,12 @@ def _stats(model: nn.Module, report: InitReport) -> Stats:
 def run(args: argparse.Namespace) -> int:
     """Print the plan; with ``--check-stats`` also the statistics after applying it to a copy."""
     import copy
+    import dataclasses
     import warnings
 
     from torchscope._render_init import render_init
     from torchscope.cli import load_target, output_format
-    from torchscope.errors import TorchscopeError
+    from torchscope.errors import InputSpecError, TorchscopeError
     from torchscope.init import InitRuleWarning, apply_init, load_policy
     from torchscope.render import emit
 
@@ -87,7 +99,25 @@ def run(args: argparse.Namespace) -> int:
                     f"{type(err).__name__}: {err}; run without --check-stats"
                 ) from err
             apply_init(twin, policy, seed=args.seed)
+            lazy = any(e.lazy for e in report.entries)
+            if args.input_size:
+                from torchscope.cli import parse_dtype, parse_shape
+                from torchscope.lazy import materialize
+
+                dtypes = [parse_dtype(d) for d in args.dtype] if args.dtype else None
+                materialize(twin, input_size=[parse_shape(t) for t in args.input_size],
+                            dtypes=dtypes)  # runs the deferred initializers too
+                lazy = False
             stats = _stats(twin, report)
+            if lazy:
+                note = ("mean/std of lazy tensors are unknown until a forward materializes them: "
+                        "add --input-size (e.g. --input-size 2,20)")
+                report = dataclasses.replace(report, notes=(*report.notes, note))
+        elif args.input_size or args.dtype:
+            raise InputSpecError(
+                "--input-size and --dtype go with --check-stats (they materialize the copy of a "
+                "lazy model); add --check-stats or drop them"
+            )
     fmt = output_format(args)
     emit(render_init(report, fmt=fmt, stats=stats), fmt=fmt)
     return 0

@@ -108,11 +108,15 @@ def _rule_rows(report: InitReport) -> list[list[str]]:
     ]
 
 
-def _footer(report: InitReport) -> list[str]:
-    lines: list[str] = []
+def _footer(report: InitReport, width: int = WIDTH) -> list[str]:
+    import textwrap
+
     seen = {e.status.value for e in report.entries}
-    lines += [f"  {text}" for status, text in _STATUS_HELP.items() if status in seen]
-    lines += [f"  note: {n}" for n in report.notes]
+    texts = [text for status, text in _STATUS_HELP.items() if status in seen]
+    texts += [f"note: {n}" for n in report.notes]
+    lines: list[str] = []
+    for text in texts:
+        lines += textwrap.wrap(text, width, initial_indent="  ", subsequent_indent="    ")
     return lines
 
 
