@@ -1,0 +1,745 @@
+"""Uninitialized (lazy) layers: find them, infer their shapes without memory, materialize them.
+
+Lazy modules (``nn.LazyLinear``, ``nn.LazyConv2d``, ``nn.LazyBatchNorm1d``…) hold
+``UninitializedParameter``/``UninitializedBuffer`` placeholders until their first forward; then
+torch fills the placeholders in place and the module changes class (``LazyLinear`` becomes
+``Linear``, via ``cls_to_become``).
+
+* :func:`find_lazy` lists the modules that still hold placeholders (no forward runs).
+* :func:`infer_lazy_shapes` finds the shape and dtype each placeholder will take by running a
+  *copy* of the model on the meta device (fake tensors when meta cannot run the forward): no
+  parameter or activation memory, and the model keeps its classes, its placeholders and the
+  RNG state.
+* :func:`materialize` is the one call in torchscope that changes the model: a real dry forward
+  that fills the placeholders in place, as torch's own "dry run" does.
+* :func:`check_lazy` says what uninitialized parameters break, and the fix.
+* :func:`trace_lazy` traces one forward (:func:`torchscope.trace_forward`) and reads the lazy
+  shapes from the copy that forward ran on, so a summary needs a single forward.
+
+>>> import torchscope
+>>> from torchscope.examples import LazyMLP
+>>> [(r.path, r.inferred) for r in infer_lazy_shapes(LazyMLP(), input_size=[(2, 20)])][1]
+('2', (('weight', (10, 256), 'float32'), ('bias', (10,), 'float32')))
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from itertools import chain
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules import module as _module_mod
+from torch.nn.parameter import is_lazy
+
+from torchscope.errors import ForwardError, InputSpecError
+from torchscope.records import (
+    Finding,
+    LazyRecord,
+    MapSpec,
+    ParamKind,
+    ParamRecord,
+    SeqSpec,
+    Severity,
+    Spec,
+    TensorSpec,
+    ValueSpec,
+)
+from torchscope.trace import TraceResult, build_inputs, spec_of, trace_forward
+
+__all__ = [
+    "check_lazy",
+    "find_lazy",
+    "infer_lazy_shapes",
+    "inferred_numel",
+    "known_attributes",
+    "lazy_record",
+    "materialize",
+    "trace_lazy",
+]
+
+# constructor arguments worth showing while a module is lazy; the input-dependent ones are 0
+# until the first forward (unknown, so not shown then)
+_KNOWN_ATTRS = ("in_features", "out_features", "in_channels", "out_channels", "kernel_size",
+                "stride", "padding", "num_features", "groups")
+_INPUT_DEPENDENT = frozenset({"in_features", "in_channels", "num_features"})
+
+
+# ---------------------------------------------------------------------------------------------
+# finding
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _lazy_names(module: nn.Module) -> tuple[str, ...]:
+    """Local names of the module's uninitialized tensors: parameters first, then buffers."""
+    names = [k for k, p in module._parameters.items() if p is not None and is_lazy(p)]
+    names.extend(k for k, b in module._buffers.items() if b is not None and is_lazy(b))
+    return tuple(names)
+
+
+def known_attributes(module: nn.Module) -> tuple[tuple[str, str], ...]:
+    """What a lazy module already knows: ``(("out_features", "256"),)`` for ``LazyLinear(256)``.
+
+    Constructor arguments (``out_features``, ``out_channels``, ``kernel_size``, ``stride``,
+    ``padding``, ``groups``) as text; the ones the first input decides (``in_features``,
+    ``in_channels``, ``num_features``) only once they are set (they are 0 before).
+
+    Args:
+        module: any module.
+
+    Returns:
+        ``(attribute, value)`` pairs, in a fixed order.
+
+    >>> import torch
+    >>> known_attributes(torch.nn.LazyConv2d(8, 3))
+    (('out_channels', '8'), ('kernel_size', '(3, 3)'), ('stride', '(1, 1)'), \
+('padding', '(0, 0)'), ('groups', '1'))
+    """
+    known: list[tuple[str, str]] = []
+    for attr in _KNOWN_ATTRS:
+        value = getattr(module, attr, None)
+        if isinstance(value, bool) or not isinstance(value, (int, tuple, str)):
+            continue
+        if attr in _INPUT_DEPENDENT and value == 0:
+            continue
+        known.append((attr, str(value)))
+    return tuple(known)
+
+
+def lazy_record(module: nn.Module, path: str) -> LazyRecord | None:
+    """The :class:`~torchscope.records.LazyRecord` of one module (``None`` when it holds no
+    uninitialized tensor); ``inferred`` is empty.
+
+    Args:
+        module: the module.
+        path: its path, as ``named_modules()`` names it.
+
+    Returns:
+        The record, or ``None``.
+
+    >>> import torch
+    >>> lazy_record(torch.nn.LazyLinear(4), "fc")
+    LazyRecord(path='fc', type_name='LazyLinear', tensors=('weight', 'bias'), \
+known=(('out_features', '4'),), inferred=())
+    """
+    names = _lazy_names(module)
+    if not names:
+        return None
+    return LazyRecord(path, type(module).__name__, names, known_attributes(module))
+
+
+def _check_model(model: object, where: str) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise InputSpecError(
+            f"{where}: model = {type(model).__name__} is not a torch.nn.Module; "
+            "pass the model itself"
+        )
+    from torchscope.inspect import unwrap_compiled
+
+    return unwrap_compiled(model)[0]
+
+
+def find_lazy(model: nn.Module) -> tuple[LazyRecord, ...]:
+    """A record per module that still holds uninitialized parameters or buffers.
+
+    Nothing runs: each record names the module (path as ``named_modules()`` gives it, and type),
+    its uninitialized tensors (local names, parameters first) and what is known already
+    (``out_features`` of a ``LazyLinear``…). In a partly initialized model only the modules
+    still holding placeholders are listed. A lazy module with nothing to infer (a
+    ``LazyInstanceNorm1d(affine=False, track_running_stats=False)``) holds no placeholder and
+    is not listed. A ``torch.compile`` wrapper is looked through.
+
+    Args:
+        model: any ``nn.Module``.
+
+    Returns:
+        The records, in pre-order; empty when nothing is lazy.
+
+    Raises:
+        InputSpecError: ``model`` is not a module.
+
+    >>> import torchscope
+    >>> [(r.path, r.tensors) for r in find_lazy(torchscope.examples.LazyMLP())]
+    [('0', ('weight', 'bias')), ('2', ('weight', 'bias'))]
+    """
+    model = _check_model(model, "find_lazy")
+    out: list[LazyRecord] = []
+    for path, module in model.named_modules():
+        record = lazy_record(module, path)
+        if record is not None:
+            out.append(record)
+    return tuple(out)
+
+
+def inferred_numel(records: Iterable[LazyRecord], *,
+                   params: Iterable[ParamRecord] | None = None) -> int | None:
+    """How many values the inferred lazy tensors will hold, or ``None`` while some is unknown.
+
+    With ``params`` (the :attr:`Report.params <torchscope.records.Report.params>` of the same
+    model), only parameters count (buffers such as a ``LazyBatchNorm``'s running statistics do
+    not), and a placeholder registered under several names counts once; without it, every
+    inferred tensor counts.
+
+    Args:
+        records: lazy records from :func:`infer_lazy_shapes` (or :func:`materialize`).
+        params: parameter records telling parameters from buffers.
+
+    Returns:
+        The number of values, or ``None`` when a counted tensor has no inferred shape (its
+        module was not reached by the forward, or no inputs were given).
+
+    >>> import torchscope
+    >>> inferred_numel(infer_lazy_shapes(torchscope.examples.LazyMLP(), input_size=[(2, 20)]))
+    7946
+    """
+    wanted: set[str] | None = None
+    if params is not None:
+        wanted = {p.name for p in params if p.kind is ParamKind.PARAMETER}
+    total = 0
+    for rec in records:
+        prefix = rec.path + "." if rec.path else ""
+        shapes = {name: shape for name, shape, _ in rec.inferred}
+        for name in rec.tensors:
+            if wanted is not None and prefix + name not in wanted:
+                continue
+            shape = shapes.get(name)
+            if shape is None:
+                return None
+            n = 1
+            for d in shape:
+                n *= d
+            total += n
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# inference on a copy
+
+
+@contextmanager
+def _root_calls() -> Iterator[list[nn.Module]]:
+    """Collect every module called at the outermost level while the block runs.
+
+    :func:`~torchscope.trace.trace_forward` runs the forward of a copy (meta, fake, or a
+    shallow copy for a lazy model in real mode); the copy is the outermost module called, so
+    the last one collected is the copy that the successful attempt ran on. The post-hook is
+    ``always_call`` so that a forward that raises does not leave the depth count behind.
+    """
+    roots: list[nn.Module] = []
+    depth = [0]
+
+    def pre(module: nn.Module, args: tuple[Any, ...]) -> None:
+        if depth[0] == 0:
+            roots.append(module)
+        depth[0] += 1
+
+    def post(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        depth[0] = max(depth[0] - 1, 0)
+
+    pre_handle = _module_mod.register_module_forward_pre_hook(pre)
+    try:
+        post_handle = _module_mod.register_module_forward_hook(post, always_call=True)
+        try:
+            yield roots
+        finally:
+            post_handle.remove()
+    finally:
+        pre_handle.remove()
+
+
+def _fill(records: Sequence[LazyRecord], root: nn.Module) -> tuple[LazyRecord, ...]:
+    """``records`` with ``inferred`` read from the (materialized) tensors under ``root``."""
+    out: list[LazyRecord] = []
+    for rec in records:
+        try:
+            module = root.get_submodule(rec.path)
+        except AttributeError:
+            out.append(rec)
+            continue
+        inferred: list[tuple[str, tuple[int, ...], str]] = []
+        for name in rec.tensors:
+            t: torch.Tensor | None = module._parameters.get(name)
+            if t is None:
+                t = module._buffers.get(name)
+            if t is None or is_lazy(t):  # not reached by the forward: still unknown
+                continue
+            inferred.append((name, tuple(int(d) for d in t.shape), _dtype_name(t.dtype)))
+        out.append(replace(rec, inferred=tuple(inferred)))
+    return tuple(out)
+
+
+def trace_lazy(
+    model: nn.Module,
+    example_inputs: object = None,
+    *,
+    example_kwargs: Mapping[str, object] | None = None,
+    input_size: object = None,
+    dtypes: object = None,
+    device: object = None,
+    mode: str = "auto",
+    lazy: Sequence[LazyRecord] | None = None,
+) -> tuple[TraceResult, tuple[LazyRecord, ...]]:
+    """Trace one forward and read the inferred lazy shapes from the copy it ran on.
+
+    :func:`~torchscope.trace.trace_forward` never runs a lazy model itself: in meta and fake
+    mode it runs a copy, in real mode a copy sharing the initialized tensors; the lazy layers
+    of that copy materialize during the traced forward. This reads their shapes before the copy
+    is dropped, so a summary of a lazy model needs one forward, not two. The model stays as it
+    was (classes, placeholders, state, RNG). In real mode the copy's materialized tensors take
+    real memory for the duration of the call (as the real forward needs anyway).
+
+    Args:
+        model: the module to trace.
+        example_inputs: as for :func:`~torchscope.trace.trace_forward`.
+        example_kwargs: as for :func:`~torchscope.trace.trace_forward`.
+        input_size: as for :func:`~torchscope.trace.trace_forward`.
+        dtypes: as for :func:`~torchscope.trace.trace_forward`.
+        device: as for :func:`~torchscope.trace.trace_forward`.
+        mode: as for :func:`~torchscope.trace.trace_forward`.
+        lazy: the model's :func:`find_lazy` records when the caller has them already.
+
+    Returns:
+        The trace result and the lazy records with ``inferred`` filled (a record keeps an
+        empty ``inferred`` for a module the forward did not reach).
+
+    Raises:
+        InputSpecError: bad inputs, sizes, dtypes, device or mode.
+        ForwardError: the forward raised (see :func:`~torchscope.trace.trace_forward`).
+
+    >>> from torchscope.examples import LazyMLP
+    >>> result, lazy = trace_lazy(LazyMLP(), input_size=[(2, 20)])
+    >>> result.mode, lazy[0].inferred[0]
+    ('meta', ('weight', (256, 20), 'float32'))
+    """
+    records = find_lazy(model) if lazy is None else tuple(lazy)
+    options: dict[str, Any] = {"example_kwargs": example_kwargs, "input_size": input_size,
+                               "dtypes": dtypes, "device": device, "mode": mode}
+    if not records:
+        return trace_forward(model, example_inputs, **options), ()
+    target = _check_model(model, "trace_lazy")
+    with _root_calls() as roots:
+        result = trace_forward(target, example_inputs, **options)
+    copies = [r for r in roots if r is not target]
+    if not copies:  # nothing ran on a copy (cannot happen while the model is lazy)
+        return result, records
+    filled = _fill(records, copies[-1])
+    del roots, copies
+    return result, filled
+
+
+def _require_inputs(where: str, example_inputs: object, input_size: object,
+                    example_kwargs: object) -> None:
+    if example_inputs is None and input_size is None and not example_kwargs:
+        raise InputSpecError(
+            f"{where} needs example inputs to run the forward: pass example_inputs, "
+            "input_size=[(2, 20)] (CLI: --input-size 2,20) or example_kwargs"
+        )
+
+
+def infer_lazy_shapes(
+    model: nn.Module,
+    example_inputs: object = None,
+    *,
+    input_size: object = None,
+    dtypes: object = None,
+    example_kwargs: Mapping[str, object] | None = None,
+    device: object = None,
+) -> tuple[LazyRecord, ...]:
+    """The shape and dtype every uninitialized tensor will take, without allocating it.
+
+    Runs the forward of a copy of the model on the meta device (under fake tensors when the
+    forward cannot run on meta, e.g. it calls ``.item()``); the copy's lazy layers
+    materialize there, and their shapes are mapped back by module path. Example tensors are
+    only looked at (moved to meta). The model is not changed: it keeps its classes (still
+    ``LazyLinear``), its placeholders, its state, hooks, training flags and the RNG state. A
+    ``LazyLinear`` that would hold 75 GB is inferred with no memory growth.
+
+    Args:
+        model: the module (nothing runs when it holds no uninitialized tensor).
+        example_inputs: a tensor or a tuple of positional inputs.
+        input_size: instead of ``example_inputs``: one shape per input (zeros are built).
+        dtypes: one dtype per size (default ``float32``; ``"long"`` for token ids).
+        example_kwargs: keyword inputs.
+        device: where built inputs would live (the copy runs on meta anyway).
+
+    Returns:
+        :func:`find_lazy`'s records with ``inferred`` filled: ``(name, shape, dtype)`` per
+        tensor. A module the forward did not reach keeps an empty ``inferred``.
+
+    Raises:
+        InputSpecError: no inputs, or inputs, sizes or dtypes that cannot be used.
+        ForwardError: the forward raised on meta and on fake tensors (names the module and its
+            input specs; the original error is chained).
+
+    >>> import torch
+    >>> m = torch.nn.Sequential(torch.nn.LazyLinear(100_000))
+    >>> infer_lazy_shapes(m, input_size=[(1, 200_000)])[0].inferred[0]
+    ('weight', (100000, 200000), 'float32')
+    >>> type(m[0]).__name__
+    'LazyLinear'
+    """
+    model = _check_model(model, "infer_lazy_shapes")
+    records = find_lazy(model)
+    if not records:
+        return ()
+    _require_inputs("infer_lazy_shapes", example_inputs, input_size, example_kwargs)
+    failures: list[ForwardError] = []
+    for mode in ("meta", "fake"):
+        try:
+            _, filled = trace_lazy(model, example_inputs, example_kwargs=example_kwargs,
+                                   input_size=input_size, dtypes=dtypes, device=device,
+                                   mode=mode, lazy=records)
+        except ForwardError as err:
+            failures.append(err)
+            continue
+        return filled
+    last = failures[-1]
+    detail = str(last).removesuffix(", or trace with mode='real'")
+    raise ForwardError(
+        "infer_lazy_shapes: the forward raised on meta and on fake tensors, so the shapes "
+        f"cannot be inferred without memory: {detail}; if only a real forward works, "
+        "torchscope.materialize(model, example_inputs) initializes the model in place"
+    ) from last
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= 160 else text[:159] + "…"
+
+
+# ---------------------------------------------------------------------------------------------
+# materializing in place
+
+
+class _Rollback:
+    """Everything materialization changes on the lazy modules, to undo it when the forward
+    raises: each lazy module's class and ``__dict__`` (attributes such as ``in_features``, and
+    the contents of its dicts: hooks, parameters, buffers) and each placeholder's class and
+    data."""
+
+    def __init__(self, modules: Iterable[nn.Module]) -> None:
+        self.modules: list[tuple[nn.Module, type, dict[str, Any], list[tuple[dict[Any, Any],
+                                                                               dict[Any, Any]]]]]
+        self.modules = []
+        self.tensors: list[tuple[torch.Tensor, type, torch.Tensor]] = []
+        for m in modules:
+            state = dict(m.__dict__)
+            dicts = [(v, dict(v)) for v in state.values() if isinstance(v, dict)]
+            self.modules.append((m, type(m), state, dicts))
+            for group in (m._parameters, m._buffers):
+                for t in group.values():
+                    if t is not None and is_lazy(t):
+                        self.tensors.append((t, type(t), t.data))
+
+    def undo(self) -> None:
+        for t, cls, data in self.tensors:
+            if type(t) is not cls:
+                t.data = data
+                t.__class__ = cls
+        for m, cls, state, dicts in self.modules:
+            for d, saved in dicts:
+                if d != saved:
+                    d.clear()
+                    d.update(saved)
+            md = m.__dict__
+            for key in [k for k in md if k not in state]:
+                del md[key]
+            for key, value in state.items():
+                if md.get(key, _MISSING) is not value:
+                    md[key] = value
+            if type(m) is not cls:
+                m.__class__ = cls
+
+
+_MISSING = object()
+
+
+class _SideEffects:
+    """What a dry forward may change besides the placeholders: training flags, grad mode,
+    values of initialized buffers (BatchNorm running statistics), values of the buffers that
+    materialize (reset to their initial values), and — when the forward raises — the RNG."""
+
+    def __init__(self, model: nn.Module, lazy_modules: Sequence[nn.Module]) -> None:
+        self.modules = list(model.modules())
+        self.flags = [m.training for m in self.modules]
+        self.grad = torch.is_grad_enabled()
+        self.rng = torch.get_rng_state()
+        self.cuda_rng = (torch.cuda.get_rng_state_all()
+                         if torch.cuda.is_available() and _cuda_initialized() else None)
+        self.py_rng = random.getstate()
+        # (buffer, copy): BatchNorm's native kernel updates running statistics in place
+        # without bumping ``_version``, so every buffer is copied back, changed or not
+        self.buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for m in self.modules:
+            for b in m._buffers.values():
+                if b is not None and not is_lazy(b) and not b.is_meta:
+                    self.buffers.append((b, b.detach().clone()))
+        # buffers that materialize: their values right after materializing (a pre-hook that
+        # runs after the module's own materializing pre-hook records them)
+        self.fresh: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.handles = [m.register_forward_pre_hook(self._fresh_hook(m)) for m in lazy_modules
+                        if any(b is not None and is_lazy(b) for b in m._buffers.values())]
+
+    def _fresh_hook(self, module: nn.Module) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        lazy = [k for k, b in module._buffers.items() if b is not None and is_lazy(b)]
+        done = [False]
+
+        def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
+            if done[0]:
+                return
+            for k in lazy:
+                b = mod._buffers.get(k)
+                if b is not None and not is_lazy(b):
+                    self.fresh.append((b, b.detach().clone()))
+                    done[0] = True
+
+        return hook
+
+    def remove_hooks(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def restore(self, *, rng: bool) -> None:
+        self.remove_hooks()
+        with torch.no_grad():
+            for b, value in self.buffers:
+                b.copy_(value)
+            for b, value in self.fresh:
+                if b.shape == value.shape:
+                    b.copy_(value)
+        for m, flag in zip(self.modules, self.flags):
+            if m.training is not flag:
+                m.training = flag
+        torch.set_grad_enabled(self.grad)
+        if rng:
+            torch.set_rng_state(self.rng)
+            if self.cuda_rng is not None:
+                torch.cuda.set_rng_state_all(self.cuda_rng)
+            random.setstate(self.py_rng)
+
+
+def _cuda_initialized() -> bool:
+    initialized: Callable[[], bool] = torch.cuda.is_initialized
+    return initialized()
+
+
+class _FailureSite:
+    """Global hooks that note which module of the model raised first, with its input specs."""
+
+    def __init__(self, paths: dict[int, str]) -> None:
+        self.paths = paths
+        self.where: tuple[str, tuple[Spec, ...]] | None = None
+        self.outer = sys.exc_info()[1]
+
+    def post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if self.where is not None:
+            return
+        current = sys.exc_info()[1]
+        if current is None or current is self.outer:
+            return
+        path = self.paths.get(id(module))
+        if path is not None:
+            self.where = (path, tuple(spec_of(a) for a in args))
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        handle = _module_mod.register_module_forward_hook(self.post, always_call=True)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+
+def _spec_text(spec: Spec) -> str:
+    if spec is None:
+        return "None"
+    if isinstance(spec, TensorSpec):
+        return f"{spec.shape_str()} {spec.dtype}"
+    if isinstance(spec, ValueSpec):
+        return spec.repr
+    if isinstance(spec, SeqSpec):
+        return "(" + ", ".join(_spec_text(s) for s in spec.items) + ")"
+    assert isinstance(spec, MapSpec)
+    return "{" + ", ".join(f"{k}: {_spec_text(s)}" for k, s in spec.items) + "}"
+
+
+def _model_device(model: nn.Module) -> torch.device | None:
+    """The device of the first parameter or buffer (placeholders have one too)."""
+    for t in chain(model.parameters(), model.buffers()):
+        return t.device
+    return None
+
+
+def _materialize_inputs(model: nn.Module, example_inputs: object, input_size: object,
+                        dtypes: object, device: object) -> tuple[Any, ...]:
+    if example_inputs is not None and input_size is not None:
+        raise InputSpecError("materialize: both example_inputs and input_size were given; "
+                             "pass one of them")
+    if example_inputs is None:
+        if input_size is None:
+            return ()
+        dev = device if device is not None else _model_device(model)
+        return build_inputs(input_size, dtypes, device=dev)
+    if dtypes is not None:
+        raise InputSpecError("materialize: dtypes applies to input_size only; give "
+                             "example_inputs the dtype they need")
+    if isinstance(example_inputs, Mapping):
+        raise InputSpecError("materialize: example_inputs is a dict; pass keyword inputs as "
+                             "example_kwargs=...")
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs)
+    return (example_inputs,)
+
+
+def materialize(
+    model: nn.Module,
+    example_inputs: object = None,
+    *,
+    input_size: object = None,
+    dtypes: object = None,
+    example_kwargs: Mapping[str, object] | None = None,
+    device: object = None,
+) -> tuple[LazyRecord, ...]:
+    """Initialize the model's lazy layers in place: the one torchscope call that mutates.
+
+    Runs one real forward of the model itself under ``torch.no_grad()`` (torch's "dry run"),
+    on the model's device (inputs built from ``input_size`` go there; the model is never
+    moved). Its lazy layers materialize exactly as in a plain dry run: same classes after
+    (``LazyLinear`` becomes ``Linear``), same values for the same seed, the global RNG advanced
+    the same way. What the dry forward would change besides that is put back: training flags,
+    grad mode, buffers that were initialized already (BatchNorm running statistics) and the
+    buffers that materialize (left at their initial values, not updated by the dry batch).
+    When the forward raises, the model is left as it was (still lazy) and the RNG too.
+
+    Args:
+        model: the module to initialize.
+        example_inputs: a tensor or a tuple of positional inputs, on the model's device.
+        input_size: instead of ``example_inputs``: one shape per input (zeros are built).
+        dtypes: one dtype per size (default ``float32``).
+        example_kwargs: keyword inputs.
+        device: where to build inputs from ``input_size`` (default: the model's device).
+
+    Returns:
+        A record per module that was lazy, with ``inferred`` the shapes and dtypes now created
+        (``type_name`` is the class before materializing). A module the forward did not reach
+        keeps an empty ``inferred`` and stays lazy. Empty when nothing was lazy (then nothing
+        runs).
+
+    Raises:
+        InputSpecError: no inputs, or inputs, sizes or dtypes that cannot be used.
+        ForwardError: the forward raised (names the module and its input specs; the original
+            error is chained); the model is unchanged.
+
+    >>> import torch, torchscope
+    >>> model = torchscope.examples.LazyMLP()
+    >>> [r.inferred[0] for r in materialize(model, torch.zeros(2, 20))]
+    [('weight', (256, 20), 'float32'), ('weight', (10, 256), 'float32')]
+    >>> type(model[0]).__name__, model[0].weight.shape
+    ('Linear', torch.Size([256, 20]))
+    """
+    model = _check_model(model, "materialize")
+    records = find_lazy(model)
+    if not records:
+        return ()
+    _require_inputs("materialize", example_inputs, input_size, example_kwargs)
+    if example_kwargs is not None and not isinstance(example_kwargs, Mapping):
+        raise InputSpecError(
+            f"materialize: example_kwargs = {type(example_kwargs).__name__} is not a dict of "
+            "keyword inputs; pass e.g. {'attention_mask': mask}"
+        )
+    args = _materialize_inputs(model, example_inputs, input_size, dtypes, device)
+    kwargs = dict(example_kwargs or {})
+    paths = {id(m): p for p, m in model.named_modules()}
+    lazy_modules = [model.get_submodule(r.path) for r in records]
+    rollback = _Rollback(lazy_modules)
+    effects = _SideEffects(model, lazy_modules)
+    site = _FailureSite(paths)
+    try:
+        with site.watching(), torch.no_grad():
+            model(*args, **kwargs)
+    except Exception as err:
+        effects.restore(rng=True)
+        rollback.undo()
+        raise _materialize_error(model, err, site) from err
+    except BaseException:  # KeyboardInterrupt: leave the model as it was, too
+        effects.restore(rng=True)
+        rollback.undo()
+        raise
+    effects.restore(rng=False)
+    return _fill(records, model)
+
+
+def _materialize_error(model: nn.Module, err: Exception, site: _FailureSite) -> ForwardError:
+    where = f"the root module ({type(model).__name__})"
+    inputs = ""
+    if site.where is not None:
+        path, specs = site.where
+        if path:
+            where = f"module {path!r}"
+        inputs = f" called with ({', '.join(_spec_text(s) for s in specs)})"
+    return ForwardError(
+        f"materialize: the forward of {type(model).__name__} raised in {where}{inputs}: "
+        f"{type(err).__name__}: {_first_line(err)}; the model was left as it was (still "
+        "uninitialized); check that the example inputs match what the model expects (sizes, "
+        "dtypes, keyword names)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# checks
+
+
+def check_lazy(model: nn.Module) -> tuple[Finding, ...]:
+    """A warning per module that still holds uninitialized parameters or buffers, with the fix.
+
+    Until the first forward their sizes are unknown: ``sum(p.numel() for p in
+    model.parameters())`` raises, an optimizer built now holds the placeholders (it works only
+    if they are materialized in place before its first step, never replaced or moved),
+    ``DistributedDataParallel`` refuses them, and a ``state_dict`` saved now holds no values.
+
+    Args:
+        model: any ``nn.Module``.
+
+    Returns:
+        One ``lazy-uninitialized`` finding (severity warning) per lazy module; empty when
+        nothing is lazy.
+
+    >>> import torchscope
+    >>> [f.path for f in check_lazy(torchscope.examples.LazyMLP())]
+    ['0', '2']
+    """
+    model = _check_model(model, "check_lazy")
+    findings: list[Finding] = []
+    for rec in find_lazy(model):
+        module = model.get_submodule(rec.path)
+        params = [n for n in rec.tensors if n in module._parameters]
+        buffers = [n for n in rec.tensors if n not in module._parameters]
+        what: list[str] = []
+        if params:
+            what.append(f"parameter{'s' if len(params) > 1 else ''} {', '.join(params)}")
+        if buffers:
+            what.append(f"buffer{'s' if len(buffers) > 1 else ''} {', '.join(buffers)}")
+        where = rec.path or "(root)"
+        consequence = ("an optimizer built now would hold placeholders and "
+                       "DistributedDataParallel refuses them" if params else
+                       "a state_dict saved now holds no values for them")
+        findings.append(Finding(
+            code="lazy-uninitialized",
+            severity=Severity.WARNING,
+            message=(f"{where} ({rec.type_name}) has uninitialized {' and '.join(what)}: sizes "
+                     f"unknown until the first forward; {consequence}"),
+            path=rec.path,
+            hint=("run one dry forward before building the optimizer or wrapping the model: "
+                  "torchscope.materialize(model, example_inputs), or model(x) under "
+                  "torch.no_grad(); torchscope.infer_lazy_shapes(model, input_size=...) shows "
+                  "the shapes without allocating"),
+        ))
+    return tuple(findings)
