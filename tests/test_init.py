@@ -188,8 +188,9 @@ def test_a_rule_shadowed_by_an_earlier_one_warns() -> None:
 
 def test_a_rule_matching_nothing_warns_and_is_reported() -> None:
     m = examples.MLP()
-    with pytest.warns(InitRuleWarning, match=r"'\*\.bais' -> zeros matches no parameter"):
+    with pytest.warns(InitRuleWarning, match=r"'\*\.bais' -> zeros matches no parameter") as w:
         r = apply_init(m, {"*.bais": "zeros", "*": "keep"})
+    assert w[0].filename == __file__  # points at the caller's line, not into torchscope
     assert [u.selector for u in r.unused_rules] == ["*.bais"]
     assert "matched nothing" in str(r)
 
@@ -506,6 +507,11 @@ def test_lazy_initializer_that_does_not_fit_fails_at_materialization() -> None:
     apply_init(m, {"0.weight": "dirac", "*": "keep"})
     with pytest.raises(InitPolicyError, match=r"dirac cannot initialize 0\.weight"):
         m(torch.randn(2, 20))
+    # the check ran before any change, and our hook is gone: the next forward works
+    # (layer 2 still has its own lazy hook: the failed forward never reached it)
+    assert len(m.get_submodule("0")._forward_pre_hooks) == 0
+    assert _p(m, "0.weight").shape == (256, 20)
+    assert m(torch.randn(2, 20)).shape == (2, 10)
 
 
 # ---------------------------------------------------------------------------------------------
