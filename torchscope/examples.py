@@ -25,6 +25,7 @@ __all__ = [
     "MySequential",
     "NestMLP",
     "SharedMLP",
+    "fsdp_mlp",
 ]
 
 
@@ -141,3 +142,26 @@ class MyLinear(nn.Module):
         return F.relu(torch.matmul(x, self.weight) + self.bias)
 
 
+def fsdp_mlp() -> nn.Module:
+    """The :class:`MLP`, sharded with FSDP2 when a default process group exists.
+
+    Under ``torchrun`` each Linear becomes its own FSDP unit and the root a third one, so every
+    rank holds a shard of each weight (``hidden.weight`` [256, 20] is [128, 20] on each of two
+    ranks). Without a process group it is the plain MLP.
+
+    >>> type(fsdp_mlp()).__name__  # no process group here
+    'MLP'
+    """
+    import torch.distributed as dist
+
+    model = MLP()
+    if not (dist.is_available() and dist.is_initialized()):
+        return model
+    from torch.distributed.fsdp import fully_shard
+
+    if torch.cuda.is_available():
+        model = model.to(torch.device("cuda", torch.cuda.current_device()))
+    fully_shard(model.hidden)
+    fully_shard(model.output)
+    fully_shard(model)
+    return model
