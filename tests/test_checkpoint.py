@@ -899,3 +899,41 @@ def test_saved_on_cuda_reads_without_cuda(tmp_path: Path) -> None:
     from torchscope._render_checkpoint import render_info
 
     assert "cuda:0" in render_info(info, fmt="text")
+
+
+_leaf = st.one_of(
+    st.builds(lambda shape: torch.zeros(tuple(shape)),
+              st.lists(st.integers(min_value=0, max_value=4), min_size=0, max_size=3)),
+    st.integers(), st.floats(allow_nan=False), st.text(max_size=5), st.none(),
+)
+_tree = st.recursive(
+    _leaf,
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.text(alphabet="abc", min_size=1, max_size=3),
+                                            inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+def _tensors_in(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _tensors_in(v)]
+    if isinstance(obj, list):
+        return [t for v in obj for t in _tensors_in(v)]
+    return []
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(obj=_tree)
+def test_any_nesting_of_tensors_and_values(tmp_path: Path, obj: Any) -> None:
+    path = tmp_path / "nested.pt"
+    torch.save(obj, path)
+    info = torchscope.inspect_checkpoint(path)
+    tensors = _tensors_in(obj)
+    assert len(info.entries) == len(tensors)
+    assert sorted(e.shape for e in info.entries) == sorted(tuple(t.shape) for t in tensors)
+    assert info.total_numel == sum(t.numel() for t in tensors)
+    assert info.shared == ()
