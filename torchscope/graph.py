@@ -795,7 +795,7 @@ class _Diagram:
             entries.append(("collapsed", "block collapsed by depth",
                             {"style": "rounded", "peripheries": "2"}))
         if self.runs:
-            entries.append(("run", "×N: identical blocks\n(expand=True draws each)",
+            entries.append(("run", "×N: N identical blocks\n(--expand draws each)",
                             {"style": "rounded", "peripheries": "2"}))
         if any(m.lazy_tensors for m in mods):
             entries.append(("lazy", "lazy: uninitialized,\nsize unknown",
