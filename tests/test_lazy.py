@@ -507,9 +507,8 @@ def test_check_lazy_findings_name_the_tensors_and_the_fix() -> None:
         ("lazy-uninitialized", Severity.WARNING, "0"),
         ("lazy-uninitialized", Severity.WARNING, "1")]
     assert findings[0].message == (
-        "0 (LazyLinear) has uninitialized parameters weight, bias: sizes unknown until the "
-        "first forward; an optimizer built now would hold placeholders and "
-        "DistributedDataParallel refuses them")
+        "0 (LazyLinear) has uninitialized parameters weight, bias: an optimizer built now "
+        "holds placeholders; DDP refuses them")
     assert "buffers running_mean, running_var" in findings[1].message
     assert "optimizer" not in findings[1].message
     assert findings[0].hint is not None and "torchscope.materialize" in findings[0].hint
@@ -558,3 +557,22 @@ def test_cli_summarize_lazy_mlp_with_input_size_json() -> None:
         ("0", ["weight", "bias"]), ("2", ["weight", "bias"])]
     assert data["lazy_tensors"] == 4
     assert data["total_params"] == 0  # nothing materialized: still unknown, not counted
+
+
+# --------------------------------------------------------------------------------------------
+# golden files
+
+
+def test_golden_summary_of_lazy_mlp_without_inputs(snapshot: Callable[[str, str], None]) -> None:
+    snapshot("lazy_summary.txt", run_cli("summarize", "torchscope.examples:LazyMLP",
+                                         "--format", "text"))
+
+
+def test_golden_check_lazy_findings(snapshot: Callable[[str, str], None]) -> None:
+    from torchscope.render import findings_table
+
+    model = Net(nn.LazyBatchNorm2d(affine=False))
+    model.block.body.append(nn.LazyConv2d(8, 3))
+    text = findings_table(check_lazy(model), fmt="text")
+    assert isinstance(text, str)
+    snapshot("lazy_check.txt", text)

@@ -728,18 +728,15 @@ def check_lazy(model: nn.Module) -> tuple[Finding, ...]:
         if buffers:
             what.append(f"buffer{'s' if len(buffers) > 1 else ''} {', '.join(buffers)}")
         where = rec.path or "(root)"
-        consequence = ("an optimizer built now would hold placeholders and "
-                       "DistributedDataParallel refuses them" if params else
-                       "a state_dict saved now holds no values for them")
+        consequence = ("an optimizer built now holds placeholders; DDP refuses them" if params
+                       else "a state_dict saved now holds no values for them")
         findings.append(Finding(
             code="lazy-uninitialized",
             severity=Severity.WARNING,
-            message=(f"{where} ({rec.type_name}) has uninitialized {' and '.join(what)}: sizes "
-                     f"unknown until the first forward; {consequence}"),
+            message=f"{where} ({rec.type_name}) has uninitialized {' and '.join(what)}: "
+                    f"{consequence}",
             path=rec.path,
-            hint=("run one dry forward before building the optimizer or wrapping the model: "
-                  "torchscope.materialize(model, example_inputs), or model(x) under "
-                  "torch.no_grad(); torchscope.infer_lazy_shapes(model, input_size=...) shows "
-                  "the shapes without allocating"),
+            hint=("run one dry forward first: torchscope.materialize(model, example_inputs) "
+                  "(or model(x) under torch.no_grad())"),
         ))
     return tuple(findings)
