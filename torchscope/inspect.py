@@ -304,10 +304,22 @@ def _unique_parts(
 ) -> tuple[int, int, int, int, int]:
     """Unique (param numel, param bytes, trainable numel, buffer numel, buffer bytes)."""
     params = [t for t, kind in tensors if kind is _PARAM]
-    p_numel, p_bytes = unique_size(params)
-    t_numel, _ = unique_size([t for t in params if t.requires_grad])
-    b_numel, b_bytes = unique_size([t for t, kind in tensors if kind is not _PARAM])
+    p_numel, p_bytes = _unique_size(params)
+    t_numel, _ = _unique_size([t for t in params if t.requires_grad])
+    b_numel, b_bytes = _unique_size([t for t, kind in tensors if kind is not _PARAM])
     return p_numel, p_bytes, t_numel, b_numel, b_bytes
+
+
+def _unique_size(tensors: Sequence[torch.Tensor]) -> tuple[int, int]:
+    """:func:`unique_size` with DTensors counted by their global elements (bytes stay local,
+    as everywhere in a report): tied DTensors otherwise count only this rank's shard."""
+    dtensor = _dtensor_type()
+    sharded = [] if dtensor is None else [t for t in tensors if isinstance(t, dtensor)]
+    if dtensor is None or not sharded:
+        return unique_size(tensors)
+    _, nbytes = unique_size(tensors)
+    plain_numel, _ = unique_size([t for t in tensors if not isinstance(t, dtensor)])
+    return plain_numel + sum({id(t): t.numel() for t in sharded}.values()), nbytes
 
 
 def walk(model: nn.Module) -> Iterator[ModuleRecord]:
