@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
 import torchscope
-from tests.models import assert_same_state, gpt2, state_fingerprint
+from tests.models import assert_same_state, bert, gpt2, state_fingerprint
 from torchscope import examples
 from torchscope.checkpoint import CheckpointDiff, CheckpointInfo
 from torchscope.cli import main
@@ -937,3 +937,18 @@ def test_any_nesting_of_tensors_and_values(tmp_path: Path, obj: Any) -> None:
     assert sorted(e.shape for e in info.entries) == sorted(tuple(t.shape) for t in tensors)
     assert info.total_numel == sum(t.numel() for t in tensors)
     assert info.shared == ()
+
+
+def test_long_diff_is_capped_in_text_not_in_json(tmp_path: Path) -> None:
+    from torchscope._render_checkpoint import render_diff
+
+    path = tmp_path / "bert.pt"
+    sd = bert().state_dict()
+    torch.save(sd, path)
+    diff = torchscope.diff_checkpoint(examples.MLP(), path)
+    assert len(diff.unexpected) == len(sd) > 40 and len(diff.missing) == 4
+    # the file's tied embeddings are not in the model at all: no tie finding about them
+    assert "checkpoint-tie-lost" not in _codes(diff)
+    text = render_diff(diff, fmt="text")
+    assert f"{len(sd) + 4 - 39} more" in text and "all of them: --format json" in text
+    assert len(json.loads(render_diff(diff, fmt="json"))["unexpected"]) == len(sd)

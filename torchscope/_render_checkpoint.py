@@ -32,6 +32,7 @@ _FORMATS = {
     "sharded": "sharded checkpoint",
     "state-dict": "in-memory state dict",
 }
+_MAX_DIFF_ROWS = 40
 _SHOWN_HYPERPARAMS = ("lr", "momentum", "betas", "weight_decay", "eps", "alpha", "nesterov")
 
 
@@ -183,6 +184,9 @@ def _diff_blocks(diff: CheckpointDiff) -> list[_Block]:
         state = {True: "values differ", False: "equal values", None: "not comparable"}
         rows += [(n, "untied copy", f"{state[u.values_differ]}; {u.wins} wins")
                  for n in u.names]
+    if len(rows) > _MAX_DIFF_ROWS:
+        more = len(rows) - _MAX_DIFF_ROWS + 1
+        rows = [*rows[: _MAX_DIFF_ROWS - 1], ("…", f"{more} more", "all of them: --format json")]
     if rows:
         blocks.append(_Table("differences", ("key", "problem", "detail"), tuple(rows)))
     return blocks
@@ -246,6 +250,7 @@ def _rich(blocks: list[_Block], findings: Any) -> Any:
         if isinstance(block, str):
             parts.append(Text(block))
             continue
+        parts.append(Text(""))
         table = Table(title=block.title, title_justify="left", box=box.SIMPLE_HEAD,
                       header_style="bold")
         for i, h in enumerate(block.headers):

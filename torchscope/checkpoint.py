@@ -524,7 +524,7 @@ def _diff(model: nn.Module, scan: _Scan, key: str | None) -> CheckpointDiff:
                 hint="save with torch.save(model.state_dict()) to keep one shared copy"))
     file_shared = _shared_groups([file_by_key[k] for k in file_by_key])
     for g in file_shared:
-        names_m = [k for k in file_by_key if file_by_key[k].name in g.names]
+        names_m = [k for k in file_by_key if file_by_key[k].name in g.names and k in model_set]
         if len(names_m) > 1 and not any(n in model_tied_names for n in names_m):
             findings.append(Finding(
                 "checkpoint-tie-lost", Severity.INFO,
