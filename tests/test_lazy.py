@@ -478,6 +478,25 @@ def test_materialize_rolls_back_when_the_forward_raises_midway() -> None:
         assert torch.equal(a, b), k
 
 
+class ReassignThenRaise(nn.LazyLinear):
+    cls_to_become = None  # keep this forward after materializing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.bias = nn.Parameter(torch.zeros(self.out_features))
+        raise ValueError("after reassigning")
+
+
+def test_materialize_rollback_restores_a_reassigned_parameter() -> None:
+    # regression: the rollback compared parameter dicts with ==, which compares tensor values
+    # (and raises on placeholders) instead of identities
+    model = nn.Sequential(ReassignThenRaise(3))
+    before = fingerprint(model)
+    with pytest.raises(ForwardError, match="after reassigning"):
+        materialize(model, torch.zeros(2, 4))
+    assert_unchanged(before, fingerprint(model))
+    assert is_lazy(model[0].bias)
+
+
 def test_materialize_errors_are_clear() -> None:
     model = examples.LazyMLP()
     before = fingerprint(model)

@@ -446,7 +446,7 @@ class _Rollback:
                 t.__class__ = cls
         for m, cls, state, dicts in self.modules:
             for d, saved in dicts:
-                if d != saved:
+                if not _same_items(d, saved):
                     d.clear()
                     d.update(saved)
             md = m.__dict__
@@ -460,6 +460,13 @@ class _Rollback:
 
 
 _MISSING = object()
+
+
+def _same_items(current: dict[Any, Any], saved: dict[Any, Any]) -> bool:
+    """Same keys, in order, holding the very same objects (``==`` on tensors would compare
+    values, and raise on placeholders)."""
+    return len(current) == len(saved) and all(
+        k1 == k2 and v1 is v2 for (k1, v1), (k2, v2) in zip(current.items(), saved.items()))
 
 
 class _SideEffects:
@@ -625,7 +632,8 @@ def materialize(
         input_size: instead of ``example_inputs``: one shape per input (zeros are built).
         dtypes: one dtype per size (default ``float32``).
         example_kwargs: keyword inputs.
-        device: where to build inputs from ``input_size`` (default: the model's device).
+        device: where to build inputs from ``input_size`` (default: the model's device);
+            given tensors are used where they are.
 
     Returns:
         A record per module that was lazy, with ``inferred`` the shapes and dtypes now created
