@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
 import torchscope
-from tests.models import assert_same_state, bert, gpt2, state_fingerprint
+from tests.models import TRANSFORMERS, assert_same_state, bert, gpt2, state_fingerprint
 from torchscope import examples
 from torchscope.checkpoint import CheckpointDiff, CheckpointInfo
 from torchscope.cli import main
@@ -952,3 +952,28 @@ def test_long_diff_is_capped_in_text_not_in_json(tmp_path: Path) -> None:
     text = render_diff(diff, fmt="text")
     assert f"{len(sd) + 4 - 39} more" in text and "all of them: --format json" in text
     assert len(json.loads(render_diff(diff, fmt="json"))["unexpected"]) == len(sd)
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMERS))
+def test_transformers_round_trips_match_real_loads(tmp_path: Path, name: str) -> None:
+    build = TRANSFORMERS[name]
+    torch.manual_seed(0)
+    source = build()
+    # torch.save keeps every key (tied ones share storage): a strict load works
+    pt = tmp_path / "model.pt"
+    torch.save(source.state_dict(), pt)
+    target = build()
+    diff = torchscope.diff_checkpoint(target, pt)
+    assert diff.would_load_strict is _strict_load_works(target, torch.load(pt, weights_only=True))
+    assert diff.would_load_strict and diff.untied_in_file == ()
+    # safetensors save_model keeps one copy of tied tensors: the diff names exactly the keys a
+    # real non-strict load reports missing, each filled through a tie
+    st_path = tmp_path / "model.safetensors"
+    save_model(source, str(st_path))
+    sd = load_file(st_path)
+    diff = torchscope.diff_checkpoint(target, st_path)
+    result = copy.deepcopy(target).load_state_dict(sd, strict=False)
+    assert set(diff.missing) == set(result.missing_keys)
+    assert set(diff.unexpected) == set(result.unexpected_keys) == set()
+    assert {m for m, _ in diff.tied_missing} == set(diff.missing)
+    assert diff.would_load_strict is _strict_load_works(target, sd)
