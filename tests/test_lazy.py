@@ -494,7 +494,8 @@ def test_materialize_rollback_restores_a_reassigned_parameter() -> None:
     with pytest.raises(ForwardError, match="after reassigning"):
         materialize(model, torch.zeros(2, 4))
     assert_unchanged(before, fingerprint(model))
-    assert is_lazy(model[0]._parameters["bias"])
+    bias = model[0]._parameters["bias"]
+    assert bias is not None and is_lazy(bias)
 
 
 def test_materialize_errors_are_clear() -> None:
