@@ -1,0 +1,127 @@
+"""Block-diagram speed: ``summarize`` + ``render_graph`` to SVG against a bare forward + ``dot``.
+
+Model: the full default GPT-2 (``GPT2LMHeadModel(GPT2Config())``, 124M real parameters) with
+input ids of shape (1, 128), diagram collapsed (default depth, the 12 blocks as one ``×12``
+box). The baseline, measured in the same run: one bare forward (``torch.no_grad()``) plus the
+Graphviz ``dot -Tsvg`` run on the same diagram's DOT text — the least any tool that traces a
+forward and lays the graph out with Graphviz must pay. Measured:
+
+- ``graph (sizes)``: what ``python -m torchscope graph ... --input-size 1,128 --dtype long -o
+  x.svg`` does after loading the model: summarize from sizes (auto mode: a meta trace, no
+  activation memory), DOT, ``dot``;
+- ``graph (ids)``: the same with the real input ids given (a real forward is traced);
+- torchview's ``draw_graph(model, input_data=ids).visual_graph.pipe("svg")`` when torchview is
+  installed.
+
+Prints medians of several repeats and ratios against the baseline; the target is under 2x.
+Timings on a shared machine are noisy: compare the ratios, not the milliseconds.
+
+    python benchmarks/bench_graph.py [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import graphviz
+import torch
+
+import torchscope
+from torchscope.graph import render_graph, to_dot
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    repeats = parser.parse_args().repeats
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    try:
+        import torchview
+    except ImportError:
+        torchview = None
+    torch.manual_seed(0)
+    model: torch.nn.Module = GPT2LMHeadModel(GPT2Config())
+    model.eval()
+    ids = torch.zeros(1, 128, dtype=torch.long)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"torch {torch.__version__}, torchscope {torchscope.__version__}, graphviz "
+          f"{graphviz.version()}, torchview {'installed' if torchview else 'not installed'}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"GPT2LMHeadModel(GPT2Config()): {params / 1e6:.1f} M parameters, input ids (1, 128); "
+          f"medians of {repeats} (shared machine: timings are noisy)")
+    out = Path(tempfile.mkdtemp()) / "gpt2.svg"
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(ids)
+
+    for _ in range(2):  # warm-up: allocator, kernels, imports
+        forward()
+    sized = torchscope.summarize(model, input_size=[(1, 128)], dtypes=["long"])
+    dot_text = to_dot(sized)
+
+    def dot_run() -> None:
+        graphviz.Source(dot_text).pipe(format="svg")
+
+    def graph_sizes() -> None:
+        report = torchscope.summarize(model, input_size=[(1, 128)], dtypes=["long"])
+        render_graph(report, out)
+
+    def graph_ids() -> None:
+        report = torchscope.summarize(model, ids)
+        render_graph(report, out)
+
+    def summarize_sizes() -> None:
+        torchscope.summarize(model, input_size=[(1, 128)], dtypes=["long"])
+
+    graph_sizes()
+    graph_ids()
+    t_forward = median_ms(forward, repeats)
+    t_dot = median_ms(dot_run, repeats)
+    t_summarize = median_ms(summarize_sizes, repeats)
+    t_to_dot = median_ms(lambda: to_dot(sized), repeats)
+    t_sizes = median_ms(graph_sizes, repeats)
+    t_ids = median_ms(graph_ids, repeats)
+    baseline = t_forward + t_dot
+    print(f"{'measure':<44}{'ms':>10}{'x baseline':>12}")
+    rows = [
+        ("bare forward (no_grad)", t_forward),
+        ("dot -Tsvg on the diagram", t_dot),
+        ("baseline = bare forward + dot", baseline),
+        ("  summarize from sizes (meta trace)", t_summarize),
+        ("  to_dot (collapsed)", t_to_dot),
+        ("graph (sizes): summarize + DOT + dot -> SVG", t_sizes),
+        ("graph (ids): summarize real + DOT + dot -> SVG", t_ids),
+    ]
+    if torchview is not None:
+        def torchview_svg() -> None:
+            graph = torchview.draw_graph(model, input_data=ids)
+            graph.visual_graph.pipe(format="svg")
+
+        rows.append(("torchview draw_graph -> SVG", median_ms(torchview_svg, repeats)))
+    for name, ms in rows:
+        print(f"{name:<44}{ms:>10.1f}{ms / baseline:>12.2f}")
+    worst = max(t_sizes, t_ids) / baseline
+    print(f"target: graph under 2x the baseline — {'met' if worst < 2 else 'NOT met'} "
+          f"(worst {worst:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
