@@ -26,21 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _static_checks(model: nn.Module, inputs: Any) -> list[Finding]:
     from torchscope.devices import check_devices
+    from torchscope.lazy import check_lazy
+    from torchscope.tying import check_ties
 
-    findings = list(check_devices(model, inputs))
-    try:  # TODO(lead): plain import once torchscope/tying.py has check_ties
-        from torchscope.tying import check_ties  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        check_ties = None
-    if check_ties is not None:
-        findings += check_ties(model)
-    try:  # TODO(lead): plain import once torchscope/lazy.py exists
-        from torchscope.lazy import check_lazy  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        check_lazy = None
-    if check_lazy is not None:
-        findings += check_lazy(model)
-    return findings
+    return [*check_devices(model, inputs), *check_ties(model), *check_lazy(model)]
 
 
 def _traced_checks(model: nn.Module, inputs: tuple[Any, ...], mode: str,

@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 __all__ = ["render_sync_report", "rich_sync_report"]
 
 _WIDTH = 100
-_SITE_MAX = 42
+# count (<= 11) + site + function + op (<= 19) + 3 gaps of 2: at most 96 columns
+_SITE_MAX = 36
 _FUNC_MAX = 24
-_VIA_MAX = 30
 
 
 def _clip_left(text: str, width: int) -> str:
@@ -51,23 +51,33 @@ def _note(report: SyncReport) -> str | None:
 
 
 def _rows(report: SyncReport) -> tuple[list[str], list[list[Any]]]:
-    with_via = any(s.via for s in report.sites)
-    headers = ["count", "site", "function", "op", "kind"] + (["inside torch"] if with_via else [])
+    headers = ["count", "site", "function", "op"]
     rows: list[list[Any]] = []
     for s in report.sites:
-        row: list[Any] = [f"{s.count:,}", _clip_left(s.location, _SITE_MAX),
-                          _clip_right(s.function, _FUNC_MAX), s.op, s.kind.value]
-        if with_via:
-            row.append(_clip_left(s.via or "", _VIA_MAX))
-        rows.append(row)
+        rows.append([f"{s.count:,}", _clip_left(s.location, _SITE_MAX),
+                     _clip_right(s.function, _FUNC_MAX), s.op])
     return headers, rows
 
 
 def _fixes(report: SyncReport) -> list[tuple[str, str]]:
     seen: dict[str, str] = {}
     for s in report.sites:
-        seen.setdefault(s.op, s.fix)
+        seen.setdefault(s.op, f"({s.kind.value}) {s.fix}")
     return list(seen.items())
+
+
+def _vias(report: SyncReport) -> list[tuple[str, str]]:
+    return [(s.location, s.via) for s in report.sites if s.via]
+
+
+def _wrapped(pairs: list[tuple[str, str]]) -> list[str]:
+    width = max(len(key) for key, _ in pairs)
+    lines = []
+    for key, text in pairs:
+        wrapped = textwrap.wrap(text, _WIDTH - width - 4) or [""]
+        lines.append(f"  {key.ljust(width)}  {wrapped[0]}")
+        lines += [" " * (width + 4) + more for more in wrapped[1:]]
+    return lines
 
 
 def render_sync_report(report: SyncReport, *, fmt: str = "text") -> str:
@@ -98,12 +108,12 @@ def render_sync_report(report: SyncReport, *, fmt: str = "text") -> str:
         table_fmt = "github" if fmt == "markdown" else "simple"
         lines += ["", tabulate(rows, headers=headers, tablefmt=table_fmt,
                                colalign=("right",) + ("left",) * (len(headers) - 1))]
+        vias = _vias(report)
+        if vias:
+            lines += ["", "synchronized inside torch, called from the site:"]
+            lines += _wrapped([(site, f"in {via}") for site, via in vias])
         lines += ["", "fixes:"]
-        width = max(len(op) for op, _ in _fixes(report))
-        for op, fix in _fixes(report):
-            wrapped = textwrap.wrap(fix, _WIDTH - width - 4) or [""]
-            lines.append(f"  {op.ljust(width)}  {wrapped[0]}")
-            lines += [" " * (width + 4) + more for more in wrapped[1:]]
+        lines += _wrapped(_fixes(report))
     return "\n".join(lines) + "\n"
 
 
@@ -124,6 +134,13 @@ def rich_sync_report(report: SyncReport) -> Any:
         for row in rows:
             table.add_row(*row)
         parts.append(table)
+        vias = _vias(report)
+        if vias:
+            inside = Table("site", "via", box=None, pad_edge=False, show_header=False)
+            for site, via in vias:
+                inside.add_row(site, f"in {via}")
+            parts += [Text("synchronized inside torch, called from the site:", style="bold"),
+                      inside]
         fixes = Table("op", "fix", box=None, pad_edge=False, show_header=False)
         for op, fix in _fixes(report):
             fixes.add_row(op, fix)
