@@ -85,7 +85,12 @@ _EXPORTS: dict[str, str] = {
     "no_syncs": "devices",
     # checkpoints (issue 9)
     "CheckpointDiff": "checkpoint",
+    "CheckpointEntry": "checkpoint",
     "CheckpointInfo": "checkpoint",
+    "DtypeMismatch": "checkpoint",
+    "OptimizerState": "checkpoint",
+    "ShapeMismatch": "checkpoint",
+    "UntiedInFile": "checkpoint",
     "diff_checkpoint": "checkpoint",
     "inspect_checkpoint": "checkpoint",
     # block diagrams (issue 8)

@@ -433,13 +433,20 @@ def _box() -> Any:
 
 
 def findings_text(findings: Sequence[Finding]) -> str:
-    """Findings as plain text lines: ``error  code  path: message (fix: hint)``."""
-    lines = []
+    """Findings as plain text, wrapped at 100 columns: ``ERROR   code path: message`` and an
+    indented ``fix:`` line."""
+    import textwrap
+
+    lines: list[str] = []
     for f in findings:
         where = f.location or f.path
         where_text = f" {where}:" if where else ""
-        hint = f"\n      fix: {f.hint}" if f.hint else ""
-        lines.append(f"{f.severity.value.upper():7} {f.code}{where_text} {f.message}{hint}")
+        head = f"{f.severity.value.upper():7} {f.code}{where_text} {f.message}"
+        lines.extend(textwrap.wrap(head, WIDTH, subsequent_indent=" " * 8,
+                                   break_on_hyphens=False))
+        if f.hint:
+            lines.extend(textwrap.wrap(f"fix: {f.hint}", WIDTH, initial_indent=" " * 8,
+                                       subsequent_indent=" " * 13, break_on_hyphens=False))
     return "\n".join(lines)
 
 
