@@ -596,3 +596,13 @@ def test_golden_check_lazy_findings(snapshot: Callable[[str, str], None]) -> Non
     text = findings_table(check_lazy(model), fmt="text")
     assert isinstance(text, str)
     snapshot("lazy_check.txt", text)
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    import torchscope.lazy
+
+    result = doctest.testmod(torchscope.lazy)
+    assert result.attempted >= 10
+    assert result.failed == 0
