@@ -27,6 +27,7 @@ from torch import nn
 import torchscope
 from torchscope import distributed as D
 from torchscope.errors import TorchscopeError
+from torchscope.examples import MLP
 from torchscope.records import Report
 
 HERE = Path(__file__).parent
@@ -71,16 +72,17 @@ def _launch(argv_of: Callable[[int], list[str]], *, world: int = 2,
                    PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]))
         procs.append(subprocess.Popen(argv_of(rank), env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
-    results = []
+    results: list[subprocess.CompletedProcess[str]] = []
     try:
-        for rank, proc in enumerate(procs):
+        for proc in procs:
             out, err = proc.communicate(timeout=timeout)
             results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
     except subprocess.TimeoutExpired:
         for proc in procs:
             proc.kill()
         outputs = [p.communicate() for p in procs]
-        pytest.fail(f"distributed launch hung for {timeout}s (rank {rank} did not finish): "
+        pytest.fail(f"distributed launch hung for {timeout}s (rank {len(results)} did not "
+                    "finish): "
                     + "\n".join(f"--- rank {i}\n{o}\n{e}" for i, (o, e) in enumerate(outputs)))
     return results
 
@@ -126,7 +128,7 @@ def _sharded_mlp_root_params() -> nn.Module:
     unsharded after a forward)."""
     from torch.distributed.fsdp import fully_shard
 
-    model = torchscope.examples.MLP()
+    model = MLP()
     fully_shard(model.hidden)
     fully_shard(model)
     return model
@@ -192,7 +194,8 @@ def _worker(out_dir: str) -> None:
             fully_shard(meta.hidden)
             fully_shard(meta)
             obs["meta"] = D.gather_report(torchscope.summarize(meta)).to_json()
-            obs["meta_after"] = all(p._local_tensor.is_meta for p in meta.parameters())
+            obs["meta_after"] = all(p._local_tensor.is_meta  # type: ignore[attr-defined]
+                                  for p in meta.parameters())
             attempt("meta_traced", lambda: torchscope.summarize(
                 meta, input_size=[(2, 20)]).to_json())
 
@@ -223,6 +226,22 @@ def _worker(out_dir: str) -> None:
             with D.fsdp_resharded(list(model3.modules())), torch.no_grad():
                 model3(x)
             obs["resharded"] = sorted({type(p).__name__ for p in model3.parameters()})
+
+            # tensor parallel (DTensor without FSDP): sharded on dim 0, dim 1, replicated
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.tensor.parallel import (
+                ColwiseParallel,
+                RowwiseParallel,
+                parallelize_module,
+            )
+
+            tp = MLP()
+            mesh = init_device_mesh("cpu", (2,), mesh_dim_names=("tp",))
+            parallelize_module(tp, mesh, {"hidden": ColwiseParallel(),
+                                          "output": RowwiseParallel()})
+            obs["tp"] = D.gather_report(torchscope.summarize(tp)).to_json()
+            attempt("tp_meta", lambda: torchscope.summarize(
+                tp, input_size=[(2, 20)], mode="meta").to_json())
 
             # ranks that build different models
             other = (nn.Sequential(nn.Linear(4, 5)) if rank == 0
@@ -379,6 +398,30 @@ def test_distributed_traced_shapes_on_sharded_model(
     assert outputs["output"].shape == (2, 10)  # type: ignore[union-attr]
     assert outputs[""].shape == (2, 10)  # type: ignore[union-attr]
     assert len(report.ranks) == 2
+
+
+def test_distributed_tensor_parallel_layouts(distributed_run: list[dict[str, Any]]) -> None:
+    report = _report(distributed_run, 1, "tp")
+    layout = {p.name: (p.shape, p.local_shape, p.placements) for p in report.params}
+    assert layout == {
+        "hidden.weight": ((256, 20), (128, 20), ("S(0)",)),
+        "hidden.bias": ((256,), (128,), ("S(0)",)),
+        "output.weight": ((10, 256), (10, 128), ("S(1)",)),
+        "output.bias": ((10,), (10,), ("R",)),
+    }
+    assert {p.mesh for p in report.params} == {"cpu(2,)[tp]"}
+    assert report.total_params == 7946
+    # the replicated bias is held whole by both ranks
+    per_rank = 128 * 20 + 128 + 10 * 128 + 10
+    assert [r.local_params for r in report.ranks] == [per_rank, per_rank]
+    assert report.param_bytes == per_rank * 4
+    # DTensor models without FSDP trace on meta: a block's DTensor output has its global
+    # shape; the next block sees the local activation the parallel style hands it
+    traced = _report(distributed_run, 0, "tp_meta")
+    assert traced.mode == "meta"
+    assert traced.module("hidden").calls[0].outputs.shape == (2, 256)  # type: ignore[union-attr]
+    assert traced.module("act").calls[0].inputs[0].shape == (2, 128)  # type: ignore[union-attr]
+    assert traced.outputs.shape == (2, 10)  # type: ignore[union-attr]
 
 
 def test_distributed_forward_leaves_root_unit_unsharded_without_guard(
