@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_real(f"Residual x {blocks}", residual_stack(blocks), x, reps)
     model = gpt2()
     ids = torch.zeros(1, 128, dtype=torch.long)
-    bench_real("GPT-2 124M, ids (1, 128)", model, ids, 3 if args.quick else 9)
+    bench_real("GPT-2 124M, ids (1, 128)", model, ids, 3 if args.quick else 5)
     del model
     for size in (["7B"] if args.quick else ["7B", "70B"]):
         bench_meta(size, 3 if args.quick else 5)

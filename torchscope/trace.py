@@ -27,6 +27,7 @@ import contextlib
 import copy
 import dataclasses
 import enum
+import gc
 import random
 import sys
 import weakref
@@ -695,9 +696,10 @@ class _Recorder:
         def tensor_in(t: torch.Tensor, idx: int) -> TensorSpec:
             entry = producers_get(id(t))
             if entry is not None and entry[0]() is t:
+                # the spec it was returned with: a tensor reshaped in place (unsqueeze_) between
+                # two module calls would keep its old spec; reading the shape again here would
+                # cost as much as the rest of the hook
                 spec = entry[2]
-                if t.shape != spec.shape:  # reshaped in place since it was made
-                    spec = specs(t)
                 for src in entry[1]:
                     edges_append((src, idx, spec))
                 return spec
@@ -734,9 +736,7 @@ class _Recorder:
                 t = args[0]
                 entry = producers_get(id(t))
                 if entry is not None and entry[0]() is t:
-                    spec = entry[2]
-                    if t.shape != spec.shape:  # reshaped in place since it was made
-                        spec = specs(t)
+                    spec = entry[2]  # the spec it was returned with (see tensor_in)
                     for src in entry[1]:
                         edges_append((src, idx, spec))
                 else:
@@ -1086,6 +1086,20 @@ def _forward_error(failed: _ModeFailed, notes: list[str]) -> ForwardError:
     )
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while tracing: the records built per call would
+    otherwise trigger full collections over the model's many objects (quadratic in size).
+    Reference counting still frees every tensor as usual."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def trace_forward(
     model: nn.Module,
     example_inputs: object = None,
@@ -1206,7 +1220,8 @@ def trace_forward(
     notes: list[str] = []
     for i, current in enumerate(plan):
         try:
-            result = _run(model, scan, current, args, kwargs, built, dev, notes)
+            with _gc_paused():
+                result = _run(model, scan, current, args, kwargs, built, dev, notes)
         except _ModeFailed as failed:
             if i + 1 < len(plan):
                 what = "copy" if failed.stage == "copy" else "forward"
