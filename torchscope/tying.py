@@ -458,9 +458,9 @@ def _group_of(tensors: Sequence[torch.Tensor], members: list[int],
               names: Callable[[int], list[str]], nbytes: int) -> TiedGroup:
     """The record of one cluster (``members`` index ``tensors``, in order)."""
     all_names = tuple(n for i in members for n in names(i))
-    devices = tuple(sorted({str(tensors[i].device) for i in members}))
     if len(members) == 1:
-        return TiedGroup(all_names, TieKind.ALIAS, nbytes, devices)
+        return TiedGroup(all_names, TieKind.ALIAS, nbytes, (str(tensors[members[0]].device),))
+    devices = tuple(sorted({str(tensors[i].device) for i in members}))
     head = _memory(tensors[members[0]])
     layout = (head.storage_offset(), head.dtype, head.shape, head.stride())
     same = all((m.storage_offset(), m.dtype, m.shape, m.stride()) == layout
@@ -480,14 +480,17 @@ def _groups(tensors: Sequence[torch.Tensor], names: Callable[[int], list[str]],
             if len(names(i)) > 1:
                 groups.append((i, _group_of(tensors, cand, names, _alias_bytes(tensors[i]))))
             continue
-        live = [i for i in cand if _memory(tensors[i]).numel() > 0]
-        for i in cand:
-            if len(names(i)) > 1 and _memory(tensors[i]).numel() == 0:
-                groups.append((i, _group_of(tensors, [i], names, 0)))
-        if not live:
-            continue
-        for cluster in _clusters([_memory(tensors[i]) for i in live]):
-            members = sorted(live[k] for k in cluster.members)
+        mem = [_memory(tensors[i]) for i in cand]
+        live = [i for i, m in zip(cand, mem) if m.numel() > 0]
+        if len(live) < len(cand):
+            for i, m in zip(cand, mem):
+                if len(names(i)) > 1 and m.numel() == 0:
+                    groups.append((i, _group_of(tensors, [i], names, 0)))
+            if not live:
+                continue
+            mem = [m for m in mem if m.numel() > 0]
+        for cluster in _clusters(mem):
+            members = [live[k] for k in cluster.members]  # already sorted
             if len(members) == 1 and len(names(members[0])) == 1:
                 continue
             groups.append((members[0], _group_of(tensors, members, names, cluster.nbytes)))
@@ -498,7 +501,10 @@ def _groups(tensors: Sequence[torch.Tensor], names: Callable[[int], list[str]],
 def _alias_bytes(t: torch.Tensor) -> int:
     if isinstance(t, UninitializedTensorMixin):
         return 0  # size unknown until materialized
-    return unique_size([t])[1]
+    m = _memory(t)
+    if m.is_contiguous():
+        return m.numel() * m.element_size()
+    return unique_size([m])[1]
 
 
 def find_tied(model: nn.Module) -> tuple[TiedGroup, ...]:
