@@ -399,7 +399,7 @@ def compare_ties(snapshot: TieSnapshot, model: nn.Module) -> tuple[Finding, ...]
         names = [_canonical(n, strip) for n in group.names]
         before: dict[object, list[str]] = {}
         for name in names:
-            before.setdefault(old_of.get(name, ("alone", now.get(name, name))), []).append(name)
+            before.setdefault(old_of.get(name, ("alone", name)), []).append(name)
         if len(before) > 1:
             findings.append(_created(group, list(before.values())))
     return tuple(findings)
