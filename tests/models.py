@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 
 def gpt2(tie: bool = True) -> nn.Module:
@@ -29,7 +30,7 @@ def t5(tie: bool = True) -> nn.Module:
 
     return T5ForConditionalGeneration(T5Config(num_layers=2, d_model=64, d_ff=128, num_heads=2,
                                                d_kv=32, vocab_size=1000,
-                                               tie_word_embeddings=tie))
+                                               tie_word_embeddings=tie))  # type: ignore[call-arg]
 
 
 def albert() -> nn.Module:
@@ -81,7 +82,7 @@ def unique_storage_numel(model: nn.Module) -> int:
     total = 0
     for _, p in model.named_parameters(remove_duplicate=False):
         base = p.untyped_storage().data_ptr()
-        start = p.storage_offset()
+        start = int(p.storage_offset())
         for i in range(p.numel()):
             key = (base, (start + i) * p.element_size())
             if key not in seen:
@@ -93,7 +94,8 @@ def unique_storage_numel(model: nn.Module) -> int:
 def state_fingerprint(model: nn.Module) -> dict[str, object]:
     """Everything the no-side-effect promise covers, in a comparable form."""
     return {
-        "state": {k: (v.device, v.dtype, v.shape, v.clone() if v.device.type != "meta" else None)
+        "state": {k: (v.device, v.dtype, None if is_lazy(v) else v.shape,
+                      None if is_lazy(v) or v.device.type == "meta" else v.clone())
                   for k, v in model.state_dict(keep_vars=True).items()},
         "training": {n: m.training for n, m in model.named_modules()},
         "hooks": {n: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))

@@ -75,7 +75,11 @@ _EXPORTS: dict[str, str] = {
     "infer_lazy_shapes": "lazy",
     "materialize": "lazy",
     # initialization policies (issue 6)
+    "InitEntry": "init",
     "InitReport": "init",
+    "InitRule": "init",
+    "InitRuleWarning": "init",
+    "InitStatus": "init",
     "apply_init": "init",
     "load_policy": "init",
     # devices and synchronizations (issue 7)
