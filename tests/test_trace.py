@@ -698,8 +698,55 @@ def test_forward_error_for_bad_sizes_names_the_module() -> None:
     with pytest.raises(ForwardError, match=r"module 'hidden' called with \(\[2, 21\] float32\)"
                        r".*real mode.*no module had finished") as info:
         trace_forward(examples.MLP(), input_size=[(2, 21)])
-    assert "meta forward failed" in str(info.value)
+    assert "(auto tried meta, fake first)" in str(info.value)
     assert info.value.__cause__ is not None
+
+
+def test_failing_fake_forward_prints_nothing(capfd: pytest.CaptureFixture[str]) -> None:
+    # FakeTensorMode logs a traceback per failing op; the ForwardError is the one report
+    with pytest.raises(ForwardError, match=r"in fake mode"):
+        trace_forward(examples.MLP(), input_size=[(2, 21)], mode="fake")
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_meta_copy_of_lazy_model_keeps_it_lazy() -> None:
+    from torch.nn.parameter import UninitializedParameter
+
+    model = examples.LazyMLP()
+    hooks_before = all_hook_keys(model)
+    copy_: Any = meta_copy(model)
+    assert isinstance(copy_[0].weight, UninitializedParameter)
+    assert copy_[0].weight.device.type == "meta"
+    copy_(torch.zeros(2, 20, device="meta"))  # the copy infers its shapes, on meta
+    assert copy_[0].weight.shape == (256, 20) and copy_[0].weight.is_meta
+    assert isinstance(model[0].weight, UninitializedParameter)
+    assert all_hook_keys(model) == hooks_before  # the copy's hooks were its own
+
+
+def describe(result: TraceResult) -> str:
+    """A readable, deterministic listing of a trace (calls and flow) for golden files."""
+    def spec(s: Any) -> str:
+        return f"{s.shape_str()} {s.dtype} {s.device}" if isinstance(s, TensorSpec) else str(s)
+
+    def name(path: str | None, index: int | None, end: str) -> str:
+        return end if index is None else f"{path or '<root>'}#{index}"
+
+    lines = [f"mode: {result.mode}", "calls:"]
+    for path, call in result.calls:
+        ins = ", ".join(spec(s) for s in call.inputs)
+        lines.append(f"  {call.index:>2} {path or '<root>':<8} ({ins}) -> {spec(call.outputs)}")
+    lines.append("flow:")
+    for e in result.flow:
+        lines.append(f"  {name(e.src_path, e.src, '<input>')} -> "
+                     f"{name(e.dst_path, e.dst, '<output>')}  {spec(e.spec)}")
+    lines.append(f"uncalled: {list(result.uncalled)}")
+    return "\n".join(lines) + "\n"
+
+
+def test_trace_of_nested_blocks_snapshot(snapshot: Callable[[str, str], None]) -> None:
+    result = trace_forward(examples.NestMLP(), input_size=[(2, 20)])
+    snapshot("trace_nestmlp.txt", describe(result))
 
 
 def test_copy_failure_falls_back_to_real() -> None:

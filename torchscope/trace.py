@@ -28,6 +28,7 @@ import copy
 import dataclasses
 import enum
 import gc
+import logging
 import random
 import sys
 import weakref
@@ -922,6 +923,7 @@ def _run(model: nn.Module, scan: _Scan, mode: str, args: tuple[Any, ...],
             stack.enter_context(recorder.hooked(modules))
             stack.enter_context(torch.no_grad())
             if fake_mode is not None:
+                stack.enter_context(_quiet_logger("torch._subclasses.fake_tensor"))
                 stack.enter_context(fake_mode)
             try:
                 output = target(*args, **kwargs)
@@ -935,6 +937,19 @@ def _run(model: nn.Module, scan: _Scan, mode: str, args: tuple[Any, ...],
         guard.restore(own_hooks=2)
     return _result(mode, target, modules, path_list, recorder, input_specs, kw_specs, outputs,
                    notes)
+
+
+@contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Silence a logger for a while (FakeTensorMode logs a traceback for every failing op,
+    which torchscope reports itself as one ForwardError)."""
+    logger = logging.getLogger(name)
+    disabled = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
 
 
 def _to_meta(t: torch.Tensor) -> torch.Tensor:
@@ -1077,7 +1092,8 @@ def _forward_error(failed: _ModeFailed, notes: list[str]) -> ForwardError:
             ran = f"; modules that had run: {more}{', '.join(shown)}"
         else:
             ran = "; no module had finished"
-    tried = f" ({'; '.join(notes)})" if notes else ""
+    failed_before = [n.split(" ", 1)[0] for n in notes if " failed (" in n]
+    tried = f" (auto tried {', '.join(failed_before)} first)" if failed_before else ""
     return ForwardError(
         f"forward of {failed.model_type} raised in {where}{inputs} in {failed.mode} mode"
         f"{ran}: {_short_error(failed.error)}{tried}; check that the example inputs match what "
