@@ -381,15 +381,16 @@ def _walk(model: nn.Module, *, details: bool = False) -> _Walk:
             for k, v in params.items():
                 if v is None:
                     continue
+                name = prefix + k
                 i = ids.get(id(v))
                 if i is None:
                     ids[id(v)] = len(tensors)
                     tensors.append(v)
-                    names.append(prefix + k)
+                    names.append(name)
                 else:
-                    extra.setdefault(i, []).append(prefix + k)
+                    extra.setdefault(i, []).append(name)
                 if details:
-                    kinds[prefix + k] = "p"
+                    kinds[name] = "p"
         if module._buffers:
             with_buffers.append((module, prefix))
         children = module._modules
@@ -402,15 +403,16 @@ def _walk(model: nn.Module, *, details: bool = False) -> _Walk:
         for k, b in module._buffers.items():
             if b is None:
                 continue
+            name = prefix + k
             i = ids.get(id(b))
             if i is None:
                 ids[id(b)] = len(tensors)
                 tensors.append(b)
-                names.append(prefix + k)
+                names.append(name)
             else:
-                extra.setdefault(i, []).append(prefix + k)
+                extra.setdefault(i, []).append(name)
             if details:
-                kinds[prefix + k] = "n" if k in nonpersistent else "b"
+                kinds[name] = "n" if k in nonpersistent else "b"
     return walk
 
 
