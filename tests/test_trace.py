@@ -749,6 +749,13 @@ def test_trace_of_nested_blocks_snapshot(snapshot: Callable[[str, str], None]) -
     snapshot("trace_nestmlp.txt", describe(result))
 
 
+def test_compiled_model_is_traced_under_its_own_names() -> None:
+    model = torch.compile(examples.MLP())
+    result = trace_forward(model, torch.zeros(2, 20))
+    assert [p for p, _ in result.calls] == ["", "hidden", "act", "output"]
+    assert any("torch.compile" in n for n in result.notes)
+
+
 def test_copy_failure_falls_back_to_real() -> None:
     class Uncopyable(nn.Module):
         def __init__(self) -> None:

@@ -1216,6 +1216,9 @@ def trace_forward(
             )
         else:
             args = (example_inputs,)
+    from torchscope.inspect import unwrap_compiled
+
+    model, compiled = unwrap_compiled(model)
     tensors = list(_tensors_in((args, kwargs)))
     scan = _scan(model)
     model_meta = scan.all_meta
@@ -1234,6 +1237,9 @@ def trace_forward(
         )
 
     notes: list[str] = []
+    if compiled:
+        notes.append("a torch.compile wrapper: traced its original module, eagerly, under the "
+                     "names without the _orig_mod. prefix")
     for i, current in enumerate(plan):
         try:
             with _gc_paused():
