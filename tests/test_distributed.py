@@ -9,6 +9,9 @@ then assert on them. Every launch has a timeout: a hang fails fast with both ran
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import io
 import json
 import os
 import socket
@@ -32,6 +35,10 @@ from torchscope.records import Report
 
 HERE = Path(__file__).parent
 LAUNCH_TIMEOUT = 180  # seconds for a whole two-process launch (torch imports on 2 busy cores)
+
+_INTEGRATED = "distributed" in inspect.signature(torchscope.summarize).parameters
+_NOT_INTEGRATED = ("needs the lead's integration: summarize(distributed=True), the fsdp module "
+                   "tag in inspect.py and the launcher session in _cmd_summarize.py")
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
@@ -61,13 +68,14 @@ def _launch(argv_of: Callable[[int], list[str]], *, world: int = 2,
     """Start ``world`` processes with a torchrun-like environment; wait (bounded) for all."""
     # MASTER_PORT for the launcher's group; a second port for a group the "user" creates
     # (a TCP store's port is not reliably reusable right after the group is destroyed)
-    port, user_port = _free_ports(2)
+    port, user_port, *cli_ports = _free_ports(4)
     procs = []
     for rank in range(world):
         env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC")}
         env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                    LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                    MASTER_PORT=str(port), TORCHSCOPE_TEST_USER_PORT=str(user_port),
+                   TORCHSCOPE_TEST_CLI_PORTS=",".join(map(str, cli_ports)),
                    OMP_NUM_THREADS="1",
                    PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]))
         procs.append(subprocess.Popen(argv_of(rank), env=env, stdout=subprocess.PIPE,
@@ -282,6 +290,17 @@ def _worker(out_dir: str) -> None:
             obs["ddp_names"] = [p.name for p in torchscope.summarize(inner).params]
             obs["ddp_notes"] = list(notes)
 
+            # the public API: summarize(distributed=True) gathers; FSDP units are tagged
+            if _INTEGRATED:
+                obs["api"] = torchscope.summarize(
+                    torchscope.examples.fsdp_mlp(), distributed=True).to_json()
+                wrapped = MLP()
+                if rank == 0:
+                    fully_shard(wrapped.hidden)
+                fully_shard(wrapped)
+                obs["wrapping"] = torchscope.summarize(
+                    wrapped, distributed=True).to_json()
+
             # a rank that failed: every rank raises, nobody waits forever
             failure: Report | BaseException = (
                 ValueError("rank 1 could not build the model") if rank == 1
@@ -292,7 +311,27 @@ def _worker(out_dir: str) -> None:
         obs["failure"] = str(err)
     obs["initialized_after"] = dist.is_initialized()
     obs["created_after"] = D._STATE["created"]
+
+    # the command line under a launcher: it starts (and ends) its own group; rank 0 prints
+    from torchscope import cli
+
+    for key, target, port in zip(("cli", "cli_failed"),
+                                 ("torchscope.examples:fsdp_mlp", "test_distributed:rank1_fails"),
+                                 os.environ["TORCHSCOPE_TEST_CLI_PORTS"].split(",")):
+        os.environ["MASTER_PORT"] = port
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = cli.main(["summarize", target, "--input-size", "2,20", "--format", "text"])
+        obs[key] = {"code": code, "stdout": stdout.getvalue(), "stderr": stderr.getvalue(),
+                    "initialized_after": dist.is_initialized()}
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(obs))
+
+
+def rank1_fails() -> nn.Module:
+    """A CLI target that cannot be built on rank 1."""
+    if os.environ["RANK"] == "1":
+        raise ValueError("no model on rank 1")
+    return MLP()
 
 
 def _report(run: list[dict[str, Any]], rank: int, key: str) -> Report:
@@ -499,6 +538,46 @@ def test_distributed_ddp_prefix_unwrapped(distributed_run: list[dict[str, Any]])
     assert obs["ddp_names"] == [n for n, _ in torchscope.examples.MLP().named_parameters()]
     assert obs["ddp_notes"] == [
         "wrapped by DistributedDataParallel: names are shown without the module. prefix"]
+
+
+@pytest.mark.xfail(not _INTEGRATED, strict=True, reason=_NOT_INTEGRATED)
+def test_distributed_summarize_api_gathers_and_tags_fsdp_units(
+        distributed_run: list[dict[str, Any]]) -> None:
+    report = _report(distributed_run, 0, "api")
+    assert [r.rank for r in report.ranks] == [0, 1]
+    assert [m.path for m in report.modules if "fsdp" in m.tags] == ["", "hidden", "output"]
+    assert "act" in [m.path for m in report.modules if "fsdp" not in m.tags]
+    # ranks that wrap differently disagree on the FSDP units
+    wrapping = _report(distributed_run, 1, "wrapping")
+    found = [f for f in wrapping.findings if f.code == "distributed-rank-mismatch"]
+    assert len(found) == 1 and "FSDP units differ: only rank 0 shards ['hidden']" in (
+        found[0].message)
+
+
+@pytest.mark.xfail(not _INTEGRATED, strict=True, reason=_NOT_INTEGRATED)
+def test_distributed_cli_under_launcher(distributed_run: list[dict[str, Any]]) -> None:
+    first, second = (obs["cli"] for obs in distributed_run)
+    assert first["code"] == 0 and second["code"] == 0, (first, second)
+    assert second["stdout"] == ""  # only rank 0 prints
+    out = first["stdout"]
+    assert "Per-rank shares (2 ranks)" in out
+    assert "├─ hidden  FSDPLinear  [2, 20]   [2, 256]" in out
+    ranks_table = out[out.index("Per-rank shares"):].splitlines()
+    assert [line.split()[0] for line in ranks_table[4:]] == ["0", "1", "all"]
+    assert max(len(line) for line in ranks_table) <= 100
+    assert first["initialized_after"] is False and second["initialized_after"] is False
+
+
+@pytest.mark.xfail(not _INTEGRATED, strict=True, reason=_NOT_INTEGRATED)
+def test_distributed_cli_failure_on_one_rank(distributed_run: list[dict[str, Any]]) -> None:
+    for obs in distributed_run:
+        failed = obs["cli_failed"]
+        assert failed["code"] == 2 and failed["stdout"] == ""
+        assert failed["stderr"].startswith(
+            "torchscope summarize: error: summarize failed on 1 of 2 ranks — rank 1: "
+            "TargetError: calling rank1_fails() from 'test_distributed' raised ValueError: no "
+            "model on rank 1")
+        assert failed["initialized_after"] is False
 
 
 # ------------------------------------------------------------------------------------------

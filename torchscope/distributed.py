@@ -3,10 +3,10 @@
 A model sharded with FSDP2's ``fully_shard`` or DTensor is summarized on every rank (records
 carry global shapes, this rank's local shape and bytes); :func:`gather_report` collects every
 rank's share with ``all_gather_object`` and adds findings about the ranks as a whole: ranks that
-disagree on parameter names, global shapes or dtypes (the usual cause of hangs), badly uneven
-shards, and tied parameters split across FSDP units. :func:`setup_from_launcher` starts the
-default process group when ``torchrun`` launched the process and nobody else did;
-:func:`teardown` ends only a group torchscope started.
+disagree on parameter names, global shapes or dtypes (the usual cause of hangs) and badly
+uneven shards; :func:`check_fsdp_ties` finds tied parameters split across FSDP units.
+:func:`setup_from_launcher` starts the default process group when ``torchrun`` launched the
+process and nobody else did; :func:`teardown` ends only a group torchscope started.
 
 ``torch.distributed`` submodules (FSDP, DTensor) are never imported here unless the model
 already uses them: checks look them up in ``sys.modules``.
@@ -248,9 +248,11 @@ def unwrap_wrappers(model: nn.Module) -> tuple[nn.Module, tuple[str, ...]]:
             inner = getattr(model, "module", None)
         if not isinstance(inner, nn.Module):
             return model, tuple(notes)
-        prefix = "_orig_mod." if cls_name == "OptimizedModule" else "module."
-        what = "torch.compile" if cls_name == "OptimizedModule" else cls_name
-        notes.append(f"wrapped by {what}: names are shown without the {prefix} prefix")
+        if cls_name == "OptimizedModule":  # the wording of inspect.summarize's note
+            notes.append("compiled with torch.compile: names are shown without the _orig_mod. "
+                         "prefix")
+        else:
+            notes.append(f"wrapped by {cls_name}: names are shown without the module. prefix")
         model = inner
 
 
@@ -365,9 +367,11 @@ def gather_report(report: Report | BaseException, *, group: Any = None,
       order, global shapes or dtypes, or on which modules are FSDP units — FSDP's collectives
       then hang or mix up tensors;
     * ``distributed-uneven-shards`` (warning): the rank holding the most parameter bytes holds
-      more than ``uneven_ratio`` times the mean;
-    * ``distributed-tie-split`` (error): a tied group whose names sit in different FSDP units
-      (from the ``fsdp`` tags of module records).
+      more than ``uneven_ratio`` times the mean.
+
+    Ties split across FSDP units cannot be seen here: FSDP2 gives each unit its own copy, so
+    after wrapping the names no longer share memory; :func:`check_fsdp_ties` compares the ties
+    found before wrapping with the units after.
 
     Not running distributed, the report comes back unchanged.
 
@@ -410,7 +414,7 @@ def gather_report(report: Report | BaseException, *, group: Any = None,
         raise err
     assert isinstance(report, Report)
     ranks = tuple(RankRecord(p[0], p[2], p[3], p[4], p[5]) for p in payloads)
-    findings = [*_mismatch(payloads), *_uneven(payloads, uneven_ratio), *_split_ties(report)]
+    findings = [*_mismatch(payloads), *_uneven(payloads, uneven_ratio)]
     backend = str(dist.get_backend(group))
     note = f"gathered from {world} ranks ({backend}): counts are global, sizes per rank"
     return replace(report, ranks=ranks, findings=(*report.findings, *findings),
@@ -505,42 +509,6 @@ def _uneven(payloads: Sequence[_Payload], ratio: float) -> list[Finding]:
         "sizes), or shard large odd-sized tensors on another dim (fully_shard's "
         "shard_placement_fn)",
     )]
-
-
-def _split_ties(report: Report) -> list[Finding]:
-    """Tied groups whose names sit in different FSDP units, from the modules' ``fsdp`` tags."""
-    canonical: dict[str, str] = {}
-    units: set[str] = set()
-    for m in report.modules:
-        canonical[m.path] = m.path
-        for alias in m.aliases:
-            canonical[alias] = m.path
-        if "fsdp" in m.tags:
-            units.add(m.path)
-    if not units or not report.tied:
-        return []
-    out: list[Finding] = []
-    for group in report.tied:
-        owners: dict[str, str] = {}
-        for name in group.names:
-            parts = name.split(".")[:-1]
-            unit = "(no FSDP unit)"
-            for n in range(len(parts), -1, -1):
-                path = canonical.get(".".join(parts[:n]))
-                if path is not None and path in units:
-                    unit = path or "(root)"
-                    break
-            owners[name] = unit
-        if len(set(owners.values())) > 1:
-            where = "; ".join(f"{n} in {u}" for n, u in owners.items())
-            out.append(Finding(
-                "distributed-tie-split", Severity.ERROR,
-                f"tied tensors are split across FSDP units: {where}",
-                path=group.names[0],
-                hint="apply fully_shard to one module that contains every tied name, not to "
-                "the submodules holding them",
-            ))
-    return out
 
 
 # ------------------------------------------------------------------------------------------
