@@ -249,6 +249,12 @@ def test_operations_that_do_not_synchronize(deep: bool) -> None:
     assert report.total == 0
 
 
+def test_bad_arguments_raise_torchs_own_error() -> None:
+    with detect_syncs() as report, pytest.raises(RuntimeError, match="device string"):
+        t.to("no-such-device")
+    assert report.sites == ()
+
+
 def test_counts_in_a_loop_group_by_site() -> None:
     def loop() -> None:
         for _ in range(7):
@@ -565,6 +571,25 @@ def test_render_text_fits_100_columns_and_lists_fixes() -> None:
         report.render(fmt="xml")
     empty = detect_syncs()
     assert empty.render(fmt="text") == "no host-device synchronizations\n"
+
+
+def test_rich_rendering_fits_100_columns() -> None:
+    import io
+
+    from torchscope.render import make_console
+
+    net = nn.Linear(3, 1)
+    net(torch.randn(2, 3)).sum().backward()
+    with detect_syncs() as report:
+        for func, _, _ in CASES:
+            func()
+        nn.utils.clip_grad_norm_(net.parameters(), 1.0, error_if_nonfinite=True)
+    buf = io.StringIO()
+    make_console(file=buf, width=100, color=False).print(report)
+    text = buf.getvalue()
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 100
+    assert "synchronized inside torch, called from the site:" in text
+    assert f"test_syncs.py:{marked_line(item)}" in text and "fixes:" in text
 
 
 # -- the `syncs` command ---------------------------------------------------------------------------

@@ -129,20 +129,20 @@ def rich_sync_report(report: SyncReport) -> Any:
         parts.append(Text(note, style="dim"))
     if report.total:
         headers, rows = _rows(report)
-        table = Table(*headers, box=None, pad_edge=False)
+        table = Table(*headers, box=None, pad_edge=False, header_style="bold")
         table.columns[0].justify = "right"
         for row in rows:
             table.add_row(*row)
-        parts.append(table)
+        parts += [Text(""), table]
         vias = _vias(report)
         if vias:
             inside = Table("site", "via", box=None, pad_edge=False, show_header=False)
             for site, via in vias:
                 inside.add_row(site, f"in {via}")
-            parts += [Text("synchronized inside torch, called from the site:", style="bold"),
-                      inside]
+            parts += [Text(""), Text("synchronized inside torch, called from the site:",
+                                     style="bold"), inside]
         fixes = Table("op", "fix", box=None, pad_edge=False, show_header=False)
         for op, fix in _fixes(report):
             fixes.add_row(op, fix)
-        parts += [Text("fixes:", style="bold"), fixes]
+        parts += [Text(""), Text("fixes:", style="bold"), fixes]
     return Group(*parts)
