@@ -42,7 +42,6 @@ CPU (reported only when the line names ``cpu``).
 from __future__ import annotations
 
 import contextlib
-import enum
 import json
 import linecache
 import os
@@ -58,21 +57,21 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from torchscope._sync_rules import (
+    DISPATCH_RULES,
+    FIX_SCALAR,
+    FIXES,
+    FUNCTION_RULES,
+    HOST_COPIES,
+    Hit,
+    SyncKind,
+)
 from torchscope.errors import SyncError
 from torchscope.records import Finding, Severity
 
+_Line = tuple[types.CodeType, int]
+
 __all__ = ["SyncKind", "SyncReport", "SyncSite", "detect_syncs", "no_syncs"]
-
-
-class SyncKind(str, enum.Enum):
-    """Why an operation makes the host wait for the device."""
-
-    SCALAR_READ = "scalar read"  # .item(), float(), int(), bool(), if t:
-    HOST_COPY = "host copy"  # .cpu(), .to("cpu"), .numpy(), .tolist()
-    PRINT = "print"  # repr(), print(), f"{t}"
-    DATA_SHAPE = "data-dependent shape"  # nonzero, x[mask], masked_select, unique, ...
-    COMPARE = "host comparison"  # equal, allclose
-    CUDA = "cuda sync"  # reported by torch.cuda.set_sync_debug_mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,209 +99,6 @@ class SyncSite:
         installed package's name)."""
         return f"{_short_path(self.file)}:{self.line}"
 
-
-# -- fixes ---------------------------------------------------------------------------------------
-
-_FIX_SCALAR = ("keep the value on the device (total += loss.detach()) and read it once, "
-               "or every N steps")
-_FIXES: dict[str, str] = {
-    ".item()": _FIX_SCALAR,
-    "float()": _FIX_SCALAR,
-    "int()": _FIX_SCALAR + "; use a Python int when the value is a size",
-    "complex()": _FIX_SCALAR,
-    "__index__": "index with a Python int; a tensor used as an index or size is read on the host",
-    "bool()": ("branch on the device with torch.where(cond, a, b), or check every N steps "
-               "(torch._assert_async for assertions)"),
-    ".is_nonzero()": "branch on the device with torch.where(cond, a, b)",
-    "in (contains)": "compare on the device ((t == value).any()) and read the result rarely",
-    "x[tensor scalar]": "index with a Python int, or use index_select/gather with the tensor",
-    ".tolist()": "collect results on the device and convert once, after the loop",
-    ".cpu()": "move results to the host once, after the loop (or non_blocking into pinned memory)",
-    '.to("cpu")': ("move results to the host once, after the loop "
-                   "(or .to('cpu', non_blocking=True) into pinned memory)"),
-    ".numpy()": "collect results on the device and convert once, after the loop",
-    "numpy.asarray()": "collect results on the device and convert once, after the loop",
-    "print()/repr()": "log every N steps; printing a tensor copies it to the host",
-    "format()": "log every N steps; formatting a tensor reads it on the host",
-    "nonzero()": "use nonzero_static(size=...) or keep the mask and use torch.where(mask, a, b)",
-    "argwhere()": "use nonzero_static(size=...) or keep the mask and use torch.where(mask, a, b)",
-    "torch.where(cond)": ("use torch.where(cond, a, b) (three arguments) or "
-                          "nonzero_static(size=...)"),
-    "x[mask]": ("keep the shape static: torch.where(mask, x, 0) or masked_fill; "
-                "the result size depends on the mask"),
-    "x[mask] = tensor": "use torch.where(mask, value, x) or masked_scatter_ (no host round trip)",
-    "masked_select()": "keep the shape static: torch.where(mask, x, 0) or masked_fill",
-    "unique()": ("its output size depends on the data: compute it once outside the step, "
-                 "or count with bincount/scatter_add into a fixed number of bins"),
-    "unique_consecutive()": "its output size depends on the data: compute it outside the step",
-    "repeat_interleave()": "pass output_size= (the known total), or repeat by a Python int",
-    "bincount()": "use zeros(n).scatter_add_(0, idx, ones) with a known number of bins",
-    "equal()": "compare on the device ((a == b).all()) and read the result rarely",
-    "allclose()": "compare on the device (torch.isclose(a, b).all()) and read the result rarely",
-    ".item() (in C++)": ("a tensor was read as a Python number inside torch (a size or scalar "
-                         "argument given as a tensor): pass a Python number"),
-    "synchronizing CUDA op": "see the operation on that line; keep values on the device",
-}
-
-# -- which torch calls synchronize ----------------------------------------------------------------
-
-Tensor = torch.Tensor
-# a rule looks at (args, kwargs) and returns (op, kind, tensor whose device matters) or None
-_Hit = tuple[str, SyncKind, Any]
-_Rule = Callable[[tuple[Any, ...], dict[str, Any]], "_Hit | None"]
-_MASK_DTYPES = (torch.bool, torch.uint8)
-
-
-def _always(op: str, kind: SyncKind, arg: int = 0) -> _Rule:
-    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Hit | None:
-        return (op, kind, args[arg] if len(args) > arg else None)
-
-    return rule
-
-
-def _index_hit(index: Any) -> tuple[str, SyncKind, Tensor] | None:
-    items = index if isinstance(index, tuple) else (index,)
-    for item in items:
-        if isinstance(item, Tensor):
-            if item.dtype in _MASK_DTYPES:
-                return ("x[mask]", SyncKind.DATA_SHAPE, item)
-            if item.dim() == 0 and not item.is_floating_point() and not item.is_complex():
-                return ("x[tensor scalar]", SyncKind.SCALAR_READ, item)
-    return None
-
-
-def _getitem(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Hit | None:
-    if len(args) < 2 or isinstance(args[1], (int, slice)) or args[1] is None:
-        return None
-    return _index_hit(args[1])
-
-
-def _setitem(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Hit | None:
-    if len(args) < 3 or isinstance(args[1], (int, slice)) or args[1] is None:
-        return None
-    hit = _index_hit(args[1])
-    if hit is None:
-        return None
-    value = args[2]
-    if hit[0] == "x[mask]":
-        # x[mask] = 0.0 (one value) becomes masked_fill_ on the device: no synchronization
-        if not isinstance(value, Tensor) or value.numel() == 1:
-            return None
-        return ("x[mask] = tensor", SyncKind.DATA_SHAPE, hit[2])
-    return hit
-
-
-def _to(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Hit | None:
-    device = kwargs.get("device")
-    if device is None and len(args) > 1 and isinstance(args[1], (str, torch.device)):
-        device = args[1]
-    if device is None or kwargs.get("non_blocking") or (len(args) > 3 and args[3] is True):
-        return None
-    kind = device.type if isinstance(device, torch.device) else torch.device(device).type
-    return ('.to("cpu")', SyncKind.HOST_COPY, args[0]) if kind == "cpu" else None
-
-
-def _where(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Hit | None:
-    if len(args) == 1 and not kwargs:
-        return ("torch.where(cond)", SyncKind.DATA_SHAPE, args[0])
-    return None
-
-
-def _repeat_interleave(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Hit | None:
-    repeats = args[1] if len(args) > 1 else kwargs.get("repeats", args[0] if args else None)
-    if isinstance(repeats, Tensor) and kwargs.get("output_size") is None:
-        return ("repeat_interleave()", SyncKind.DATA_SHAPE, repeats)
-    return None
-
-
-def _function_rules() -> dict[Any, _Rule]:
-    T = torch.Tensor
-    S, H, D, C = SyncKind.SCALAR_READ, SyncKind.HOST_COPY, SyncKind.DATA_SHAPE, SyncKind.COMPARE
-    rules: dict[Any, _Rule] = {
-        T.item: _always(".item()", S),
-        T.__float__: _always("float()", S),
-        T.__int__: _always("int()", S),
-        T.__complex__: _always("complex()", S),
-        T.__index__: _always("__index__", S),
-        T.__bool__: _always("bool()", S),
-        T.is_nonzero: _always(".is_nonzero()", S),
-        T.__contains__: _always("in (contains)", S),
-        T.tolist: _always(".tolist()", H),
-        T.cpu: _always(".cpu()", H),
-        T.numpy: _always(".numpy()", H),
-        T.__array__: _always("numpy.asarray()", H),
-        T.to: _to,
-        T.__repr__: _always("print()/repr()", SyncKind.PRINT),
-        T.__format__: _always("format()", SyncKind.PRINT),
-        T.__getitem__: _getitem,
-        T.__setitem__: _setitem,
-        torch.where: _where,
-        torch.repeat_interleave: _repeat_interleave,
-        T.repeat_interleave: _repeat_interleave,
-    }
-    for name, op, kind in [("nonzero", "nonzero()", D), ("argwhere", "argwhere()", D),
-                           ("masked_select", "masked_select()", D), ("unique", "unique()", D),
-                           ("unique_consecutive", "unique_consecutive()", D),
-                           ("bincount", "bincount()", D), ("equal", "equal()", C),
-                           ("allclose", "allclose()", C)]:
-        rules[getattr(torch, name)] = _always(op, kind)
-        rules[getattr(T, name)] = _always(op, kind)
-    for name in ("_unique", "_unique2"):
-        if hasattr(torch, name):
-            rules[getattr(torch, name)] = _always("unique()", D)
-    return rules
-
-
-_FUNCTION_RULES = _function_rules()
-
-
-def _aten_index(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Hit | None:
-    indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
-    for item in indices:
-        if isinstance(item, Tensor) and item.dtype in _MASK_DTYPES:
-            return ("x[mask]", SyncKind.DATA_SHAPE, item)
-    return None
-
-
-def _aten_index_put(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Hit | None:
-    value = args[2] if len(args) > 2 else kwargs.get("values")
-    hit = _aten_index(args, kwargs)
-    if hit is None or not isinstance(value, Tensor) or value.numel() == 1:
-        return None  # a single value: masked_fill_ on the device (the scalar index_put_ case)
-    return ("x[mask] = tensor", SyncKind.DATA_SHAPE, hit[2])
-
-
-def _aten_repeat_interleave(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Hit | None:
-    if kwargs.get("output_size") is None:
-        return ("repeat_interleave()", SyncKind.DATA_SHAPE, args[0])
-    return None
-
-
-def _dispatch_rules() -> dict[Any, _Rule]:
-    aten = torch.ops.aten
-    S, D, C = SyncKind.SCALAR_READ, SyncKind.DATA_SHAPE, SyncKind.COMPARE
-    rules: dict[Any, _Rule] = {
-        aten._local_scalar_dense.default: _always(".item() (in C++)", S),
-        aten.is_nonzero.default: _always(".is_nonzero()", S),
-        aten.nonzero.default: _always("nonzero()", D),
-        aten.masked_select.default: _always("masked_select()", D),
-        aten._unique2.default: _always("unique()", D),
-        aten._unique.default: _always("unique()", D),
-        aten.unique_dim.default: _always("unique()", D),
-        aten.unique_consecutive.default: _always("unique_consecutive()", D),
-        aten.bincount.default: _always("bincount()", D),
-        aten.repeat_interleave.Tensor: _aten_repeat_interleave,
-        aten.index.Tensor: _aten_index,
-        aten.index_put.default: _aten_index_put,
-        aten.index_put_.default: _aten_index_put,
-        aten.equal.default: _always("equal()", C),
-        aten.allclose.default: _always("allclose()", C),
-    }
-    return rules
-
-
-_DISPATCH_RULES = _dispatch_rules()
-_HOST_COPIES = frozenset({".cpu()", '.to("cpu")'})
 
 # -- frames ----------------------------------------------------------------------------------------
 
@@ -396,8 +192,7 @@ class SyncReport:
         self._depth = 0
         self._stack: contextlib.ExitStack | None = None
         # id -> (result of .cpu(), (code, line) of the call when .cpu() returned its input)
-        self._host: dict[int, tuple[weakref.ref[Tensor], tuple[types.CodeType, int] | None]] = {}
-        self._cuda_log: list[warnings.WarningMessage] | None = None
+        self._host: dict[int, tuple[weakref.ref[torch.Tensor], _Line | None]] = {}
 
     # -- results ---------------------------------------------------------------------------
     @property
@@ -406,7 +201,7 @@ class SyncReport:
         rows = sorted(self._sites.values(), key=lambda r: (-r[0], r[1]))
         return tuple(
             SyncSite(file=r[2], line=r[3], function=r[4], op=r[5], kind=r[6], count=r[0],
-                     fix=_FIXES.get(r[5], _FIX_SCALAR), via=r[7])
+                     fix=FIXES.get(r[5], FIX_SCALAR), via=r[7])
             for r in rows
         )
 
@@ -495,7 +290,7 @@ class SyncReport:
         return cat
 
     def _on_host(self, op: str, tensor: Any, frame: types.FrameType | None) -> bool:
-        if not isinstance(tensor, Tensor):
+        if not isinstance(tensor, torch.Tensor):
             return False
         if not self.include_cpu and tensor.device.type in ("cpu", "meta"):
             return True  # reading a host tensor never waits for the device
@@ -506,13 +301,13 @@ class SyncReport:
             return True  # a copy made by .cpu(): it lives on the host, reading it is free
         # On CPU .cpu() returns the tensor itself: only the next read on that same line
         # (x.cpu().numpy()) is reading the copy.
-        if (op not in _HOST_COPIES and frame is not None
+        if (op not in HOST_COPIES and frame is not None
                 and entry[1] == (frame.f_code, frame.f_lineno)):
             del self._host[id(tensor)]
             return True
         return False
 
-    def _on_call(self, hit: _Hit, func: Callable[..., Any], args: tuple[Any, ...],
+    def _on_call(self, hit: Hit, func: Callable[..., Any], args: tuple[Any, ...],
                  kwargs: dict[str, Any], frame: types.FrameType | None) -> Any:
         op, kind, tensor = hit
         site = None
@@ -523,7 +318,7 @@ class SyncReport:
             result = func(*args, **kwargs)
         finally:
             self._quiet -= 1
-        if op in _HOST_COPIES and isinstance(result, Tensor):
+        if op in HOST_COPIES and isinstance(result, torch.Tensor):
             if len(self._host) > 1024:
                 self._host = {k: e for k, e in self._host.items() if e[0]() is not None}
             if result is not tensor:
@@ -565,7 +360,7 @@ class SyncReport:
         if where is None:
             return None
         file, line = where.f_code.co_filename, where.f_lineno
-        if (op == '.to("cpu")' and isinstance(tensor, Tensor) and tensor.device.type == "cpu"
+        if (op == '.to("cpu")' and isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu"
                 and "cpu" not in linecache.getline(file, line).lower()):
             return None  # .to(device) where device only happens to be the CPU: not a device sync
         via = None
@@ -578,7 +373,7 @@ class SyncReport:
                 f"host-device synchronization inside no_syncs(): {op} ({kind.value}) at "
                 f"{_short_path(file)}:{line} in {function}"
                 + (f" (inside {via})" if via else "")
-                + f"; fix: {_FIXES.get(op, _FIX_SCALAR)}"
+                + f"; fix: {FIXES.get(op, FIX_SCALAR)}"
             )
         key = (file, line, op)
         row = self._sites.get(key)
@@ -623,7 +418,7 @@ class _FunctionMode(TorchFunctionMode):  # type: ignore[no-untyped-call,unused-i
         if kwargs is None:
             kwargs = {}
         try:
-            rule = _FUNCTION_RULES.get(func)
+            rule = FUNCTION_RULES.get(func)
         except TypeError:  # an unhashable callable: never one of ours
             rule = None
         if rule is None:
@@ -658,7 +453,7 @@ class _DispatchMode(TorchDispatchMode):  # type: ignore[no-untyped-call,unused-i
                            kwargs: dict[str, Any] | None = None) -> Any:
         if kwargs is None:
             kwargs = {}
-        rule = _DISPATCH_RULES.get(func)
+        rule = DISPATCH_RULES.get(func)
         if rule is None or self._report._quiet:
             return func(*args, **kwargs)
         try:
