@@ -374,6 +374,35 @@ def test_trace_lazy_runs_one_forward(mode: str) -> None:
     assert trace_lazy(examples.MLP(), input_size=[(2, 20)])[1] == ()
 
 
+class ItemSlice(nn.Module):
+    """Slices its input by a value read with ``.item()``: meta and fake cannot run it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.LazyLinear(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = int(x.new_tensor([4]).item())
+        out: torch.Tensor = self.fc(x[:, :k])
+        return out
+
+
+def test_trace_lazy_reads_the_copy_of_the_attempt_that_ran() -> None:
+    # auto with sizes tries meta, then fake, then real (each on its own copy): the shapes come
+    # from the real attempt's copy, and the failed attempts leave no trace
+    model = ItemSlice()
+    before = fingerprint(model)
+    result, records = trace_lazy(model, input_size=[(2, 6)])
+    assert result.mode == "real"
+    assert records[0].inferred == (("weight", (3, 4), "float32"), ("bias", (3,), "float32"))
+    assert_unchanged(before, fingerprint(model))
+    with pytest.raises(ForwardError, match=r"infer_lazy_shapes: the forward raised on meta and "
+                                           r"on fake tensors.*torchscope.materialize"):
+        infer_lazy_shapes(model, input_size=[(2, 6)])  # never real: that would take memory
+    assert_unchanged(before, fingerprint(model))
+    assert materialize(model, input_size=[(2, 6)])[0].inferred == records[0].inferred
+
+
 def test_trace_lazy_uses_given_records() -> None:
     model = examples.LazyMLP()
     given = (LazyRecord("2", "LazyLinear", ("weight",)),)
