@@ -297,6 +297,15 @@ def test_check_runs_tie_and_lazy_checks(cls: type[nn.Module],
     assert (len(expected) > 0) is (cls is not examples.MLP)
 
 
+def test_check_meta_mode_runs_no_sync_check(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_check(["torchscope.examples:NestMLP", "--input-size", "2,20",
+                              "--mode", "meta", "--format", "json"], capsys)
+    assert code == 0
+    data = json.loads(out)
+    assert data["findings"] == []
+    assert data["notes"] == ["the forward ran in meta mode: syncs need a real forward (--mode real)"]
+
+
 def test_check_bad_target_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_check(["torchscope.examples:Nope"], capsys)
     assert code == 2 and out == ""

@@ -642,6 +642,15 @@ def test_syncs_command_json_argv_and_output_file(tmp_path: Path,
     assert data["sites"][0]["file"] == str(script)
 
 
+def test_syncs_command_deep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "sized.py"
+    script.write_text("import torch\nn = torch.tensor(3)\nx = torch.zeros(n)\n")
+    code, out, _ = run_cli(["syncs", "--format", "text", str(script)], capsys)
+    assert code == 0 and out.startswith("no host-device synchronizations")
+    code, out, _ = run_cli(["syncs", "--deep", "--format", "text", str(script)], capsys)
+    assert code == 0 and "sized.py:3" in out and ".item() (in C++)" in out
+
+
 def test_syncs_command_reports_when_the_script_raises(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     script = tmp_path / "fails.py"
