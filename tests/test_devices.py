@@ -303,7 +303,8 @@ def test_check_meta_mode_runs_no_sync_check(capsys: pytest.CaptureFixture[str]) 
     assert code == 0
     data = json.loads(out)
     assert data["findings"] == []
-    assert data["notes"] == ["the forward ran in meta mode: syncs need a real forward (--mode real)"]
+    assert data["notes"] == [
+        "the forward ran in meta mode: syncs need a real forward (--mode real)"]
 
 
 def test_check_bad_target_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
