@@ -10,7 +10,7 @@ One run prints, per model, the median time of (same model, same input, batch 1, 
   hooks, specs, flow edges, records;
 * ``torchinfo``: ``torchinfo.summary(model, input_data=x)``, when torchinfo is installed;
 
-and the ratios traced/recorder and traced/bare, plus µs per module call. Then the meta summary
+and the ratios traced/recorder and traced/bare, by wall clock and by CPU time. Then the meta summary
 of the Llama 7B and 70B architectures (built under ``torch.device("meta")``): bare meta forward
 against ``trace_forward(model, input_size=[(1, 128)], dtypes=["long"])`` (auto picks meta), with
 the peak RSS growth of each.
@@ -126,18 +126,26 @@ def torchinfo_summary(model: nn.Module, x: torch.Tensor) -> None:
     torchinfo.summary(model, input_data=x, verbose=0)
 
 
-def median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function; runs interleaved so drift hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
+def median_times(fns: dict[str, Callable[[], object]],
+                 repeats: int) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds of each function; runs interleaved so drift hits all alike.
+
+    CPU time (``time.process_time``: this process, all its threads) is printed next to wall
+    time because it holds up on a shared machine, where wall time also counts other programs.
+    """
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():  # warm-up
         fn()
     for _ in range(repeats):
         for name, fn in fns.items():
             gc.collect()
+            start_cpu = time.process_time()
             start = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in fns}
 
 
 def have_torchinfo() -> bool:
@@ -146,6 +154,10 @@ def have_torchinfo() -> bool:
     except ImportError:
         return False
     return True
+
+
+HEADER = (f"{'model':<25} {'calls':>6}  {'clock':<5} {'bare ms':>9} {'recorder ms':>12} "
+          f"{'(x bare)':>8} {'traced ms':>10} {'/recorder':>9} {'/bare':>6}")
 
 
 def bench_real(name: str, model: nn.Module, x: torch.Tensor, repeats: int) -> None:
@@ -158,17 +170,14 @@ def bench_real(name: str, model: nn.Module, x: torch.Tensor, repeats: int) -> No
     if have_torchinfo():
         fns["torchinfo"] = lambda: torchinfo_summary(model, x)
     t = median_times(fns, repeats)
-    extra = (f"  torchinfo {t['torchinfo'] * 1e3:8.1f} ms ({t['torchinfo'] / t['bare']:4.1f}x bare)"
-             if "torchinfo" in t else "")
-    print(
-        f"{name:<26} {calls:>6} calls  bare {t['bare'] * 1e3:8.1f} ms  "
-        f"recorder {t['recorder'] * 1e3:8.1f} ms ({t['recorder'] / t['bare']:4.2f}x bare)  "
-        f"traced {t['traced'] * 1e3:8.1f} ms  "
-        f"traced/recorder {t['traced'] / t['recorder']:4.2f}x  "
-        f"traced/bare {t['traced'] / t['bare']:4.2f}x  "
-        f"{(t['traced'] - t['bare']) / calls * 1e6:5.2f} µs/call over bare{extra}",
-        flush=True,
-    )
+    for k, clock in enumerate(("wall", "cpu")):
+        b, r, tr = t["bare"][k], t["recorder"][k], t["traced"][k]
+        label = f"{name:<25} {calls:>6}" if k == 0 else " " * 32
+        line = (f"{label}  {clock:<5} {b * 1e3:9.1f} {r * 1e3:12.1f} {f'({r / b:.2f}x)':>8} "
+                f"{tr * 1e3:10.1f} {tr / r:8.2f}x {tr / b:5.2f}x")
+        if "torchinfo" in t:
+            line += f"  torchinfo {t['torchinfo'][k] / b:.1f}x bare"
+        print(line, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,15 +238,16 @@ def bench_meta(size: str, repeats: int) -> None:
     grow_traced = peak_growth_mb(meta_traced)
 
     def mb(v: float | None) -> str:
-        return "unknown" if v is None else f"{v:6.1f} MB"
+        return "unknown" if v is None else f"{v:+.1f} MB"
 
-    print(
-        f"llama {size:<4} meta ({n_params / 1e9:5.1f} B params, {len(result.calls)} calls, "
-        f"built in {build:.2f} s)  bare meta forward {t['bare'] * 1e3:7.1f} ms  "
-        f"traced {t['traced'] * 1e3:7.1f} ms  traced/bare {t['traced'] / t['bare']:4.2f}x  "
-        f"peak RSS growth: bare {mb(grow_bare)}, traced {mb(grow_traced)}",
-        flush=True,
-    )
+    print(f"llama {size} on meta: {n_params / 1e9:.1f} B parameters, {len(result.calls)} calls, "
+          f"built in {build:.2f} s")
+    print(f"{'':<34}peak RSS growth: bare meta forward {mb(grow_bare)}, "
+          f"traced {mb(grow_traced)}")
+    for k, clock in enumerate(("wall", "cpu")):
+        b, tr = t["bare"][k], t["traced"][k]
+        print(f"{'':<32}  {clock:<5} bare meta forward {b * 1e3:8.1f} ms  traced "
+              f"{tr * 1e3:8.1f} ms  traced/bare {tr / b:4.2f}x", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians")
+    print(HEADER)
     x = torch.randn(1, WIDTH)
     small = [1000] if args.quick else [1000, 5000]
     for blocks in small:
