@@ -289,6 +289,8 @@ def _worker(out_dir: str) -> None:
             inner, notes = D.unwrap_wrappers(ddp)
             obs["ddp_names"] = [p.name for p in torchscope.summarize(inner).params]
             obs["ddp_notes"] = list(notes)
+            if _INTEGRATED:
+                obs["ddp_summary"] = torchscope.summarize(ddp).to_json()
 
             # the public API: summarize(distributed=True) gathers; FSDP units are tagged
             if _INTEGRATED:
@@ -552,6 +554,10 @@ def test_distributed_summarize_api_gathers_and_tags_fsdp_units(
     found = [f for f in wrapping.findings if f.code == "distributed-rank-mismatch"]
     assert len(found) == 1 and "FSDP units differ: only rank 0 shards ['hidden']" in (
         found[0].message)
+    # summarize unwraps DistributedDataParallel's module. prefix itself, and says so
+    ddp = _report(distributed_run, 0, "ddp_summary")
+    assert [p.name for p in ddp.params] == distributed_run[0]["ddp_names"]
+    assert distributed_run[0]["ddp_notes"][0] in ddp.notes
 
 
 @pytest.mark.xfail(not _INTEGRATED, strict=True, reason=_NOT_INTEGRATED)
