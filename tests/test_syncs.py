@@ -344,12 +344,15 @@ def test_torchscope_own_calls_are_not_reported_but_its_example_models_are() -> N
 
     # code that runs from a torchscope file (here: compiled under render.py's name) is
     # torchscope's own machinery, not the user's; the chapter's example models are user code
-    own = compile("x.tolist()", os.path.join(os.path.dirname(torchscope.__file__), "render.py"),
-                  "exec")
+    own = compile("x.tolist()\nclip(net.parameters(), 1.0, error_if_nonfinite=True)",
+                  os.path.join(os.path.dirname(torchscope.__file__), "render.py"), "exec")
+    net = nn.Linear(3, 1)
+    net(torch.randn(2, 3)).sum().backward()
     torch.manual_seed(0)
     model = FixedHiddenMLP()
     with detect_syncs() as report:
-        exec(own, {"x": t})
+        # directly, and through a torch function that synchronizes on torchscope's behalf
+        exec(own, {"x": t, "net": net, "clip": nn.utils.clip_grad_norm_})
         model(torch.ones(2, 20))
     (site,) = report.sites
     assert site.file == os.path.join(os.path.dirname(torchscope.__file__), "examples.py")

@@ -336,15 +336,13 @@ class SyncReport:
         """
         inner: types.FrameType | None = None  # innermost torch frame that is not plumbing
         site: types.FrameType | None = None
-        first = True
         while frame is not None:
             cat = self._category(frame.f_code)
             if cat == _DETECTOR or cat == _PLUMB:
                 frame = frame.f_back
                 continue
-            if cat == _OWN and first:
-                return None  # torchscope's own machinery read it, not the user's code
-            first = False
+            if cat == _OWN:
+                return None  # torchscope's own machinery (or torch on its behalf) read it
             if cat == _USER:
                 site = frame
                 break
