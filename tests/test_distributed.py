@@ -281,6 +281,7 @@ def _worker(out_dir: str) -> None:
                 fully_shard(guarded)
                 attempt("tie_guard", lambda: [
                     [f.code, f.message] for f in compare_ties(snap, guarded)])
+                obs["split_from_snapshot"] = [f.code for f in D.check_fsdp_ties(snap, guarded)]
 
             # DDP's module. prefix
             from torch.nn.parallel import DistributedDataParallel
@@ -533,6 +534,8 @@ def test_distributed_tie_guard_reports_ties_broken_by_wrapping(
     assert not (isinstance(findings, dict) and "raised" in findings), findings
     assert findings, "wrapping split wte.weight from head.weight: the tie guard must say so"
     assert any("head.weight" in message for _, message in findings)
+    # check_fsdp_ties takes the same snapshot and says why: two FSDP units
+    assert obs["split_from_snapshot"] == ["distributed-tie-split"]
 
 
 def test_distributed_ddp_prefix_unwrapped(distributed_run: list[dict[str, Any]]) -> None:
@@ -615,6 +618,17 @@ def test_distributed_incomplete_launcher_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(TorchscopeError, match="MASTER_ADDR, MASTER_PORT not set"):
         D.setup_from_launcher()
+    assert not dist.is_initialized() and D._STATE["created"] is False
+
+
+def test_distributed_unreachable_master_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    (port,) = _free_ports(1)  # nothing listens there
+    for var, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"),
+                       ("MASTER_PORT", str(port))):
+        monkeypatch.setenv(var, value)
+    with pytest.raises(TorchscopeError, match=rf"could not initialize the gloo process group "
+                       rf"\(rank 1 of 2, master 127.0.0.1:{port}\).*every rank was started"):
+        D.setup_from_launcher(timeout=1)
     assert not dist.is_initialized() and D._STATE["created"] is False
 
 
