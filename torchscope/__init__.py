@@ -100,6 +100,7 @@ _EXPORTS: dict[str, str] = {
     # block diagrams (issue 8)
     "render_graph": "graph",
     "to_dot": "graph",
+    "to_graphviz": "graph",
 }
 
 _SUBMODULES = ("examples", "records", "errors", "inspect", "render", "cli")
