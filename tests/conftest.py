@@ -6,8 +6,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+
+# Property tests are derandomized (the same examples on every run, so CI cannot fail by chance)
+# and have no deadline (a shared 2-core machine makes timings meaningless).
+settings.register_profile("torchscope", derandomize=True, deadline=None, database=None)
+settings.load_profile("torchscope")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
