@@ -10,7 +10,6 @@ then assert on them. Every launch has a timeout: a hang fails fast with both ran
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import json
 import os
@@ -36,9 +35,6 @@ from torchscope.records import Report
 HERE = Path(__file__).parent
 LAUNCH_TIMEOUT = 180  # seconds for a whole two-process launch (torch imports on 2 busy cores)
 
-_INTEGRATED = "distributed" in inspect.signature(torchscope.summarize).parameters
-_NOT_INTEGRATED = ("needs the lead's integration: summarize(distributed=True), the fsdp module "
-                   "tag in inspect.py and the launcher session in _cmd_summarize.py")
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
@@ -291,19 +287,17 @@ def _worker(out_dir: str) -> None:
             inner, notes = D.unwrap_wrappers(ddp)
             obs["ddp_names"] = [p.name for p in torchscope.summarize(inner).params]
             obs["ddp_notes"] = list(notes)
-            if _INTEGRATED:
-                obs["ddp_summary"] = torchscope.summarize(ddp).to_json()
+            obs["ddp_summary"] = torchscope.summarize(ddp).to_json()
 
             # the public API: summarize(distributed=True) gathers; FSDP units are tagged
-            if _INTEGRATED:
-                obs["api"] = torchscope.summarize(
-                    torchscope.examples.fsdp_mlp(), distributed=True).to_json()
-                wrapped = MLP()
-                if rank == 0:
-                    fully_shard(wrapped.hidden)
-                fully_shard(wrapped)
-                obs["wrapping"] = torchscope.summarize(
-                    wrapped, distributed=True).to_json()
+            obs["api"] = torchscope.summarize(
+                torchscope.examples.fsdp_mlp(), distributed=True).to_json()
+            wrapped = MLP()
+            if rank == 0:
+                fully_shard(wrapped.hidden)
+            fully_shard(wrapped)
+            obs["wrapping"] = torchscope.summarize(
+                wrapped, distributed=True).to_json()
 
             # a rank that failed: every rank raises, nobody waits forever
             failure: Report | BaseException = (
@@ -476,10 +470,8 @@ def test_distributed_forward_leaves_root_unit_unsharded_without_guard(
     assert distributed_run[0]["resharded"] == ["DTensor"]
 
 
-@pytest.mark.xfail(strict=True, reason="trace.py: a real-mode forward on an FSDP model leaves "
-                   "the root unit unsharded while the state guard re-registers the sharded "
-                   "DTensors, so the next forward mixes Tensor and DTensor; fix: wrap the "
-                   "forward in torchscope.distributed.fsdp_resharded(modules)")
+# regression: a real-mode forward on an FSDP model left the root unit unsharded while the
+# state guard re-registered the sharded DTensors, so the next forward mixed Tensor and DTensor
 def test_distributed_model_still_trains_after_traced_summary(
         distributed_run: list[dict[str, Any]]) -> None:
     obs = distributed_run[0]
@@ -547,7 +539,6 @@ def test_distributed_ddp_prefix_unwrapped(distributed_run: list[dict[str, Any]])
         "wrapped by DistributedDataParallel: names are shown without the module. prefix"]
 
 
-@pytest.mark.xfail(not _INTEGRATED, strict=True, reason=_NOT_INTEGRATED)
 def test_distributed_summarize_api_gathers_and_tags_fsdp_units(
         distributed_run: list[dict[str, Any]]) -> None:
     report = _report(distributed_run, 0, "api")
@@ -565,7 +556,6 @@ def test_distributed_summarize_api_gathers_and_tags_fsdp_units(
     assert distributed_run[0]["ddp_notes"][0] in ddp.notes
 
 
-@pytest.mark.xfail(not _INTEGRATED, strict=True, reason=_NOT_INTEGRATED)
 def test_distributed_cli_under_launcher(distributed_run: list[dict[str, Any]]) -> None:
     first, second = (obs["cli"] for obs in distributed_run)
     assert first["code"] == 0 and second["code"] == 0, (first, second)
@@ -579,7 +569,6 @@ def test_distributed_cli_under_launcher(distributed_run: list[dict[str, Any]]) -
     assert first["initialized_after"] is False and second["initialized_after"] is False
 
 
-@pytest.mark.xfail(not _INTEGRATED, strict=True, reason=_NOT_INTEGRATED)
 def test_distributed_cli_failure_on_one_rank(distributed_run: list[dict[str, Any]]) -> None:
     for obs in distributed_run:
         failed = obs["cli_failed"]

@@ -97,13 +97,16 @@ _EXPORTS: dict[str, str] = {
     "UntiedInFile": "checkpoint",
     "diff_checkpoint": "checkpoint",
     "inspect_checkpoint": "checkpoint",
+    # distributed models (issue 10)
+    "check_fsdp_ties": "distributed",
+    "gather_report": "distributed",
     # block diagrams (issue 8)
     "render_graph": "graph",
     "to_dot": "graph",
     "to_graphviz": "graph",
 }
 
-_SUBMODULES = ("examples", "records", "errors", "inspect", "render", "cli")
+_SUBMODULES = ("examples", "records", "errors", "inspect", "render", "cli", "distributed")
 
 __all__ = sorted([*_EXPORTS, "__version__", "examples"])
 

@@ -25,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the report and print it; exit 0."""
     from torchscope.cli import input_options, load_target, output_format
+    from torchscope.distributed import (
+        distributed_session,
+        gather_report,
+        is_primary,
+        ranks_renderable,
+    )
     from torchscope.errors import InputSpecError
     from torchscope.inspect import summarize
     from torchscope.render import emit, print_report
@@ -32,12 +38,23 @@ def run(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 0:
         raise InputSpecError(f"--depth {args.depth} is negative: use 0 for the root only, 1, 2…")
     options = input_options(args)
-    model = load_target(args)
-    report = summarize(model, **options)
-    fmt = output_format(args)
-    print_report(report, fmt=fmt, depth=args.depth, params=args.params)
-    if args.ties and fmt != "json":
-        from torchscope.render import ties_renderable
+    # under torchrun: start the process group (and end it, also on failure); rank 0 prints
+    with distributed_session() as distributed:
+        try:
+            model = load_target(args)
+        except Exception as err:
+            if distributed:
+                gather_report(err)  # every rank raises, naming the failed ranks: nobody waits
+            raise
+        report = summarize(model, distributed=distributed, **options)
+        if not is_primary():
+            return 0
+        fmt = output_format(args)
+        print_report(report, fmt=fmt, depth=args.depth, params=args.params)
+        if report.ranks and fmt != "json":
+            emit(ranks_renderable(report, fmt=fmt), fmt=fmt)
+        if args.ties and fmt != "json":
+            from torchscope.render import ties_renderable
 
-        emit(ties_renderable(report, fmt=fmt), fmt=fmt)
+            emit(ties_renderable(report, fmt=fmt), fmt=fmt)
     return 0

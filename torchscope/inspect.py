@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
+from torchscope.distributed import fsdp_module_type, unwrap_wrappers
 from torchscope.records import (
     Finding,
     LazyRecord,
@@ -341,6 +342,7 @@ def walk(model: nn.Module) -> Iterator[ModuleRecord]:
 
 def _module_records(nodes: list[_Node], shared_ids: set[int]) -> list[ModuleRecord]:
     _account(nodes, shared_ids)
+    fsdp = fsdp_module_type()  # None unless FSDP was imported: no module can be one then
     out: list[ModuleRecord] = []
     append = out.append
     empty: tuple[str, ...] = ()
@@ -352,6 +354,8 @@ def _module_records(nodes: list[_Node], shared_ids: set[int]) -> list[ModuleReco
             tags = ("parametrized",)
         elif cls_name == "OptimizedModule":
             tags = ("compiled",)
+        elif fsdp is not None and isinstance(module, fsdp):
+            tags = ("fsdp",)
         if node.tensors:
             param_names, buffer_names = node.param_names, node.buffer_names
             dtypes, devices = tuple(sorted(node.dtypes)), tuple(sorted(node.devices))
@@ -452,6 +456,7 @@ def summarize(
     dtypes: Sequence[torch.dtype | str] | None = None,
     device: torch.device | str | None = None,
     mode: str = "auto",
+    distributed: bool = False,
 ) -> Report:
     """Summarize a model: modules, parameters and buffers, ties, lazy layers and totals.
 
@@ -469,6 +474,10 @@ def summarize(
         dtypes: dtype per built input (default float32).
         device: device for built inputs (the model is never moved).
         mode: ``auto``, ``real``, ``meta`` or ``fake`` execution of the traced forward.
+        distributed: a collective: every rank of the default process group summarizes its
+            share and the reports are gathered (:func:`torchscope.distributed.gather_report`):
+            ``ranks`` holds each rank's local sizes, and findings say where ranks disagree or
+            shards are uneven. Without a process group the report is the local one.
 
     Returns:
         A :class:`~torchscope.records.Report` of plain records (no tensors, no modules).
@@ -482,16 +491,24 @@ def summarize(
     >>> r.total_params, sum(p.numel for p in r.params)
     (121, 121)
     """
-    model, compiled = unwrap_compiled(model)
+    if distributed:
+        from torchscope.distributed import gather_report
+
+        try:
+            local = summarize(model, example_inputs, example_kwargs=example_kwargs,
+                              input_size=input_size, dtypes=dtypes, device=device, mode=mode)
+        except Exception as err:
+            gather_report(err)  # every rank raises, naming the failed ranks: nobody waits
+            raise
+        return gather_report(local)
+    model, unwrapped = unwrap_wrappers(model)  # torch.compile, DDP, DataParallel
     with _no_gc():
         nodes, names, shared_ids = _walk_nodes(model)
         modules = _module_records(nodes, shared_ids)
         params, tied = _params_and_ties(nodes, names, shared_ids)
     root = modules[0]
-    notes: list[str] = []
+    notes: list[str] = list(unwrapped)
     findings: list[Finding] = []
-    if compiled:
-        notes.append("compiled with torch.compile: names are shown without the _orig_mod. prefix")
     lazy = _lazy_records(nodes)
     report = Report(
         root_type=root.type_name,

@@ -271,13 +271,16 @@ def params_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     in the middle (``decoder.block.1…bias.weight``) to fit 100 columns.
     """
     mixed = _uniform(report) is None
-    header = ["Name", "Shape", *(["dtype@device"] if mixed else []), "Numel", "Grad", "Kind",
-              "Shared with"]
-    name_width = 28 if mixed else 40
+    sharded = any(p.placements is not None for p in report.params)
+    header = ["Name", "Shape", *(["Local shard"] if sharded else []),
+              *(["dtype@device"] if mixed else []), "Numel", "Grad", "Kind", "Shared with"]
+    name_width = (28 if mixed else 40) - (18 if sharded else 0)
     rows: list[list[str]] = []
     for p in report.params:
         shape = "uninitialized" if p.lazy else _shape_text(p)
         row = [_clip_middle(p.name, name_width), _clip(shape, 16)]
+        if sharded:
+            row.append(_clip(_local_text(p), 16))
         if mixed:
             row.append(_clip(f"{p.dtype}@{p.device}", 14))
         row += [humanize_count(p.numel), "yes" if p.requires_grad else "no", _kind_text(p),
@@ -289,10 +292,15 @@ def params_rows(report: Report) -> tuple[list[str], list[list[str]]]:
 def _shape_text(p: ParamRecord) -> str:
     if p.shape is None:
         return UNKNOWN
-    text = "[" + ", ".join(str(d) for d in p.shape) + "]"
-    if p.local_shape is not None and p.local_shape != p.shape:
-        text += " local [" + ", ".join(str(d) for d in p.local_shape) + "]"
-    return text
+    return "[" + ", ".join(str(d) for d in p.shape) + "]"
+
+
+def _local_text(p: ParamRecord) -> str:
+    """This rank's shard of a DTensor and its placements: ``[128, 20] S(0)``."""
+    if p.local_shape is None:
+        return ""
+    shape = "[" + ", ".join(str(d) for d in p.local_shape) + "]"
+    return f"{shape} {','.join(p.placements or ())}".strip()
 
 
 def _kind_text(p: ParamRecord) -> str:
@@ -324,7 +332,9 @@ def totals_lines(report: Report) -> list[str]:
         f"Non-trainable: {report.non_trainable_params:,}"
     )
     buffers = f"{report.buffer_numel:,} ({humanize_bytes(report.buffer_bytes)})"
-    line = f"Params size: {humanize_bytes(report.param_bytes)}    Buffers: {buffers}"
+    label = ("Params size (this rank)" if any(p.placements is not None for p in report.params)
+             else "Params size")
+    line = f"{label}: {humanize_bytes(report.param_bytes)}    Buffers: {buffers}"
     uniform = _uniform(report)
     if uniform is not None and uniform[0]:
         line += f"    All tensors: {uniform[0]} on {uniform[1]}"

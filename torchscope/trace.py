@@ -374,6 +374,10 @@ def _run(model: nn.Module, scan: _Scan, mode: str, args: tuple[Any, ...],
         recorder.add_graph_input(kwargs)
         with contextlib.ExitStack() as stack:
             stack.enter_context(recorder.hooked(modules))
+            if target is model:  # FSDP2 leaves the root unit unsharded after a forward
+                from torchscope.distributed import fsdp_resharded
+
+                stack.enter_context(fsdp_resharded(modules))
             stack.enter_context(torch.no_grad())
             if fake_mode is not None:
                 stack.enter_context(_quiet_logger("torch._subclasses.fake_tensor"))
@@ -675,8 +679,20 @@ def trace_forward(
     tensors = list(_tensors_in((args, kwargs)))
     scan = _scan(model)
     model_meta = scan.all_meta
+    from torchscope.distributed import fsdp_module_type
+
+    fsdp = fsdp_module_type()
     if mode != "auto":
         plan = [mode]
+    elif built and fsdp is not None and any(isinstance(m, fsdp) for m in scan.modules):
+        # FSDP refuses deepcopy (no meta/fake copy) and a forward on meta parameters
+        if model_meta:
+            raise InputSpecError(
+                "an FSDP model whose parameters are on the meta device cannot run a forward "
+                "(FSDP refuses meta parameters and copies): summarize it without input sizes, "
+                "or materialize it first (model.to_empty(device=...) and initialize)"
+            )
+        plan = ["real"]
     elif built:  # sizes only: the cheapest mode that works
         plan = ["meta", "fake"] if model_meta else ["meta", "fake", "real"]
     elif model_meta or (tensors and all(t.is_meta for t in tensors)):
@@ -707,6 +723,8 @@ def trace_forward(
         if mode == "auto":
             if not built:
                 why = "tensors given"
+            elif plan == ["real"]:
+                why = "FSDP modules cannot be copied to meta or fake tensors"
             elif current == "meta":
                 why = "sizes only: meta is cheapest, no parameter or activation memory"
             else:
