@@ -501,10 +501,11 @@ def _unused_findings(modules: list[nn.Module], path_list: list[str],
         findings.append(Finding(
             code="unused-parameters",
             severity=Severity.WARNING,
-            message=(f"{path} ({type(m).__name__}) holds {names} trainable parameter tensors "
-                     f"({count:,} values) that the traced forward never used"),
+            message=(f"{path} ({type(m).__name__}) was never called by the traced forward: "
+                     f"its {names} trainable parameter tensors ({count:,} values) get no "
+                     "gradient (unless the forward uses them without calling the module)"),
             path=path,
-            hint=("DistributedDataParallel raises on unused parameters unless "
+            hint=("DistributedDataParallel raises on parameters without gradient unless "
                   "find_unused_parameters=True; or freeze them (requires_grad_(False)) or "
                   "remove the module"),
         ))
@@ -609,7 +610,8 @@ def trace_forward(
 
     Args:
         model: the module to trace.
-        example_inputs: a tensor, or a tuple/list of positional inputs (any Python values).
+        example_inputs: a tensor, or a tuple/list of positional inputs (any Python values;
+            to pass one list as the only input, wrap it: ``([a, b],)``).
         example_kwargs: keyword inputs (``{"decoder_input_ids": ids}``).
         input_size: instead of ``example_inputs``: one shape per input; see
             :func:`build_inputs` (zeros, also for integer dtypes).
