@@ -69,6 +69,7 @@ _EXPORTS: dict[str, str] = {
     "compare_ties": "tying",
     "find_tied": "tying",
     "snapshot_ties": "tying",
+    "watch_ties": "tying",
     # lazy layers (issue 5)
     "check_lazy": "lazy",
     "find_lazy": "lazy",

@@ -34,7 +34,7 @@ from torchscope.records import (
     Spec,
     TiedGroup,
 )
-from torchscope.tying import tied_groups, unique_size
+from torchscope.tying import check_ties, tied_groups, unique_size
 
 __all__ = ["list_parameters", "summarize", "unwrap_compiled", "walk"]
 
@@ -166,6 +166,8 @@ def _walk_nodes(model: nn.Module) -> tuple[list[_Node], Names, set[int]]:
                     continue
                 if dtensor is not None:
                     v = _local(v, dtensor)
+                if not v.is_contiguous():  # strided or expanded: count its unique bytes
+                    shared.add(tid)
                 storage = v.untyped_storage()
                 ptr = storage.data_ptr()
                 key = (v.get_device(), ptr, 0) if ptr else (v.get_device(), 0, storage._cdata)
@@ -439,10 +441,11 @@ def _params_and_ties(nodes: list[_Node], names: Names, shared_ids: set[int],
                     None, kind,
                 ))
     tied = tied_groups(shared_entries)
+    position_of = {entry_names[0]: position for _t, entry_names, position in shared_entries}
     for index, group in enumerate(tied):
-        members = set(group.names)
-        for _t, entry_names, position in shared_entries:
-            if entry_names[0] in members:
+        for name in group.names:
+            position = position_of.get(name)
+            if position is not None:
                 records[position] = replace(records[position], tie_group=index)
     return tuple(records), tied
 
@@ -530,6 +533,7 @@ def summarize(
                              input_size=input_size, dtypes=dtypes, device=device, mode=mode)
         findings.extend(report.findings)
         notes.extend(report.notes)
+    findings.extend(check_ties(model))
     return replace(report, findings=tuple(findings), notes=tuple(notes))
 
 
