@@ -413,7 +413,6 @@ def test_llama_70b_on_meta_traces_every_module_with_small_memory() -> None:
     result = trace_forward(model, input_size=[(1, 128)], dtypes=["long"])
     peak = _peak_rss_kb()
     assert result.mode == "meta"
-    assert any("traced the model itself" in n for n in result.notes)
     assert result.uncalled == ("model.layers",)  # a ModuleList: iterated, never called
     called = {p for p, _ in result.calls}
     assert called == {p for p, _ in model.named_modules()} - {"model.layers"}

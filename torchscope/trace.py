@@ -9,8 +9,8 @@ lists, dicts, dataclasses and transformers ``ModelOutput``\\ s) and the data flo
 Three execution modes:
 
 * ``real``: the given tensors on the model as it is (under :func:`state_guard`, ``no_grad``).
-* ``meta``: a :func:`meta_copy` of the model (no parameter or activation memory; ties kept) —
-  or the model itself when every parameter and buffer already lives on ``meta``.
+* ``meta``: a :func:`meta_copy` of the model (no parameter or activation memory; ties kept),
+  also when the model already lives on ``meta``.
 * ``fake``: a copy whose tensors are ``FakeTensor``\\ s (``FakeTensorMode``): runs what meta
   cannot, e.g. the ``.item()`` calls of transformers attention masks.
 
@@ -285,7 +285,7 @@ _RAISED = ValueSpec("<raised>")  # the output of a call whose forward raised
 
 
 class _ModeFailed(Exception):
-    """A forward raised in one mode (``mode``, ``error``, ``recorder``, ``path``)."""
+    """A forward (or the copy it needs) raised in one mode; ``stage`` says which."""
 
     def __init__(self, mode: str, error: BaseException, recorder: _Recorder | None,
                  model_type: str, *, stage: str = "forward") -> None:
@@ -339,10 +339,9 @@ def _run(model: nn.Module, scan: _Scan, mode: str, args: tuple[Any, ...],
     target = model
     try:
         if mode == "meta":
-            if scan.all_meta:
-                notes.append("every parameter and buffer is on meta: traced the model itself")
-            else:
-                target = meta_copy(model)
+            # a copy also when the model is on meta already: a forward may cache things in
+            # plain attributes (rotary tables, masks), which the state guard does not cover
+            target = meta_copy(model)
             args = _map_tensors(args, _to_meta)
             kwargs = _map_tensors(kwargs, _to_meta)
         elif mode == "fake":
@@ -602,11 +601,11 @@ def trace_forward(
     y``, ``torch.cat``) between module calls have no producer, so they give no edge.
 
     Modes: ``real`` runs the given tensors on the model (a lazy model runs as a copy sharing its
-    initialized tensors, so it stays uninitialized); ``meta`` runs a :func:`meta_copy` (the
-    model itself when it is all on meta) with inputs moved to ``meta``; ``fake`` runs a copy
-    made of ``FakeTensor``\\ s under ``FakeTensorMode``. ``auto`` with sizes only tries meta,
-    then fake, then real, and says in ``notes`` which ran and why; with tensors given, auto
-    means real (meta when the model is on meta).
+    initialized tensors, so it stays uninitialized); ``meta`` runs a :func:`meta_copy` (also of
+    a model already on meta: the model itself is never run) with inputs moved to ``meta``;
+    ``fake`` runs a copy made of ``FakeTensor``\\ s under ``FakeTensorMode``. ``auto`` with
+    sizes only tries meta, then fake, then real, and says in ``notes`` which ran and why; with
+    tensors given, auto means real (meta when the model is on meta).
 
     Args:
         model: the module to trace.
