@@ -677,6 +677,25 @@ def test_bad_inputs_raise_input_spec_error(kwargs: dict[str, Any], match: str) -
     assert_same_state(before, state_fingerprint(model))
 
 
+def test_meta_mode_never_runs_the_model_itself() -> None:
+    class Caching(nn.Module):  # caches in a plain attribute: the guard does not cover that
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.cache = x.sum()
+            out: torch.Tensor = self.lin(x)
+            return out
+
+    with torch.device("meta"):
+        model = Caching()
+    result = trace_forward(model, input_size=[(2, 3)])
+    assert result.mode == "meta"
+    assert result.outputs == TensorSpec((2, 3), "float32", "meta")
+    assert "cache" not in vars(model)
+
+
 def test_real_mode_on_meta_model_is_an_input_error() -> None:
     with torch.device("meta"):
         model = examples.MLP()
