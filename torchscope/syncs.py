@@ -21,8 +21,8 @@ How (see DESIGN.md "Host-device synchronization"):
   helpers included — is a Python-level call the function mode sees. The dispatch mode costs
   more, since every ATen op (backward and optimizer included) goes through Python:
   ``benchmarks/bench_syncs.py`` measured, on an Adam step of 4 x Linear(h, h), batch 64, on 2
-  CPU threads, 1.02x (h=512) and 1.5x (h=64) for the default, 1.6x and 3.2x with ``deep=True``
-  — so the dispatch mode is opt-in.
+  CPU threads, 1.0-1.1x (h=512) and 1.4-1.5x (h=64) for the default, 1.3-1.6x and 2.5-3.2x
+  with ``deep=True`` — so the dispatch mode is opt-in.
 * On CUDA, ``torch.cuda.set_sync_debug_mode("warn")`` runs as well and its warnings become sites;
   tensors on the CPU are then not reported (reading them never waits for the GPU).
 
