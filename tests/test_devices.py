@@ -148,13 +148,13 @@ def test_keyword_inputs_gpt2() -> None:
 def test_declared_tie_broken_across_devices() -> None:
     model = gpt2()
     model.get_submodule("lm_head").weight = nn.Parameter(torch.empty(1000, 64, device="meta"))
-    found = [f for f in check_devices(model) if f.code == "devices-tied"]
-    assert codes(tuple(found)) == [("devices-tied", Severity.ERROR, "lm_head.weight")]
+    found = [f for f in check_devices(model) if f.code == "tie-devices"]
+    assert codes(tuple(found)) == [("tie-devices", Severity.ERROR, "lm_head.weight")]
     assert "declared tied to transformer.wte.weight (cpu)" in found[0].message
     # an untied configuration declares no tie: different devices are not a broken tie
     untied = gpt2(tie=False)
     untied.get_submodule("lm_head").to("meta")
-    assert not any(f.code == "devices-tied" for f in check_devices(untied))
+    assert not any(f.code == "tie-devices" for f in check_devices(untied))
 
 
 def test_mixed_dtypes_in_one_module() -> None:

@@ -84,10 +84,13 @@ _EXPORTS: dict[str, str] = {
     "apply_init": "init",
     "load_policy": "init",
     # devices and synchronizations (issue 7)
-    "SyncReport": "devices",
+    "SyncKind": "syncs",
+    "SyncReport": "syncs",
+    "SyncSite": "syncs",
     "check_devices": "devices",
-    "detect_syncs": "devices",
-    "no_syncs": "devices",
+    "detect_syncs": "syncs",
+    "device_map": "devices",
+    "no_syncs": "syncs",
     # checkpoints (issue 9)
     "CheckpointDiff": "checkpoint",
     "CheckpointEntry": "checkpoint",
@@ -107,7 +110,8 @@ _EXPORTS: dict[str, str] = {
     "to_graphviz": "graph",
 }
 
-_SUBMODULES = ("examples", "records", "errors", "inspect", "render", "cli", "distributed")
+_SUBMODULES = ("examples", "records", "errors", "inspect", "render", "cli", "distributed",
+               "devices", "syncs", "tying", "lazy", "init", "checkpoint", "graph", "trace")
 
 __all__ = sorted([*_EXPORTS, "__version__", "examples"])
 

@@ -29,7 +29,8 @@ def _static_checks(model: nn.Module, inputs: Any) -> list[Finding]:
     from torchscope.lazy import check_lazy
     from torchscope.tying import check_ties
 
-    return [*check_devices(model, inputs), *check_ties(model), *check_lazy(model)]
+    found = [*check_devices(model, inputs), *check_ties(model), *check_lazy(model)]
+    return list(dict.fromkeys(found))  # check_devices repeats check_ties' tie-devices
 
 
 def _traced_checks(model: nn.Module, inputs: tuple[Any, ...], mode: str,

@@ -13,8 +13,8 @@ code                       severity  what
                                      (info when the whole model is on ``meta``)
 ``devices-input``          error     an input reaches a module on another device than the
                                      module's parameters (with example inputs)
-``devices-tied``           error     tensors declared tied (transformers) or sharing memory
-                                     on different devices
+``tie-devices``            error     tensors declared tied (transformers) that are now
+                                     different tensors on different devices (from check_ties)
 ``devices-plain-tensor``   warning   a tensor attribute that is neither parameter nor buffer:
                                      ``.to()`` does not move it, ``state_dict`` does not save it
                                      (error when it is on another device than the module)
@@ -230,40 +230,11 @@ def _meta_findings(model: nn.Module) -> list[Finding]:
 
 
 def _tied_findings(model: nn.Module) -> list[Finding]:
-    findings: list[Finding] = []
-    named: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
-    named.update(model.named_buffers(remove_duplicate=False))
-    declared = getattr(model, "all_tied_weights_keys", None)
-    if not isinstance(declared, Mapping):
-        declared = getattr(model, "_tied_weights_keys", None)
-    if isinstance(declared, Mapping) and getattr(getattr(model, "config", None),
-                                                 "tie_word_embeddings", True):
-        for target, source in declared.items():
-            a, b = named.get(str(target)), named.get(str(source))
-            if a is None or b is None or a is b or _is_lazy(a) or _is_lazy(b):
-                continue
-            if a.device != b.device:
-                findings.append(Finding(
-                    code="devices-tied", severity=Severity.ERROR,
-                    message=(f"{target} ({_dev(a)}) is declared tied to {source} ({_dev(b)}) but "
-                             "they are different tensors on different devices: the tie is "
-                             "broken"),
-                    path=str(target),
-                    hint=("move the whole model at once (model.to(device)), then "
-                          "model.tie_weights() to share the tensor again"),
-                ))
-    from torchscope.tying import find_tied
+    # one source of truth for ties: the tying module's `tie-devices` findings (declared ties
+    # broken across devices); `check` would otherwise report the same tie twice
+    from torchscope.tying import check_ties
 
-    for group in find_tied(model):
-        if len(group.devices) > 1:
-            findings.append(Finding(
-                code="devices-tied", severity=Severity.ERROR,
-                message=(f"tied tensors {', '.join(group.names)} are on several devices "
-                         f"({', '.join(group.devices)})"),
-                path=group.names[0],
-                hint="move the whole model at once: model.to(device)",
-            ))
-    return findings
+    return [f for f in check_ties(model) if f.code == "tie-devices"]
 
 
 def _plain_tensors(value: Any) -> Iterator[tuple[str, torch.Tensor]]:
