@@ -132,3 +132,11 @@ def test_depth_and_params_options(capsys: pytest.CaptureFixture[str]) -> None:
                  "--format", "markdown"]) == 0
     out = capsys.readouterr().out
     assert "| 2.weight" in out and "2.weight ↔ 4.weight" in out
+
+
+def test_cli_modes_are_the_trace_modes() -> None:
+    # the CLI's --mode choices must stay the modes trace_forward accepts
+    from torchscope.cli import MODES
+    from torchscope.trace import MODES as TRACE_MODES
+
+    assert set(MODES) == set(TRACE_MODES)

@@ -61,6 +61,9 @@ _EXPORTS: dict[str, str] = {
     "print_report": "render",
     # forward tracing (issue 3)
     "TraceResult": "trace",
+    "build_inputs": "trace",
+    "meta_copy": "trace",
+    "spec_of": "trace",
     "state_guard": "trace",
     "trace_forward": "trace",
     # tied tensors (issue 4)
