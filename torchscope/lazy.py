@@ -280,12 +280,8 @@ def trace_lazy(
     model: nn.Module,
     example_inputs: object = None,
     *,
-    example_kwargs: Mapping[str, object] | None = None,
-    input_size: object = None,
-    dtypes: object = None,
-    device: object = None,
-    mode: str = "auto",
     lazy: Sequence[LazyRecord] | None = None,
+    **options: Any,
 ) -> tuple[TraceResult, tuple[LazyRecord, ...]]:
     """Trace one forward and read the inferred lazy shapes from the copy it ran on.
 
@@ -299,12 +295,9 @@ def trace_lazy(
     Args:
         model: the module to trace.
         example_inputs: as for :func:`~torchscope.trace.trace_forward`.
-        example_kwargs: as for :func:`~torchscope.trace.trace_forward`.
-        input_size: as for :func:`~torchscope.trace.trace_forward`.
-        dtypes: as for :func:`~torchscope.trace.trace_forward`.
-        device: as for :func:`~torchscope.trace.trace_forward`.
-        mode: as for :func:`~torchscope.trace.trace_forward`.
         lazy: the model's :func:`find_lazy` records when the caller has them already.
+        **options: the keyword options of :func:`~torchscope.trace.trace_forward`
+            (``example_kwargs``, ``input_size``, ``dtypes``, ``device``, ``mode``…).
 
     Returns:
         The trace result and the lazy records with ``inferred`` filled (a record keeps an
@@ -320,8 +313,6 @@ def trace_lazy(
     ('meta', ('weight', (256, 20), 'float32'))
     """
     records = find_lazy(model) if lazy is None else tuple(lazy)
-    options: dict[str, Any] = {"example_kwargs": example_kwargs, "input_size": input_size,
-                               "dtypes": dtypes, "device": device, "mode": mode}
     if not records:
         return trace_forward(model, example_inputs, **options), ()
     target = _check_model(model, "trace_lazy")
