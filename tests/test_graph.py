@@ -145,7 +145,7 @@ class DictNet(nn.Module):
 
 def _dict_report() -> Report:
     batch = {"a": torch.zeros(2, 4), "b": torch.zeros(2, 6)}
-    return summarize(DictNet(), (batch,))
+    return summarize(DictNet(), (batch,), follow_functions=True)
 
 
 #: name -> (builder, input size or None for a static diagram)
@@ -170,7 +170,7 @@ def _report(name: str) -> Report:
     torch.manual_seed(0)
     if size is None:
         return summarize(build())
-    return summarize(build(), input_size=[size])
+    return summarize(build(), input_size=[size], follow_functions=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def test_dot_golden(name: str, snapshot: Callable[[str, str], None]) -> None:
 
 
 def test_dot_golden_gpt2(snapshot: Callable[[str, str], None]) -> None:
-    report = summarize(gpt2(), input_size=[(1, 16)], dtypes=["long"])
+    report = summarize(gpt2(), input_size=[(1, 16)], dtypes=["long"], follow_functions=True)
     snapshot("graph_gpt2.dot", to_dot(report))
 
 
@@ -237,11 +237,19 @@ def test_module_called_twice_gets_one_box_per_call() -> None:
     boxes = nodes(dot)
     assert "call 1/2" in boxes["linear#1"] and "call 2/2" in boxes["linear#2"]
     assert "linear" not in boxes
-    assert ("(input)", "linear#1") in flow_edges(dot)
-    # the second call's input and the output were made by torch functions in the forward
+    # relu(mm(x, rand_weight) + 1) and the while loop's x /= 2 are followed: direct edges
+    assert flow_edges(dot) == {("(input)", "linear#1"), ("linear#1", "linear#2"),
+                               ("linear#2", "(output)")}
+    assert code_edges(dot) == set() and "(ƒ)" not in dot
+    assert all(a != b for a, b in edges(dot))
+
+
+def test_module_called_twice_without_following_functions_goes_through_code() -> None:
+    torch.manual_seed(0)
+    dot = to_dot(summarize(examples.FixedHiddenMLP(), input_size=[(2, 20)]))
+    assert flow_edges(dot) == {("(input)", "linear#1")}
     assert code_edges(dot) == {("linear#1", "(ƒ)(root)"), ("(ƒ)(root)", "linear#2"),
                                ("linear#2", "(ƒ)(root)"), ("(ƒ)(root)", "(output)")}
-    assert all(a != b for a, b in edges(dot))
 
 
 def test_shared_layer_calls_follow_the_sequence() -> None:
@@ -250,19 +258,88 @@ def test_shared_layer_calls_follow_the_sequence() -> None:
     assert "also 4" in nodes(dot)["2#1"]
 
 
-def test_residual_connections_go_through_the_blocks_code() -> None:
+def test_residual_connections_are_direct_edges() -> None:
+    # y = x + f(x); out = g(y) + y: every summand is an edge into its consumer
     dot = to_dot(_report("residual"))
+    assert flow_edges(dot) == {
+        ("(input)", "f"), ("(input)", "g"), ("f", "g"),  # y = x + f(x) into g
+        ("g", "(output)"), ("f", "(output)"), ("(input)", "(output)"),  # g(y) + y
+    }
+    assert code_edges(dot) == set() and "(ƒ)" not in dot
+    assert 'label="[2, 8]"' in edges(dot)[("(input)", "g")]
+    # the model drawn as one box: no edge around it
+    assert flow_edges(to_dot(_report("residual"), depth=0)) == {("(input)", "(root)"),
+                                                                 ("(root)", "(output)")}
+
+
+def test_residual_without_following_functions_goes_through_the_blocks_code() -> None:
+    dot = to_dot(summarize(Residual(), input_size=[(2, 8)]))
     assert flow_edges(dot) == {("(input)", "f")}
     assert code_edges(dot) == {("f", "(ƒ)(root)"), ("(ƒ)(root)", "g"), ("g", "(ƒ)(root)"),
                                ("(ƒ)(root)", "(output)")}
 
 
+class ResidualStack(nn.Module):
+    """Pre-norm residual blocks inside blocks: x = x + ff(norm(x)), twice, then a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(Block() for _ in range(2))
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = x + block(x)
+        out: torch.Tensor = self.head(x)
+        return out
+
+
+class ScaledBlock(nn.Module):
+    """Returns a tensor made by its own code from its input only (no module inside made it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inner(x)  # its result is not used
+        out: torch.Tensor = self.head(torch.ones_like(x) * 2)
+        return out
+
+
+def test_residual_stream_between_blocks() -> None:
+    report = summarize(ResidualStack(), input_size=[(2, 8)], follow_functions=True)
+    dot = to_dot(report, expand=True)
+    flow = flow_edges(dot)
+    # the skip around block 0 reaches block 1 and, with block 1's output, the head
+    assert {("(input)", "blocks.0.norm"), ("blocks.0.norm", "blocks.0.ff"),
+            ("(input)", "blocks.1.norm"), ("blocks.0.ff", "blocks.1.norm"),
+            ("blocks.1.norm", "blocks.1.ff"),
+            ("blocks.1.ff", "head"), ("blocks.0.ff", "head"), ("(input)", "head"),
+            ("head", "(output)")} == flow
+    assert "(ƒ)" not in dot
+    # collapsed into one ×2 box, the stream enters and leaves it
+    collapsed = flow_edges(to_dot(report))
+    assert {("(input)", "blocks.0..1"), ("blocks.0..1", "head"),
+            ("(input)", "head")} <= collapsed
+
+
+def test_code_node_remains_for_tensors_made_from_no_module() -> None:
+    # torch.ones_like(x) * 2 has no producer (ones_like reads only x's shape): head gets a ƒ
+    # node, and inner's output, which nothing consumed, flows into it
+    dot = to_dot(summarize(ScaledBlock(), input_size=[(2, 8)], follow_functions=True))
+    assert ("(input)", "inner") in flow_edges(dot)
+    assert code_edges(dot) >= {("(ƒ)(root)", "head")}
+
+
 def test_dict_inputs_and_outputs() -> None:
     dot = to_dot(_dict_report())
-    assert flow_edges(dot) >= {("(input)", "enc.a"), ("(input)", "enc.b"),
+    # h = enc.a(...) + enc.b(...) feeds the head and is returned as "hidden"
+    assert flow_edges(dot) == {("(input)", "enc.a"), ("(input)", "enc.b"),
+                               ("enc.a", "head"), ("enc.b", "head"),
+                               ("enc.a", "(output)"), ("enc.b", "(output)"),
                                ("head", "(output)")}
-    assert code_edges(dot) >= {("enc.a", "(ƒ)(root)"), ("enc.b", "(ƒ)(root)"),
-                               ("(ƒ)(root)", "head")}
     out = nodes(dot)["(output)"]
     assert "logits: [2, 2]" in out and "hidden: [2, 8]" in out
 
@@ -330,6 +407,28 @@ def test_gpt2_at_every_depth(depth: int | None) -> None:
         assert ("transformer.drop", "transformer.h.0..1") in flow_edges(dot)
 
 
+def test_gpt2_residual_stream_at_depth_2() -> None:
+    report = summarize(gpt2(), input_size=[(1, 16)], dtypes=["long"], follow_functions=True)
+    dot = to_dot(report, depth=2)
+    # inputs_embeds + position_embeds into drop; the stream through the blocks; ln_f -> lm_head
+    assert flow_edges(dot) == {
+        ("(input)", "transformer.wte"), ("transformer.wte", "transformer.drop"),
+        ("transformer.wpe", "transformer.drop"), ("transformer.drop", "transformer.h"),
+        ("transformer.h", "transformer.ln_f"), ("transformer.ln_f", "lm_head"),
+        ("lm_head", "(output)"),
+    }
+    # the one tensor made from no module: the position ids (torch.arange) fed to wpe
+    assert code_edges(dot) == {("(ƒ)transformer", "transformer.wpe")}
+    # expanded, the residual adds of each block are edges around attn and mlp
+    full = flow_edges(to_dot(report, expand=True))
+    assert {("transformer.drop", "transformer.h.0.ln_1"),
+            ("transformer.drop", "transformer.h.0.ln_2"),  # x + attn(ln_1(x))
+            ("transformer.h.0.attn.resid_dropout", "transformer.h.0.ln_2"),
+            ("transformer.h.0.attn.resid_dropout", "transformer.h.1.ln_1"),  # + mlp(...)
+            ("transformer.h.0.mlp.dropout", "transformer.h.1.ln_1"),
+            ("transformer.h.1.mlp.dropout", "transformer.ln_f")} <= full
+
+
 def test_gpt2_expanded_draws_every_block() -> None:
     report = summarize(gpt2(), input_size=[(1, 16)], dtypes=["long"])
     dot = to_dot(report, expand=True)
@@ -392,7 +491,7 @@ def test_uncalled_module_is_marked() -> None:
 
 
 def test_legend_can_be_left_out() -> None:
-    report = _report("fixedhiddenmlp")
+    report = _report("lazymlp")
     assert "cluster_(legend)" in to_dot(report)
     assert "legend" not in to_dot(report, legend=False)
 

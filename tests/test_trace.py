@@ -305,6 +305,117 @@ def test_flow_of_residual_blocks_and_repeated_calls() -> None:
     assert edges(fixed) == {(None, 0), (None, 1), (0, None)}
 
 
+class _ResBlock(nn.Module):
+    def __init__(self, *, inplace: bool = False) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.inplace = inplace
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.inplace:
+            x = x.clone()  # clone keeps the producers of x
+            x += self.lin(x)  # in place: x keeps its producers and gains lin's
+            return x
+        out: torch.Tensor = x + self.lin(x)
+        return out
+
+
+@pytest.mark.parametrize("mode", ["real", "meta", "fake"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_follow_functions_gives_residual_edges(mode: str, inplace: bool) -> None:
+    model = nn.Sequential(_ResBlock(inplace=inplace), _ResBlock(inplace=inplace))
+    result = trace_forward(model, torch.zeros(1, 4), mode=mode, follow_functions=True)
+    assert result.mode == mode
+    # calls: 0 root, 1 block 0, 2 block 0.lin, 3 block 1, 4 block 1.lin. Block 0 returns
+    # x + lin(x): its producers are lin (made inside) and the block itself, which replaces the
+    # graph input x (its own input); likewise block 1 replaces block 0's producers.
+    assert edges(result) == {(None, 0), (None, 1), (None, 2),  # x into root, block 0, lin
+                             (2, 3), (1, 3), (2, 4), (1, 4),  # block 0's sum into block 1
+                             (4, None), (3, None), (0, None)}  # block 1's sum, the output
+    edge = next(e for e in result.flow if (e.src, e.dst) == (2, 3))
+    assert (edge.src_path, edge.dst_path) == ("0.lin", "1")
+    assert edge.spec == TensorSpec((1, 4), "float32", "meta" if mode == "meta" else "cpu")
+
+
+def test_follow_functions_on_fixed_hidden_mlp_and_off_by_default() -> None:
+    x = torch.zeros(2, 20)
+    # calls: 0 root, 1 linear, 2 linear again; relu(mm(X, w) + 1) and X /= 2 are followed
+    followed = trace_forward(examples.FixedHiddenMLP(), x, follow_functions=True)
+    assert edges(followed) == {(None, 0), (None, 1), (1, 2), (2, None), (0, None)}
+    assert edges(trace_forward(examples.FixedHiddenMLP(), x)) == {(None, 0), (None, 1),
+                                                                   (0, None)}
+    # the same calls and specs either way
+    plain = trace_forward(examples.FixedHiddenMLP(), x)
+    assert followed.calls == plain.calls and followed.outputs == plain.outputs
+
+
+def test_follow_functions_ignores_shape_only_functions() -> None:
+    class Ones(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.lin(torch.ones_like(x) + x.new_zeros(x.shape))
+            return out
+
+    result = trace_forward(Ones(), torch.zeros(1, 4), follow_functions=True)
+    assert (None, 1) not in edges(result)  # ones_like(x) reads x's shape, not its values
+
+
+class _ItemNet(nn.Module):
+    """Reads a value on the host in its forward (a synchronization on a GPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x)
+        if y.sum().item() > 1e9:  # the sync site
+            y = y * 2
+        out: torch.Tensor = y + x
+        return out
+
+
+def test_follow_functions_under_the_sync_detector_and_other_modes() -> None:
+    from torch.overrides import TorchFunctionMode
+
+    from torchscope.syncs import detect_syncs
+
+    seen: list[str] = []
+
+    class Outer(TorchFunctionMode):  # type: ignore[no-untyped-call,unused-ignore]
+        def __torch_function__(self, func: Any, types: Any, args: Any = (),
+                               kwargs: Any = None) -> Any:
+            seen.append(getattr(func, "__name__", "?"))
+            return func(*args, **(kwargs or {}))
+
+    depth = torch._C._len_torch_function_stack()
+    with Outer(), detect_syncs(include_cpu=True) as syncs:
+        result = trace_forward(_ItemNet(), torch.zeros(2, 4), follow_functions=True)
+        inside = torch._C._len_torch_function_stack()
+    # the detector still reports the model's own line (the follow mode sits below it)
+    lines = [site.line for site in syncs.sites]
+    assert [site.op for site in syncs.sites] == [".item()"] and lines
+    assert syncs.sites[0].function.endswith("_ItemNet.forward")
+    assert {(1, None), (None, None)} <= edges(result)  # lin(x) + x
+    assert "item" in seen  # the outer mode kept seeing the model's calls
+    assert inside == depth + 2  # the follow mode is gone, the two outer modes are kept
+    assert torch._C._len_torch_function_stack() == depth
+
+
+def test_follow_functions_mode_is_removed_when_the_forward_raises() -> None:
+    depth = torch._C._len_torch_function_stack()
+    model = mixed_train_net(fail=True)
+    x = torch.randn(6, 8)
+    before = state_fingerprint(model)  # with the RNG state
+    with pytest.raises(ForwardError, match="module 'out'"):
+        trace_forward(model, x, follow_functions=True)
+    assert torch._C._len_torch_function_stack() == depth
+    assert_same_state(before, state_fingerprint(model))
+
+
 # ---------------------------------------------------------------------------------------------
 # transformers models
 
@@ -443,14 +554,15 @@ def test_llama_7b_meta_copy_of_meta_model_keeps_ties() -> None:
 # the state guard
 
 
-def test_guard_after_success_in_train_mode_with_batchnorm_and_dropout() -> None:
+@pytest.mark.parametrize("follow", [False, True])
+def test_guard_after_success_in_train_mode_with_batchnorm_and_dropout(follow: bool) -> None:
     model = mixed_train_net()
     x = torch.randn(6, 8)
     before = state_fingerprint(model)
     hooks_before = all_hook_keys(model)
     global_before = global_hook_state()
     params = {n: (p, p.data_ptr(), p.device) for n, p in model.named_parameters()}
-    result = trace_forward(model, x)
+    result = trace_forward(model, x, follow_functions=follow)
     assert result.mode == "real"
     assert_same_state(before, state_fingerprint(model))
     assert all_hook_keys(model) == hooks_before
@@ -463,8 +575,9 @@ def test_guard_after_success_in_train_mode_with_batchnorm_and_dropout() -> None:
     assert not torch.equal(running_mean, state["bn.running_mean"][3])
 
 
+@pytest.mark.parametrize("follow", [False, True])
 @pytest.mark.parametrize("grad", [True, False])
-def test_guard_after_forward_raises_midway(grad: bool) -> None:
+def test_guard_after_forward_raises_midway(grad: bool, follow: bool) -> None:
     model = mixed_train_net(fail=True)
     x = torch.randn(6, 8)
     with torch.set_grad_enabled(grad):
@@ -472,7 +585,7 @@ def test_guard_after_forward_raises_midway(grad: bool) -> None:
         hooks_before = all_hook_keys(model)
         global_before = global_hook_state()
         with pytest.raises(ForwardError) as info:
-            trace_forward(model, x)
+            trace_forward(model, x, follow_functions=follow)
         assert_same_state(before, state_fingerprint(model))
         assert torch.is_grad_enabled() is grad
     assert all_hook_keys(model) == hooks_before
@@ -486,14 +599,15 @@ def test_guard_after_forward_raises_midway(grad: bool) -> None:
     assert isinstance(info.value, TorchscopeError)
 
 
+@pytest.mark.parametrize("follow", [False, True])
 @pytest.mark.parametrize("mode", ["real", "meta", "fake"])
-def test_nothing_keeps_the_model_alive(mode: str) -> None:
+def test_nothing_keeps_the_model_alive(mode: str, follow: bool) -> None:
     def run(fail: bool) -> TraceResult | str:
         model = mixed_train_net(fail=fail)
         ref: weakref.ref[nn.Module] = weakref.ref(model)
         refs.append(ref)
         try:
-            return trace_forward(model, torch.randn(6, 8), mode=mode)
+            return trace_forward(model, torch.randn(6, 8), mode=mode, follow_functions=follow)
         except ForwardError as err:
             return str(err)
 

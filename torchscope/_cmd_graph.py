@@ -3,8 +3,9 @@
 The format follows the suffix of ``-o``: ``.svg``, ``.png`` and ``.pdf`` need the Graphviz
 ``dot`` program; ``.dot`` writes the DOT text without it. Without ``-o`` the DOT text goes to
 stdout. With ``--input-size`` one forward is traced (on meta tensors when that works, so no
-memory is needed) and edges show the tensors flowing between modules; without it the diagram
-shows containment only. A module called twice gets one box per call (``call 1/2``); runs of
+memory is needed) and edges show the tensors flowing between modules, also through torch
+functions (``x + f(x)``: residual connections are edges); without it the diagram shows
+containment only. A module called twice gets one box per call (``call 1/2``); runs of
 identical blocks (the layers of a transformer) are one box marked ``×N`` unless ``--expand``.
 
 Examples:
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputSpecError(f"--depth {args.depth} is negative: use 0 for the root only, 1, 2…")
     options = input_options(args)
     model = load_target(args)
-    report = summarize(model, **options)
+    report = summarize(model, follow_functions=True, **options)
     del model
     if args.output is None:
         sys.stdout.write(to_dot(report, depth=args.depth, expand=args.expand,

@@ -17,12 +17,14 @@ How the diagram reads:
   one collapsed block disappear and edges leaving it start at its box. Runs of structurally
   identical siblings (same type, same parameter shapes, same children, recursively: the 12
   ``GPT2Block``\\ s of GPT-2) collapse into one box marked ``×12`` unless ``expand=True``.
-- **Functional code**: the trace follows tensors by identity through module calls. A tensor
-  made by torch functions between module calls (``x + y``, ``view``, ``torch.cat``) has no
-  producing module: it is drawn coming out of a small ``ƒ`` node inside the block whose
-  ``forward`` ran that code (dotted edges), and outputs that only such code consumed flow
-  into it. A residual connection is drawn where the trace reports an edge from the residual's
-  producer; where it goes through torch functions it goes through that block's ``ƒ`` node.
+- **Functional code**: with ``summarize(..., follow_functions=True)`` (the ``graph`` command
+  uses it) the trace follows tensors through torch functions too: every summand of ``x + f(x)``
+  is an edge into the module consuming the sum, so residual connections are direct edges
+  (``input → f``, ``f → g``, ``input → g``). A tensor with no producing module (made from no
+  traced tensor, like ``torch.arange`` position ids, or any functional result in a report
+  traced without ``follow_functions``) is drawn coming out of a small ``ƒ`` node inside the
+  block whose ``forward`` ran that code (dotted edges), and outputs that only such code
+  consumed flow into it.
 - **Tied tensors** are a dashed line (no arrow) between the boxes whose modules share them;
   **lazy** modules (uninitialized, size unknown) have a dashed border and ``? params``;
   **frozen** modules (no trainable parameter) are filled grey; modules the traced forward
@@ -103,6 +105,8 @@ def to_dot(
     Args:
         report: a :class:`~torchscope.records.Report` from :func:`torchscope.summarize`; with
             example inputs traced the edges show the data flow, without them containment only.
+            Summarize with ``follow_functions=True`` to draw residual connections (and other
+            functional code) as direct edges rather than through ``ƒ`` nodes.
         depth: draw modules down to this depth (the root is 0) and collapse deeper blocks into
             their ancestor's box; ``None`` draws every module.
         expand: draw every block of a run of identical siblings instead of one ``×N`` box.
@@ -116,7 +120,8 @@ def to_dot(
         InputSpecError: ``depth`` is negative.
 
     >>> import torchscope
-    >>> r = torchscope.summarize(torchscope.examples.NestMLP(), input_size=[(2, 20)])
+    >>> r = torchscope.summarize(torchscope.examples.NestMLP(), input_size=[(2, 20)],
+    ...                          follow_functions=True)
     >>> '"net.0" -> "net.1"' in to_dot(r)
     True
     """
@@ -514,6 +519,8 @@ class _Diagram:
         from_blocks: list[tuple[int, str, TensorSpec]] = []
         into_blocks: dict[str, list[int]] = {}  # source -> block calls that consumed from it
         for e in flow:
+            if e.src is None and e.dst is None and self.kind[""] != "cluster":
+                continue  # input to output around a model drawn as one box: not a skip
             src = INPUT_ID if e.src is None else self._unit_of_call(e.src)
             dst = OUTPUT_ID if e.dst is None else self._unit_of_call(e.dst)
             if dst is None:  # consumed by a block drawn as a cluster: its children show it

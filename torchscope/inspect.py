@@ -460,6 +460,7 @@ def summarize(
     device: torch.device | str | None = None,
     mode: str = "auto",
     distributed: bool = False,
+    follow_functions: bool = False,
 ) -> Report:
     """Summarize a model: modules, parameters and buffers, ties, lazy layers and totals.
 
@@ -481,6 +482,9 @@ def summarize(
             share and the reports are gathered (:func:`torchscope.distributed.gather_report`):
             ``ranks`` holds each rank's local sizes, and findings say where ranks disagree or
             shards are uneven. Without a process group the report is the local one.
+        follow_functions: the traced flow also follows tensors through torch functions, so
+            residual connections are edges (see :func:`torchscope.trace_forward`); block
+            diagrams want it.
 
     Returns:
         A :class:`~torchscope.records.Report` of plain records (no tensors, no modules).
@@ -499,7 +503,8 @@ def summarize(
 
         try:
             local = summarize(model, example_inputs, example_kwargs=example_kwargs,
-                              input_size=input_size, dtypes=dtypes, device=device, mode=mode)
+                              input_size=input_size, dtypes=dtypes, device=device, mode=mode,
+                              follow_functions=follow_functions)
         except Exception as err:
             gather_report(err)  # every rank raises, naming the failed ranks: nobody waits
             raise
@@ -530,7 +535,8 @@ def summarize(
     )
     if example_inputs is not None or example_kwargs is not None or input_size is not None:
         report = _with_trace(report, model, example_inputs, example_kwargs=example_kwargs,
-                             input_size=input_size, dtypes=dtypes, device=device, mode=mode)
+                             input_size=input_size, dtypes=dtypes, device=device, mode=mode,
+                             follow_functions=follow_functions)
         findings.extend(report.findings)
         notes.extend(report.notes)
     findings.extend(check_ties(model))

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _module_mod
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
+from torch.overrides import TorchFunctionMode
 
 from torchscope._trace_guard import (
     _fake_copy,
@@ -129,7 +130,7 @@ class _Recorder:
         self.paths = paths
         self.calls: list[list[Any]] = []
         self.stack: list[int] = []
-        self.producers: dict[int, tuple[Any, tuple[int | None, ...], TensorSpec]] = {}
+        self.producers: dict[int, tuple[Any, tuple[int | None, ...], TensorSpec | None]] = {}
         self.edges: list[tuple[int | None, int | None, TensorSpec]] = []
         self.specs = _TensorSpecs()
         self.pre, self.post = self._hooks()
@@ -153,7 +154,7 @@ class _Recorder:
                 # the spec it was returned with: a tensor reshaped in place (unsqueeze_) between
                 # two module calls would keep its old spec; reading the shape again here would
                 # cost as much as the rest of the hook
-                spec = entry[2]
+                spec = entry[2] or specs(t)  # None: made by a torch function (follow_functions)
                 for src in entry[1]:
                     edges_append((src, idx, spec))
                 return spec
@@ -164,15 +165,22 @@ class _Recorder:
             entry = producers_get(key)
             if entry is not None and entry[0]() is t:
                 spec = entry[2]
-                if t.shape != spec.shape:
+                if spec is None or t.shape != spec.shape:
                     spec = specs(t)
+                # Producers made inside this call (indices after it) stay: this call wraps
+                # them (a container returning its last child's output, or with
+                # follow_functions a sum of its children's outputs); producers from outside
+                # (a tensor given to this call and returned as is, or the skip of a residual
+                # sum) are replaced by this call. The outermost call keeps the graph inputs of
+                # such a sum: a residual around the whole model reaches the output node.
                 srcs = entry[1]
-                inner = srcs[0]
-                if inner is not None and inner > idx:
-                    # made inside this call and passed through: this call wraps its producer
-                    producers[key] = (entry[0], (*srcs, idx), spec)
-                else:  # given to this call and returned as is: this call replaces it
+                inner = tuple([s for s in srcs if s is not None and s > idx])
+                if not inner:
                     producers[key] = (entry[0], (idx,), spec)
+                elif not stack and None in srcs:
+                    producers[key] = (entry[0], (*inner, None, idx), spec)
+                else:
+                    producers[key] = (entry[0], (*inner, idx), spec)
                 return spec
             spec = cache_get((t.shape, t.dtype, t.device)) or specs(t)
             producers[key] = (ref(t), (idx,), spec)
@@ -190,7 +198,7 @@ class _Recorder:
                 t = args[0]
                 entry = producers_get(id(t))
                 if entry is not None and entry[0]() is t:
-                    spec = entry[2]  # the spec it was returned with (see tensor_in)
+                    spec = entry[2] or specs(t)  # the spec it was returned with (tensor_in)
                     for src in entry[1]:
                         edges_append((src, idx, spec))
                 else:
@@ -280,6 +288,81 @@ class _Recorder:
 _RAISED = ValueSpec("<raised>")  # the output of a call whose forward raised
 
 
+#: Torch functions whose result does not depend on the values of their tensor arguments.
+_SHAPE_ONLY = frozenset({
+    torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like,
+    torch.randn_like, torch.randint_like, torch.Tensor.new_zeros, torch.Tensor.new_ones,
+    torch.Tensor.new_empty, torch.Tensor.new_full,
+})
+
+
+class _FollowFunctions(TorchFunctionMode):  # type: ignore[no-untyped-call,unused-ignore]
+    """A tensor made by torch functions (``x + y``, ``view``, ``torch.cat``) gets the
+    producers of the tensors it was made from, so data flow crosses functional code.
+
+    An output that already has producers (an in-place op returns its input) gets the union.
+    The spec of such a tensor is read only when a module call consumes it.
+    """
+
+    def __init__(self, recorder: _Recorder) -> None:
+        super().__init__()  # type: ignore[no-untyped-call,unused-ignore]
+        self.producers = recorder.producers
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        out = func(*args, **kwargs) if kwargs else func(*args)
+        if func in _SHAPE_ONLY:  # zeros_like(x) reads x's shape, not its values
+            return out
+        if isinstance(out, torch.Tensor):
+            outs: Any = (out,)
+        elif isinstance(out, (tuple, list)):
+            outs = [t for t in out if isinstance(t, torch.Tensor)]
+            if not outs:
+                return out
+        else:  # attribute reads (t.shape), scalars, None: nothing to follow
+            return out
+        producers = self.producers
+        get = producers.get
+        srcs: dict[int | None, None] = {}
+        for t in _tensors_in(args) if not kwargs else _tensors_in((args, kwargs)):
+            entry = get(id(t))
+            if entry is not None and entry[0]() is t:
+                srcs.update(dict.fromkeys(entry[1]))
+        if not srcs:
+            return out
+        merged = tuple(srcs)
+        for t in outs:
+            key = id(t)
+            entry = get(key)
+            if entry is None or entry[0]() is not t:
+                producers[key] = (weakref.ref(t), merged, None)
+            elif entry[1] != merged:  # in place (x += y, x.add_(y)): both histories
+                union = tuple(dict.fromkeys((*entry[1], *merged)))
+                producers[key] = (entry[0], union, None)
+        return out
+
+
+@contextmanager
+def _following(recorder: _Recorder) -> Iterator[None]:
+    """Follow tensors through torch functions while the block runs (see
+    :class:`_FollowFunctions`). The mode goes *below* the torch function modes already active
+    (the sync detector's): they keep seeing the model's own frames, not this mode's."""
+    mode = _FollowFunctions(recorder)
+    above = [torch._C._pop_torch_function_stack()
+             for _ in range(torch._C._len_torch_function_stack())]
+    torch._C._push_on_torch_function_stack(mode)
+    for m in reversed(above):
+        torch._C._push_on_torch_function_stack(m)
+    try:
+        yield
+    finally:
+        rest = [torch._C._pop_torch_function_stack()
+                for _ in range(torch._C._len_torch_function_stack())]
+        for m in reversed(rest):
+            if m is not mode:
+                torch._C._push_on_torch_function_stack(m)
+
+
 # ---------------------------------------------------------------------------------------------
 # tracing
 
@@ -333,7 +416,7 @@ def _scan(model: nn.Module) -> _Scan:
 
 def _run(model: nn.Module, scan: _Scan, mode: str, args: tuple[Any, ...],
          kwargs: dict[str, Any], built: bool, device: torch.device | None,
-         notes: list[str]) -> TraceResult:
+         notes: list[str], follow_functions: bool = False) -> TraceResult:
     """Trace one forward in ``mode``; raises :class:`_ModeFailed` when the forward raises."""
     fake_mode: Any = None
     target = model
@@ -373,6 +456,8 @@ def _run(model: nn.Module, scan: _Scan, mode: str, args: tuple[Any, ...],
         recorder.add_graph_input(kwargs)
         with contextlib.ExitStack() as stack:
             stack.enter_context(recorder.hooked(modules))
+            if follow_functions:
+                stack.enter_context(_following(recorder))
             if target is model:  # FSDP2 leaves the root unit unsharded after a forward
                 from torchscope.distributed import fsdp_resharded
 
@@ -582,6 +667,7 @@ def trace_forward(
     dtypes: object = None,
     device: object = None,
     mode: str = "auto",
+    follow_functions: bool = False,
 ) -> TraceResult:
     """Run one forward of ``model`` and record every module call, leaving the model unchanged.
 
@@ -598,7 +684,12 @@ def trace_forward(
     first child both consume the same tensor, and a container and its last child both produce
     it — the renderer picks the edges of the depth it draws. Graph inputs have ``src=None``;
     the model's outputs give edges with ``dst=None``. Tensors made by functional code (``x +
-    y``, ``torch.cat``) between module calls have no producer, so they give no edge.
+    y``, ``torch.cat``) between module calls have no producer, so they give no edge — unless
+    ``follow_functions=True``: then a tensor made by torch functions gets the producers of the
+    tensors it was made from (``y = x + f(x)`` passed to ``g`` gives the edges ``input → g``
+    and ``f → g``, the residual connection), and a call that returns such a tensor keeps the
+    producers made inside it and replaces those from outside (the outermost call also keeps
+    the graph inputs, so a residual around the whole model gives an ``input → output`` edge).
 
     Modes: ``real`` runs the given tensors on the model (a lazy model runs as a copy sharing its
     initialized tensors, so it stays uninitialized); ``meta`` runs a :func:`meta_copy` (also of
@@ -618,6 +709,10 @@ def trace_forward(
         device: where built inputs go in real mode (default: the model's device); the model is
             never moved.
         mode: ``"auto"``, ``"real"``, ``"meta"`` or ``"fake"``.
+        follow_functions: follow tensors through torch functions too (a
+            ``TorchFunctionMode``, below any mode already active such as the sync detector's),
+            so the flow shows residual connections; costs a little per torch function call.
+            Off by default; block diagrams (``torchscope graph``) turn it on.
 
     Returns:
         A :class:`TraceResult` of plain records (it keeps no tensor or module alive).
@@ -713,7 +808,8 @@ def trace_forward(
     for i, current in enumerate(plan):
         try:
             with _gc_paused():
-                result = _run(model, scan, current, args, kwargs, built, dev, notes)
+                result = _run(model, scan, current, args, kwargs, built, dev, notes,
+                              follow_functions)
         except _ModeFailed as failed:
             if i + 1 < len(plan):
                 what = "copy" if failed.stage == "copy" else "forward"
