@@ -305,6 +305,34 @@ def test_flow_of_residual_blocks_and_repeated_calls() -> None:
     assert edges(fixed) == {(None, 0), (None, 1), (0, None)}
 
 
+def test_flow_has_one_edge_per_producer_consumer_and_spec() -> None:
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.bil = nn.Bilinear(4, 4, 2)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            h = self.lin(x)
+            y = self.bil(h, h)  # the same tensor twice into one call
+            return y, y  # and twice out of the model
+
+    result = trace_forward(Twice(), torch.zeros(1, 4))
+    pairs = [(e.src, e.dst) for e in result.flow]
+    assert sorted(pairs, key=str) == sorted({*pairs}, key=str)  # no repeats
+    assert {(1, 2), (2, None), (0, None)} <= set(pairs)
+
+
+def test_guard_copes_with_a_module_missing_torch_attributes() -> None:
+    model = mixed_train_net()
+    del model.head.__dict__["_load_state_dict_post_hooks"]  # as an old pickle may lack it
+    x = torch.randn(6, 8)
+    before = state_fingerprint(model)
+    result = trace_forward(model, x)
+    assert result.mode == "real" and result.calls_of("head")
+    assert_same_state(before, state_fingerprint(model))
+
+
 class _ResBlock(nn.Module):
     def __init__(self, *, inplace: bool = False) -> None:
         super().__init__()

@@ -97,18 +97,26 @@ class _Guard:
         hook_dicts = self.hook_dicts
         tensor_dicts = self.tensor_dicts
         for m in modules:
-            if (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-                    or m._backward_pre_hooks or m._state_dict_hooks or m._state_dict_pre_hooks
-                    or m._load_state_dict_pre_hooks or m._load_state_dict_post_hooks):
-                md = m.__dict__
+            md = m.__dict__  # (item lookups: faster than attribute reads on a Module)
+            try:
+                hooked = (md["_forward_hooks"] or md["_forward_pre_hooks"]
+                          or md["_backward_hooks"] or md["_backward_pre_hooks"]
+                          or md["_state_dict_hooks"] or md["_state_dict_pre_hooks"]
+                          or md["_load_state_dict_pre_hooks"]
+                          or md["_load_state_dict_post_hooks"])
+                params = md["_parameters"]
+                bufs = md["_buffers"]
+            except KeyError:  # a module missing some of torch's attributes (an old pickle)
+                hooked = True
+                params = getattr(m, "_parameters", None)
+                bufs = getattr(m, "_buffers", None)
+            if hooked:
                 for name in _HOOK_DICTS:
                     d = md.get(name)
                     if d:
                         hook_dicts.append((d, dict(d)))
-            params = m._parameters
             if params:
                 tensor_dicts.append((params, dict(params)))
-            bufs = m._buffers
             if bufs:
                 tensor_dicts.append((bufs, dict(bufs)))
                 if clone_buffers:

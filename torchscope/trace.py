@@ -123,7 +123,7 @@ class _Recorder:
     for a graph input), and its spec; ``edges`` the raw flow ``(src, dst, spec)``.
     """
 
-    __slots__ = ("calls", "edges", "paths", "post", "pre", "producers", "specs",
+    __slots__ = ("calls", "edges", "many", "paths", "post", "pre", "producers", "specs",
                  "stack")
 
     def __init__(self, paths: dict[int, str]) -> None:
@@ -133,6 +133,7 @@ class _Recorder:
         self.producers: dict[int, tuple[Any, tuple[int | None, ...], TensorSpec | None]] = {}
         self.edges: list[tuple[int | None, int | None, TensorSpec]] = []
         self.specs = _TensorSpecs()
+        self.many = [False]  # True once some edge may be recorded twice (see _result)
         self.pre, self.post = self._hooks()
 
     def _hooks(self) -> tuple[Callable[..., None], Callable[..., None]]:
@@ -148,7 +149,10 @@ class _Recorder:
         ref = weakref.ref
         build = _build_spec
 
+        many = self.many
+
         def tensor_in(t: torch.Tensor, idx: int) -> TensorSpec:
+            many[0] = True  # several tensors into one call: the same edge may come twice
             entry = producers_get(id(t))
             if entry is not None and entry[0]() is t:
                 # the spec it was returned with: a tensor reshaped in place (unsqueeze_) between
@@ -250,6 +254,9 @@ class _Recorder:
             self.producers[id(t)] = (weakref.ref(t), (None,), self.specs(t))
 
     def graph_output(self, value: object) -> Spec:
+        if not isinstance(value, torch.Tensor):
+            self.many[0] = True  # the same tensor may be returned twice
+
         def on_tensor(t: torch.Tensor) -> TensorSpec:
             spec = self.specs(t)
             entry = self.producers.get(id(t))
@@ -459,9 +466,10 @@ def _run(model: nn.Module, scan: _Scan, mode: str, args: tuple[Any, ...],
             if follow_functions:
                 stack.enter_context(_following(recorder))
             if target is model:  # FSDP2 leaves the root unit unsharded after a forward
-                from torchscope.distributed import fsdp_resharded
+                from torchscope.distributed import fsdp_module_type, fsdp_resharded
 
-                stack.enter_context(fsdp_resharded(modules))
+                if fsdp_module_type() is not None:  # else no module can be an FSDP unit
+                    stack.enter_context(fsdp_resharded(modules))
             stack.enter_context(torch.no_grad())
             if fake_mode is not None:
                 stack.enter_context(_quiet_logger("torch._subclasses.fake_tensor"))
@@ -512,48 +520,43 @@ _SET_CALL = tuple(getattr(CallRecord, f.name).__set__ for f in dataclasses.field
 _SET_EDGE = tuple(getattr(FlowEdge, f.name).__set__ for f in dataclasses.fields(FlowEdge))
 
 
-def _new_call(index: int, inputs: tuple[Spec, ...], kwargs: tuple[tuple[str, Spec], ...],
-              outputs: Spec) -> CallRecord:
-    obj: CallRecord = _new_object(CallRecord)
-    s0, s1, s2, s3 = _SET_CALL
-    s0(obj, index)
-    s1(obj, inputs)
-    s2(obj, kwargs)
-    s3(obj, outputs)
-    return obj
-
-
-def _new_edge(src: int | None, dst: int | None, src_path: str | None, dst_path: str | None,
-              spec: TensorSpec) -> FlowEdge:
-    obj: FlowEdge = _new_object(FlowEdge)
-    s0, s1, s2, s3, s4 = _SET_EDGE
-    s0(obj, src)
-    s1(obj, dst)
-    s2(obj, src_path)
-    s3(obj, dst_path)
-    s4(obj, spec)
-    return obj
-
-
 def _result(mode: str, target: nn.Module, modules: list[nn.Module], path_list: list[str],
             recorder: _Recorder, input_specs: tuple[Spec, ...],
             kw_specs: tuple[tuple[str, Spec], ...], outputs: Spec,
             notes: list[str]) -> TraceResult:
     raw = recorder.calls
-    new_call = _new_call
-    calls = tuple([(c[0], new_call(i, c[1], c[2], c[3])) for i, c in enumerate(raw)])
+    # the records are built here, once, with their slots set directly (see _SET_CALL)
+    new = _new_object
+    c0, c1, c2, c3 = _SET_CALL
+    calls: list[tuple[str, CallRecord]] = []
+    add_call = calls.append
+    for i, c in enumerate(raw):
+        rec = new(CallRecord)
+        c0(rec, i)
+        c1(rec, c[1])
+        c2(rec, c[2])
+        c3(rec, c[3])
+        add_call((c[0], rec))
     called = {c[0] for c in raw}
     uncalled = tuple([p for p in path_list if p not in called])
-    unique = {(src, dst, id(spec)): (src, dst, spec) for src, dst, spec in recorder.edges}
-    new_edge = _new_edge
-    flow = tuple([
-        new_edge(src, dst, None if src is None else raw[src][0],
-                 None if dst is None else raw[dst][0], spec)
-        for src, dst, spec in unique.values()
-    ])
+    edges = recorder.edges
+    if recorder.many[0]:  # drop repeats, keeping the first of each
+        edges = list({(src, dst, id(spec)): (src, dst, spec)
+                      for src, dst, spec in edges}.values())
+    e0, e1, e2, e3, e4 = _SET_EDGE
+    flow: list[FlowEdge] = []
+    add_edge = flow.append
+    for src, dst, spec in edges:
+        edge = new(FlowEdge)
+        e0(edge, src)
+        e1(edge, dst)
+        e2(edge, None if src is None else raw[src][0])
+        e3(edge, None if dst is None else raw[dst][0])
+        e4(edge, spec)
+        add_edge(edge)
     findings = _unused_findings(modules, path_list, called)
-    return TraceResult(mode=mode, calls=calls, uncalled=uncalled, inputs=input_specs,
-                       input_kwargs=kw_specs, outputs=outputs, flow=flow, findings=findings,
+    return TraceResult(mode=mode, calls=tuple(calls), uncalled=uncalled, inputs=input_specs,
+                       input_kwargs=kw_specs, outputs=outputs, flow=tuple(flow), findings=findings,
                        notes=tuple(notes))
 
 
