@@ -8,7 +8,8 @@ forward and lays the graph out with Graphviz must pay. Measured:
 
 - ``graph (sizes)``: what ``python -m torchscope graph ... --input-size 1,128 --dtype long -o
   x.svg`` does after loading the model: summarize from sizes (auto mode: a meta trace, no
-  activation memory), DOT, ``dot``;
+  activation memory) following torch functions (``follow_functions=True``: residual
+  connections as edges), DOT, ``dot``;
 - ``graph (ids)``: the same with the real input ids given (a real forward is traced);
 - torchview's ``draw_graph(model, input_data=ids).visual_graph.pipe("svg")`` when torchview is
   installed.
@@ -75,21 +76,27 @@ def main() -> None:
 
     for _ in range(2):  # warm-up: allocator, kernels, imports
         forward()
-    sized = torchscope.summarize(model, input_size=[(1, 128)], dtypes=["long"])
+    sized = torchscope.summarize(model, input_size=[(1, 128)], dtypes=["long"],
+                                 follow_functions=True)
     dot_text = to_dot(sized)
 
     def dot_run() -> None:
         graphviz.Source(dot_text).pipe(format="svg")
 
     def graph_sizes() -> None:
-        report = torchscope.summarize(model, input_size=[(1, 128)], dtypes=["long"])
+        report = torchscope.summarize(model, input_size=[(1, 128)], dtypes=["long"],
+                                      follow_functions=True)
         render_graph(report, out)
 
     def graph_ids() -> None:
-        report = torchscope.summarize(model, ids)
+        report = torchscope.summarize(model, ids, follow_functions=True)
         render_graph(report, out)
 
     def summarize_sizes() -> None:
+        torchscope.summarize(model, input_size=[(1, 128)], dtypes=["long"],
+                             follow_functions=True)
+
+    def summarize_plain() -> None:
         torchscope.summarize(model, input_size=[(1, 128)], dtypes=["long"])
 
     graph_sizes()
@@ -98,6 +105,7 @@ def main() -> None:
     # processes on a shared machine hits them alike; ratios are medians of per-repeat ratios
     measures: dict[str, Callable[[], object]] = {
         "forward": forward, "dot": dot_run, "summarize": summarize_sizes,
+        "plain": summarize_plain,
         "to_dot": lambda: to_dot(sized), "sizes": graph_sizes, "ids": graph_ids,
     }
     if torchview is not None:
@@ -121,7 +129,8 @@ def main() -> None:
         ("bare forward (no_grad)", "forward"),
         ("dot -Tsvg on the diagram", "dot"),
         ("baseline = bare forward + dot", "baseline"),
-        ("  summarize from sizes (meta trace)", "summarize"),
+        ("  summarize from sizes (meta, follow_functions)", "summarize"),
+        ("  the same without follow_functions", "plain"),
         ("  to_dot (collapsed)", "to_dot"),
         ("graph (sizes): summarize + DOT + dot -> SVG", "sizes"),
         ("graph (ids): summarize real + DOT + dot -> SVG", "ids"),

@@ -391,6 +391,27 @@ def test_follow_functions_ignores_shape_only_functions() -> None:
     assert (None, 1) not in edges(result)  # ones_like(x) reads x's shape, not its values
 
 
+def test_follow_functions_through_item_assignment() -> None:
+    class Shift(nn.Module):
+        """shift_tokens_right's pattern: new_zeros (shape only), then t[:, 1:] = ..."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.out = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.lin(x)
+            shifted = h.new_zeros(h.shape)
+            shifted[:, 1:] = h[:, :-1]
+            out: torch.Tensor = self.out(shifted)
+            return out
+
+    result = trace_forward(Shift(), torch.zeros(2, 4), follow_functions=True)
+    # calls: 0 root, 1 lin, 2 out
+    assert (1, 2) in edges(result) and (None, 2) not in edges(result)
+
+
 class _ItemNet(nn.Module):
     """Reads a value on the host in its forward (a synchronization on a GPU)."""
 

@@ -8,6 +8,8 @@ import random
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -77,12 +79,12 @@ class _Guard:
     """Saves what a forward may change and restores it (see :func:`state_guard`)."""
 
     __slots__ = ("buffers", "cuda_rng", "flags", "global_dicts", "grad", "hook_dicts", "hook_id",
-                 "modules", "py_rng", "rng", "tensor_dicts")
+                 "modules", "py_rng", "rng", "tensor_dicts", "tensor_marks")
 
     def __init__(self, modules: list[nn.Module], *, clone_buffers: bool) -> None:
         self.modules = modules
         self.hook_id = RemovableHandle.next_id
-        self.flags = [m.training for m in modules]
+        self.flags = list(map(_TRAINING, modules))
         self.grad = torch.is_grad_enabled()
         self.rng = torch.get_rng_state()
         self.cuda_rng = (torch.cuda.get_rng_state_all()
@@ -92,6 +94,7 @@ class _Guard:
         self.hook_dicts: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
         # (tensor dict, shallow copy) to undo reassigned, added or deleted parameters/buffers
         self.tensor_dicts: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        dicts: list[dict[str, Any]] = []  # the tensor dicts, copied below in one pass
         # (buffer, clone) to undo in-place updates (BatchNorm running statistics)
         self.buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
         hook_dicts = self.hook_dicts
@@ -116,13 +119,15 @@ class _Guard:
                     if d:
                         hook_dicts.append((d, dict(d)))
             if params:
-                tensor_dicts.append((params, dict(params)))
+                dicts.append(params)
             if bufs:
-                tensor_dicts.append((bufs, dict(bufs)))
+                dicts.append(bufs)
                 if clone_buffers:
                     for b in bufs.values():
                         if b is not None and _is_data_tensor(b):
                             self.buffers.append((b, b.detach().clone()))
+        tensor_dicts.extend(zip(dicts, map(dict, dicts)))
+        self.tensor_marks = _tensor_marks(dicts)
         self.global_dicts = [(d, dict(d)) for d in _global_dicts() if d]
 
     def restore(self, *, own_hooks: int = 0) -> None:
@@ -146,24 +151,40 @@ class _Guard:
             if len(d) != len(saved):  # a hook was removed: put the dict back as it was
                 d.clear()
                 d.update(saved)
-        # parameters and buffers: the same objects under the same names
-        for current, saved in self.tensor_dicts:
-            if not _same_items(current, saved):
-                current.clear()
-                current.update(saved)
+        # parameters and buffers: the same objects under the same names (checked for all dicts
+        # at once first: the common case, nothing changed)
+        tensor_dicts = self.tensor_dicts
+        if _tensor_marks([d for d, _ in tensor_dicts]) != self.tensor_marks:
+            for current, saved in tensor_dicts:
+                if not _same_items(current, saved):
+                    current.clear()
+                    current.update(saved)
         if self.buffers:  # ... with the same values (always copied back: batch_norm updates
             # its running statistics in place without bumping the tensor's version counter)
             with torch.no_grad():
                 for b, saved_value in self.buffers:
                     b.copy_(saved_value)
-        for m, flag in zip(self.modules, self.flags):
-            if m.training is not flag:
-                m.training = flag
+        if list(map(_TRAINING, self.modules)) != self.flags:
+            for m, flag in zip(self.modules, self.flags):
+                if m.training is not flag:
+                    m.training = flag
         torch.set_rng_state(self.rng)
         if self.cuda_rng is not None:
             torch.cuda.set_rng_state_all(self.cuda_rng)
         random.setstate(self.py_rng)
         torch.set_grad_enabled(self.grad)
+
+
+_TRAINING = attrgetter("training")
+
+
+def _tensor_marks(dicts: list[dict[str, Any]]) -> tuple[list[int], list[str], list[int]]:
+    """The sizes, keys and value ids of ``dicts``, flattened (C-level passes). Equal marks
+    mean the same objects under the same names in every dict, as long as the values of the
+    first marks are kept alive (the guard's copies keep them): no other object can take their
+    ids."""
+    return (list(map(len, dicts)), list(chain.from_iterable(dicts)),
+            list(map(id, chain.from_iterable(map(dict.values, dicts)))))
 
 
 def _same_items(current: dict[str, Any], saved: dict[str, Any]) -> bool:

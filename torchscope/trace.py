@@ -303,6 +303,9 @@ _SHAPE_ONLY = frozenset({
 })
 
 
+_SETITEM = torch.Tensor.__setitem__
+
+
 class _FollowFunctions(TorchFunctionMode):  # type: ignore[no-untyped-call,unused-ignore]
     """A tensor made by torch functions (``x + y``, ``view``, ``torch.cat``) gets the
     producers of the tensors it was made from, so data flow crosses functional code.
@@ -322,6 +325,8 @@ class _FollowFunctions(TorchFunctionMode):  # type: ignore[no-untyped-call,unuse
             return out
         if isinstance(out, torch.Tensor):
             outs: Any = (out,)
+        elif func is _SETITEM:  # t[i] = v changes t in place and returns None
+            outs = args[:1]
         elif isinstance(out, (tuple, list)):
             outs = [t for t in out if isinstance(t, torch.Tensor)]
             if not outs:
