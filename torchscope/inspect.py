@@ -517,7 +517,7 @@ def summarize(
     root = modules[0]
     notes: list[str] = list(unwrapped)
     findings: list[Finding] = []
-    lazy = _lazy_records(nodes)
+    lazy = _lazy_records(nodes)  # before the trace: inferred shapes come from it
     report = Report(
         root_type=root.type_name,
         modules=tuple(modules),
@@ -540,6 +540,10 @@ def summarize(
         findings.extend(report.findings)
         notes.extend(report.notes)
     findings.extend(check_ties(model))
+    if report.lazy:
+        from torchscope.lazy import check_lazy
+
+        findings.extend(check_lazy(model))
     return replace(report, findings=tuple(findings), notes=tuple(notes))
 
 
@@ -557,35 +561,31 @@ def _no_gc() -> Iterator[None]:
 
 
 def _lazy_records(nodes: list[_Node]) -> tuple[LazyRecord, ...]:
-    out: list[LazyRecord] = []
-    for node in nodes:
-        module = node.module
-        lazy_names = tuple(k for k, t, _ in node.tensors if _is_lazy(t))
-        if lazy_names:
-            out.append(LazyRecord(node.path, type(module).__name__, lazy_names,
-                                  _known_attributes(module)))
-    return tuple(out)
+    if not any(node.lazy for node in nodes[:1]):  # the root's count covers the whole tree
+        return ()
+    from torchscope.lazy import lazy_record
 
-
-_KNOWN_ATTRS = ("in_features", "out_features", "in_channels", "out_channels", "kernel_size",
-                "stride", "padding", "num_features", "groups", "bias")
-
-
-def _known_attributes(module: nn.Module) -> tuple[tuple[str, str], ...]:
-    known: list[tuple[str, str]] = []
-    for attr in _KNOWN_ATTRS:
-        if attr == "bias":
-            continue
-        value = getattr(module, attr, None)
-        if isinstance(value, (int, tuple)) and not (attr.startswith("in_") and value == 0):
-            known.append((attr, str(value)))
-    return tuple(known)
+    records = (lazy_record(node.module, node.path) for node in nodes
+               if any(_is_lazy(t) for _, t, _ in node.tensors))
+    return tuple(r for r in records if r is not None)
 
 
 def _with_trace(report: Report, model: nn.Module, example_inputs: Any, **options: Any) -> Report:
+    """The report with the calls of one traced forward; lazy tensors get their inferred shapes
+    from the same forward (it runs on a copy whose lazy layers materialize)."""
     from torchscope.trace import trace_forward
 
-    result = trace_forward(model, example_inputs, **options)
+    if report.lazy:
+        from torchscope.lazy import inferred_numel, trace_lazy
+
+        result, lazy = trace_lazy(model, example_inputs, lazy=report.lazy, **options)
+        inferred = inferred_numel(lazy, params=report.params)
+        report = replace(
+            report, lazy=lazy,
+            inferred_params=None if inferred is None else report.total_params + inferred,
+        )
+    else:
+        result = trace_forward(model, example_inputs, **options)
     calls: dict[str, list[Any]] = {}
     for path, call in result.calls:
         calls.setdefault(path, []).append(call)

@@ -12,6 +12,7 @@ Module ...
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -218,7 +219,11 @@ def tree_rows(report: Report, *, depth: int | None = None,
     for label, m in zip(labels, modules):
         total = humanize_count(m.total_params)
         if m.lazy_tensors:
-            total = f"{total}+lazy" if m.total_params else "lazy"
+            inferred = _inferred_in(report, m.path)
+            if inferred is not None:
+                total = "~" + humanize_count(m.total_params + inferred)
+            else:
+                total = f"{total}+lazy" if m.total_params else "lazy"
         label = _clip(label, widths["Module"]) if tree else _clip_middle(label, widths["Module"])
         type_name = _clip(m.type_name, widths["Type"])
         if traced:
@@ -277,16 +282,41 @@ def params_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     name_width = (28 if mixed else 40) - (18 if sharded else 0)
     rows: list[list[str]] = []
     for p in report.params:
-        shape = "uninitialized" if p.lazy else _shape_text(p)
+        shape = _lazy_shape(report, p) if p.lazy else _shape_text(p)
         row = [_clip_middle(p.name, name_width), _clip(shape, 16)]
         if sharded:
             row.append(_clip(_local_text(p), 16))
         if mixed:
             row.append(_clip(f"{p.dtype}@{p.device}", 14))
-        row += [humanize_count(p.numel), "yes" if p.requires_grad else "no", _kind_text(p),
+        numel = humanize_count(p.numel)
+        if p.lazy and shape.startswith("~["):
+            dims = [int(d) for d in shape[2:-1].split(", ") if d]
+            numel = "~" + humanize_count(math.prod(dims))
+        row += [numel, "yes" if p.requires_grad else "no", _kind_text(p),
                 _clip(_shared_with(report, p), 14)]
         rows.append(row)
     return header, rows
+
+
+def _inferred_in(report: Report, path: str) -> int | None:
+    """Inferred elements of the lazy parameters under ``path`` (``None`` while unknown)."""
+    if not any(r.inferred for r in report.lazy):
+        return None
+    from torchscope.lazy import inferred_numel
+
+    prefix = path + "." if path else ""
+    inside = [r for r in report.lazy if not path or r.path == path or r.path.startswith(prefix)]
+    return inferred_numel(inside, params=report.params)
+
+
+def _lazy_shape(report: Report, p: ParamRecord) -> str:
+    local = p.name[len(p.module_path) + 1:] if p.module_path else p.name
+    for r in report.lazy:
+        if r.path == p.module_path:
+            for name, shape, _ in r.inferred:
+                if name == local:
+                    return "~[" + ", ".join(str(d) for d in shape) + "]"
+    return "uninitialized"
 
 
 def _shape_text(p: ParamRecord) -> str:
@@ -325,8 +355,13 @@ def totals_lines(report: Report) -> list[str]:
     if report.lazy_tensors:
         layers = len(report.lazy)
         total = f"≥ {report.total_params:,} + {layers} lazy layer{'s' if layers != 1 else ''}"
-        lines.append(f"Lazy: {report.lazy_tensors} uninitialized tensors, size unknown until "
-                     "the first forward (or inferred with example inputs)")
+        if report.inferred_params is not None:
+            total += f" → {report.inferred_params:,} inferred"
+            lines.append(f"Lazy: {report.lazy_tensors} uninitialized tensors; shapes inferred "
+                         "from the traced forward (~), nothing was materialized")
+        else:
+            lines.append(f"Lazy: {report.lazy_tensors} uninitialized tensors, size unknown until "
+                         "the first forward")
     lines.insert(0,
         f"Total params: {total}    Trainable: {report.trainable_params:,}    "
         f"Non-trainable: {report.non_trainable_params:,}"
