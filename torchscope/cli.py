@@ -381,12 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"torchscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in _COMMANDS.items():
-        try:
-            module = _command_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != _COMMANDS[name][0]:
-                raise
-            continue  # command not built yet
+        module = _command_module(name)
         cmd = sub.add_parser(name, help=help_text, description=module.__doc__)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
