@@ -635,3 +635,60 @@ def test_docstring_examples_run() -> None:
     result = doctest.testmod(torchscope.lazy)
     assert result.attempted >= 10
     assert result.failed == 0
+
+
+# --------------------------------------------------------------------------------------------
+# summarize with example inputs: the lazy records carry inferred shapes (one forward)
+
+
+def test_summarize_with_inputs_infers_lazy_shapes_in_one_forward() -> None:
+    model = Counting()
+    x = torch.zeros(2, 5)
+    before = fingerprint(model)
+    CALLS.clear()
+    report = torchscope.summarize(model, x)
+    assert len(CALLS) == 1
+    assert_unchanged(before, fingerprint(model))
+    assert report.lazy[0].inferred == (("weight", (3, 5), "float32"), ("bias", (3,), "float32"))
+    assert (report.total_params, report.lazy_tensors, report.inferred_params) == (0, 2, 18)
+    assert report.lazy == infer_lazy_shapes(model, x)
+
+
+def test_summarize_inferred_params_count_parameters_not_buffers() -> None:
+    model = Net(nn.LazyBatchNorm2d())
+    report = torchscope.summarize(model, input_size=[(4, 6, 3, 3)])
+    assert report.inferred_params == 12
+    assert report.lazy[0].inferred[2] == ("running_mean", (6,), "float32")
+    assert torchscope.summarize(model).inferred_params is None  # no inputs: unknown
+
+
+def test_summarize_with_an_unreached_lazy_module_leaves_the_total_unknown() -> None:
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used = nn.LazyLinear(3)
+            self.unused = nn.LazyLinear(3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.used(x)
+            return out
+
+    report = torchscope.summarize(Branchy(), input_size=[(2, 8)])
+    assert [len(r.inferred) for r in report.lazy] == [2, 0]
+    assert report.inferred_params is None
+    assert "≥ 0 + 2 lazy layers" in str(report)
+
+
+def test_cli_summarize_lazy_mlp_with_input_size_shows_inferred_shapes() -> None:
+    data = json.loads(run_cli("summarize", "torchscope.examples:LazyMLP",
+                              "--input-size", "2,20", "--format", "json"))
+    assert [r["inferred"] for r in data["lazy"]] == [
+        [["weight", [256, 20], "float32"], ["bias", [256], "float32"]],
+        [["weight", [10, 256], "float32"], ["bias", [10], "float32"]]]
+    assert (data["total_params"], data["inferred_params"]) == (0, 7946)
+
+
+def test_golden_summary_of_lazy_mlp_with_input_size(snapshot: Callable[[str, str], None]) -> None:
+    argv = ("summarize", "torchscope.examples:LazyMLP", "--input-size", "2,20", "--format", "text")
+    snapshot("lazy_summary_inferred.txt", run_cli(*argv))
+    snapshot("lazy_params_inferred.txt", run_cli(*argv, "--params"))
