@@ -692,3 +692,13 @@ def test_golden_summary_of_lazy_mlp_with_input_size(snapshot: Callable[[str, str
     argv = ("summarize", "torchscope.examples:LazyMLP", "--input-size", "2,20", "--format", "text")
     snapshot("lazy_summary_inferred.txt", run_cli(*argv))
     snapshot("lazy_params_inferred.txt", run_cli(*argv, "--params"))
+
+
+def test_fake_mode_infers_lazy_linear_shapes() -> None:
+    # regression: materializing under FakeTensorMode left Parameters on meta holding fake data,
+    # so every lazy model failed in fake mode (FakeTensorDeviceMismatchError cpu vs meta)
+    model = torchscope.examples.LazyMLP()
+    report = torchscope.summarize(model, input_size=[(2, 20)], mode="fake")
+    assert report.mode == "fake"
+    assert report.inferred_params == 20 * 256 + 256 + 256 * 10 + 10
+    assert torchscope.find_lazy(model)  # still lazy

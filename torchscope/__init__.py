@@ -77,7 +77,9 @@ _EXPORTS: dict[str, str] = {
     "check_lazy": "lazy",
     "find_lazy": "lazy",
     "infer_lazy_shapes": "lazy",
+    "inferred_numel": "lazy",
     "materialize": "lazy",
+    "trace_lazy": "lazy",
     # initialization policies (issue 6)
     "InitEntry": "init",
     "InitReport": "init",

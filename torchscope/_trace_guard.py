@@ -325,7 +325,36 @@ def meta_copy(model: nn.Module) -> nn.Module:
 
 
 def _fake_copy(model: nn.Module, fake_mode: Any) -> nn.Module:
-    return _copy_with(model, fake_mode.from_tensor)
+    """A copy over fake tensors. Lazy layers of the copy get a pre-hook that runs after their
+    own materialization: materializing under FakeTensorMode leaves real-device Parameters on
+    meta, so they are replaced by fresh tensors on the placeholder's device (the fake mode
+    turns those into fake tensors)."""
+    copied = _copy_with(model, fake_mode.from_tensor)
+    for m in copied.modules():
+        devices = {k: t.device for k, t in (*m._parameters.items(), *m._buffers.items())
+                   if t is not None and _is_lazy(t)}
+        if devices:
+            m.register_forward_pre_hook(_refake_hook(devices))
+    return copied
+
+
+def _refake_hook(devices: dict[str, torch.device]) -> Callable[[nn.Module, Any], None]:
+    def fresh(t: torch.Tensor | None, name: str) -> torch.Tensor | None:
+        if name not in devices or t is None or _is_lazy(t) or not t.is_meta:
+            return None
+        return torch.empty(t.shape, dtype=t.dtype, device=devices[name])
+
+    def hook(module: nn.Module, args: Any) -> None:
+        for k, p in list(module._parameters.items()):
+            new = fresh(p, k)
+            if new is not None and p is not None:
+                module._parameters[k] = nn.Parameter(new, requires_grad=p.requires_grad)
+        for k, b in list(module._buffers.items()):
+            new = fresh(b, k)
+            if new is not None:
+                module._buffers[k] = new
+
+    return hook
 
 
 def _shallow_copy(model: nn.Module) -> nn.Module:
