@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import logging
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +38,7 @@ from torch.nn.modules import module as _module_mod
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 from torch.overrides import TorchFunctionMode
 
+from torchscope._gc import gc_paused
 from torchscope._trace_guard import (
     _fake_copy,
     _Guard,
@@ -652,20 +652,6 @@ def _forward_error(failed: _ModeFailed, notes: list[str]) -> ForwardError:
     )
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while tracing: the records built per call would
-    otherwise trigger full collections over the model's many objects (quadratic in size).
-    Reference counting still frees every tensor as usual."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def trace_forward(
     model: nn.Module,
     example_inputs: object = None,
@@ -815,7 +801,7 @@ def trace_forward(
                      "names without the _orig_mod. prefix")
     for i, current in enumerate(plan):
         try:
-            with _gc_paused():
+            with gc_paused():
                 result = _run(model, scan, current, args, kwargs, built, dev, notes,
                               follow_functions)
         except _ModeFailed as failed:

@@ -21,10 +21,8 @@ re-exported here.
 
 from __future__ import annotations
 
-import gc
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined,unused-ignore]
 
+from torchscope._gc import gc_paused
 from torchscope.records import TiedGroup, TieKind
 
 if TYPE_CHECKING:
@@ -348,19 +347,6 @@ def _declares_ties(cls: type) -> bool:
     return found
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic collector: allocating many small objects during a walk otherwise
-    triggers full collections over the model's objects."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _walk(model: nn.Module, *, details: bool = False) -> _Walk:
     """Every parameter and buffer once with all its names, in the order of
     ``named_parameters(remove_duplicate=False)`` then ``named_buffers(remove_duplicate=False)``
@@ -530,7 +516,7 @@ def find_tied(model: nn.Module) -> tuple[TiedGroup, ...]:
     >>> g[0].kind.value, g[0].nbytes
     ('alias', 256)
     """
-    with _gc_paused():
+    with gc_paused():
         walk = _walk(model)
         groups = _groups(walk.tensors, walk.all_names, _candidates(walk.tensors, walk.extra))
     return tuple(g for _, g in groups)
