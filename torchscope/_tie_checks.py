@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined,unused-ignore]
 
+from torchscope._gc import gc_paused
 from torchscope.errors import TorchscopeError
 from torchscope.records import Finding, Severity, TiedGroup, TieKind
 from torchscope.tying import (
     _candidates,
-    _gc_paused,
     _groups,
     _is_dense,
     _memory,
@@ -77,7 +77,7 @@ class _Model:
 
     @classmethod
     def of(cls, model: nn.Module, *, details: bool) -> _Model:
-        with _gc_paused():
+        with gc_paused():
             walk = _walk(model, details=details)
             groups = _groups(walk.tensors, walk.all_names, _candidates(walk.tensors, walk.extra))
         index = {name: i for i, name in enumerate(walk.names)}
