@@ -34,7 +34,7 @@ from torchscope.records import (
     Spec,
     TiedGroup,
 )
-from torchscope.tying import check_ties, tied_groups, unique_size
+from torchscope.tying import _declares_ties, check_ties, tied_groups, unique_size
 
 __all__ = ["list_parameters", "summarize", "unwrap_compiled", "walk"]
 
@@ -64,33 +64,27 @@ class _Node:
 
     ``s_*`` sum the module's own tensors that share memory with nothing else; ``t_*`` are the
     subtree totals (simple parts summed bottom-up, shared parts added tie-aware per node).
-    Numbers default to class attributes so that creating a node stays cheap.
+    Numbers and empty parts default to class attributes so that creating a node stays cheap.
     """
 
     s_params = s_trainable = s_buffers = s_pbytes = s_bbytes = 0
     t_params = t_trainable = t_buffers = t_pbytes = t_bbytes = 0
-    own_params = own_buffers = lazy = 0
+    own_lazy = lazy = 0
+    own_params = own_buffers = -1  # set only for nodes with shared tensors
+    tensors: list[tuple[str, torch.Tensor, ParamKind]] | None = None
+    children: list[str] | None = None
+    aliases: list[str] | None = None
+    param_names: tuple[str, ...] = ()
+    buffer_names: tuple[str, ...] = ()
+    dtypes: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
     shared: list[tuple[torch.Tensor, ParamKind]] | None = None
 
-    def __init__(self, module: nn.Module, path: str, depth: int, parent: int | None,
-                 tensors: list[tuple[str, torch.Tensor, ParamKind]]) -> None:
+    def __init__(self, module: nn.Module, path: str, depth: int, parent: _Node | None) -> None:
         self.module = module
         self.path = path
         self.depth = depth
         self.parent = parent
-        self.tensors = tensors  # own (local name, tensor, kind), parameters first
-        self.children: list[str] = []
-        self.aliases: list[str] = []
-        self.dtypes: set[str] = set()
-        self.devices: set[str] = set()
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return tuple(k for k, _, kind in self.tensors if kind is _PARAM)
-
-    @property
-    def buffer_names(self) -> tuple[str, ...]:
-        return tuple(k for k, _, kind in self.tensors if kind is not _PARAM)
 
 
 def _is_lazy(t: torch.Tensor) -> bool:
@@ -122,68 +116,359 @@ def _layout(t: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...], tuple[st
     return tuple(t.shape), tuple(t._local_tensor.shape), placements, mesh_text  # type: ignore[attr-defined]
 
 
+# Records are built by the thousand: a frozen dataclass's generated __init__ sets each field
+# through object.__setattr__ (~90 ns a field, 2 us for a ModuleRecord). A "draft" class with
+# the record's exact slot layout takes plain attribute stores, and assigning ``__class__``
+# then turns it into a genuine record (CPython allows it for identical layouts). _check_drafts
+# proves it at import against the dataclass's own constructor; where it fails (another
+# Python, a record field added without updating the builders) the records are built normally.
+class _ModuleDraft:
+    __slots__ = ModuleRecord.__slots__
+
+
+class _ParamDraft:
+    __slots__ = ParamRecord.__slots__
+
+
+def _module_record(
+    path: str, type_name: str, depth: int, parent: str | None, children: tuple[str, ...],
+    aliases: tuple[str, ...], param_names: tuple[str, ...], buffer_names: tuple[str, ...],
+    own_params: int, own_buffers: int, total_params: int, trainable_params: int,
+    total_buffers: int, param_bytes: int, buffer_bytes: int, lazy_tensors: int,
+    dtypes: tuple[str, ...], devices: tuple[str, ...], training: bool, tags: tuple[str, ...],
+) -> ModuleRecord:
+    """``ModuleRecord(...)`` (no calls traced), built through its draft class."""
+    r: Any = _new(_ModuleDraft)
+    r.path = path
+    r.type_name = type_name
+    r.depth = depth
+    r.parent = parent
+    r.children = children
+    r.aliases = aliases
+    r.param_names = param_names
+    r.buffer_names = buffer_names
+    r.own_params = own_params
+    r.own_buffers = own_buffers
+    r.total_params = total_params
+    r.trainable_params = trainable_params
+    r.total_buffers = total_buffers
+    r.param_bytes = param_bytes
+    r.buffer_bytes = buffer_bytes
+    r.lazy_tensors = lazy_tensors
+    r.dtypes = dtypes
+    r.devices = devices
+    r.training = training
+    r.tags = tags
+    r.calls = ()
+    r.called = None
+    r.__class__ = ModuleRecord
+    return r  # type: ignore[no-any-return]
+
+
+def _param_record(
+    name: str, module_path: str, shape: tuple[int, ...] | None, dtype: str, device: str,
+    numel: int | None, nbytes: int | None, requires_grad: bool, kind: ParamKind,
+) -> ParamRecord:
+    """``ParamRecord(...)`` of a plain tensor (no aliases, not lazy, no tie group, no DTensor
+    layout), built through its draft class."""
+    r: Any = _new(_ParamDraft)
+    r.name = name
+    r.aliases = ()
+    r.module_path = module_path
+    r.shape = shape
+    r.dtype = dtype
+    r.device = device
+    r.numel = numel
+    r.nbytes = nbytes
+    r.requires_grad = requires_grad
+    r.lazy = False
+    r.tie_group = None
+    r.kind = kind
+    r.global_shape = None
+    r.local_shape = None
+    r.placements = None
+    r.mesh = None
+    r.__class__ = ParamRecord
+    return r  # type: ignore[no-any-return]
+
+
+_new = object.__new__
+
+
+def _plain_module_record(*args: Any) -> ModuleRecord:
+    return ModuleRecord(*args)
+
+
+def _plain_param_record(name: str, module_path: str, shape: tuple[int, ...] | None, dtype: str,
+                        device: str, numel: int | None, nbytes: int | None,
+                        requires_grad: bool, kind: ParamKind) -> ParamRecord:
+    return ParamRecord(name, (), module_path, shape, dtype, device, numel, nbytes,
+                       requires_grad, False, None, kind)
+
+
+def _check_drafts() -> bool:
+    """Whether the draft builders make records equal to the dataclass constructor's."""
+    margs: tuple[Any, ...] = ("a.b", "Linear", 2, "a", ("a.b.c",), ("x",), ("weight",),
+                              ("running",), 1, 2, 3, 4, 5, 6, 7, 8, ("float32",), ("cpu",),
+                              True, ("compiled",))
+    pargs: tuple[Any, ...] = ("a.w", "a", (2, 3), "float32", "cpu", 6, 24, True,
+                              ParamKind.BUFFER)
+    try:
+        fast_m, fast_p = _module_record(*margs), _param_record(*pargs)
+        ok = (type(fast_m) is ModuleRecord and type(fast_p) is ParamRecord
+              and fast_m == ModuleRecord(*margs) and fast_p == _plain_param_record(*pargs)
+              and repr(fast_m) == repr(ModuleRecord(*margs)))
+    except (TypeError, AttributeError):
+        return False
+    return ok
+
+
+if not _check_drafts():  # pragma: no cover - CPython with unchanged records takes the fast path
+    _module_record = _plain_module_record  # type: ignore[assignment]
+    _param_record = _plain_param_record
+
+
+
 Names = dict[int, list[tuple[str, ParamKind]]]
 
+_LAZY, _DTENSOR = 1, 2  # tensor classes that take the careful path (0: a plain tensor)
+Tags = tuple[str, ...]
+NameSet = tuple[str, ...]
 
-def _walk_nodes(model: nn.Module) -> tuple[list[_Node], Names, set[int]]:
-    """Pre-order nodes (as named_modules() dedups them), every name of every tensor, and the
-    ids of tensors that need the tie-aware path: several names, or memory shared with another
-    tensor object (same device and storage pointer; on meta the storage implementation)."""
-    nodes: list[_Node] = []
-    seen: dict[int, int] = {}
-    names: Names = {}
-    shared: set[int] = set()
-    first: dict[tuple[int, int, int], int] = {}
-    stack: list[tuple[nn.Module, str, int, int | None]] = [(model, "", 0, None)]
+
+class _Walk:
+    """The result of one walk: pre-order nodes, every name of every tensor, the ids of tensors
+    that need the tie-aware path, and (in the common case) the parameter records."""
+
+    def __init__(self) -> None:
+        self.nodes: list[_Node] = []
+        self.names: Names = {}
+        # several names, memory shared with another tensor object, or strided: tie-aware path
+        self.shared: set[int] = set()
+        self.maybe_tied = False  # several names, or one storage under several tensor objects
+        self.declares_ties = False  # a module declares transformers-style tied weights
+        self.mixed = False  # a tensor under a parameter name and a buffer name
+        self.params: list[ParamRecord] = []  # first sight of every parameter, in order
+        self.buffers: list[ParamRecord] = []  # ... and of every buffer
+        self.merged: dict[tuple[NameSet, NameSet], NameSet] = {}
+
+
+def _walk_nodes(model: nn.Module) -> _Walk:
+    """Pre-order nodes (as named_modules() dedups them) with their own simple sums, dtypes and
+    devices; every name of every tensor; the tensors that need the tie-aware path (several
+    names, or memory shared with another tensor object: same storage pointer, on meta the
+    storage implementation; strided tensors count their unique bytes); a parameter record
+    per tensor at its first sight. Every tensor attribute is read once."""
+    w = _Walk()
+    nodes, names, shared, merged = w.nodes, w.names, w.shared, w.merged
+    append_node = nodes.append
+    p_recs, b_recs = w.params, w.buffers
+    seen: dict[int, _Node] = {}
+    first: dict[object, int] = {}
+    stack: list[tuple[nn.Module, str, int, _Node | None]] = [(model, "", 0, None)]
     pop, push = stack.pop, stack.append
-    lazy_cls = UninitializedTensorMixin
     dtensor = _dtensor_type()
+    type_kinds: dict[type, int] = {}
+    dtype_info: dict[torch.dtype, tuple[str, int, NameSet]] = {}
+    device_info: dict[torch.device, tuple[str, NameSet]] = {}
+    declares: dict[type, bool] = {}
+    param_kind, buffer_kind, nonpersistent_kind = _PARAM, _BUF, _NPBUF
+    make_param = _param_record
     while stack:
         module, path, depth, parent = pop()
-        index = seen.get(id(module))
-        if index is not None:  # registered under a second name: an alias of that module
-            nodes[index].aliases.append(path)
+        node = seen.get(id(module))
+        if node is not None:  # registered under a second name: an alias of that module
+            if node.aliases is None:
+                node.aliases = []
+            node.aliases.append(path)
             _alias_names(module, path, names, shared)
+            w.maybe_tied = True
             continue
-        index = len(nodes)
-        seen[id(module)] = index
+        node = _Node(module, path, depth, parent)
+        seen[id(module)] = node
+        cls = type(module)
+        tied = declares.get(cls)
+        if tied is None:
+            tied = declares[cls] = _declares_ties(cls)
+        if tied:
+            w.declares_ties = True
         prefix = path + "." if path else ""
-        tensors: list[tuple[str, torch.Tensor, ParamKind]] = []
         params = module._parameters
         buffers = module._buffers
         if params or buffers:
+            tensors: list[tuple[str, torch.Tensor, ParamKind]] = []
+            node.tensors = tensors
             nonpersistent = module._non_persistent_buffers_set
-            for k, v, kind in _own_items(params, buffers, nonpersistent):
-                tensors.append((k, v, kind))
-                tid = id(v)
-                known = names.get(tid)
-                if known is not None:
-                    known.append((prefix + k, kind))
-                    shared.add(tid)
-                    continue
-                names[tid] = [(prefix + k, kind)]
-                if isinstance(v, lazy_cls) or v.numel() == 0:
-                    continue
-                if dtensor is not None:
-                    v = _local(v, dtensor)
-                if not v.is_contiguous():  # strided or expanded: count its unique bytes
-                    shared.add(tid)
-                storage = v.untyped_storage()
-                ptr = storage.data_ptr()
-                key = (v.get_device(), ptr, 0) if ptr else (v.get_device(), 0, storage._cdata)
-                other = first.setdefault(key, tid)
-                if other != tid:
-                    shared.add(tid)
-                    shared.add(other)
-        nodes.append(_Node(module, path, depth, parent, tensors))
+            dtypes: NameSet = ()
+            devices: NameSet = ()
+            pnames: list[str] = []
+            bnames: list[str] = []
+            for own, is_param in ((params, True), (buffers, False)):
+                for k, v in own.items():
+                    if v is None:
+                        continue
+                    if is_param:
+                        kind = param_kind
+                        pnames.append(k)
+                    else:
+                        kind = nonpersistent_kind if k in nonpersistent else buffer_kind
+                        bnames.append(k)
+                    tensors.append((k, v, kind))
+                    dt = v.dtype
+                    dinfo = dtype_info.get(dt)
+                    if dinfo is None:
+                        text = _dtype_name(dt)
+                        dinfo = dtype_info[dt] = (text, dt.itemsize, (text,))
+                    dev = v.device
+                    vinfo = device_info.get(dev)
+                    if vinfo is None:
+                        text = _device_name(dev)
+                        vinfo = device_info[dev] = (text, (text,))
+                    if dtypes is not dinfo[2]:
+                        dtypes = _merge(dtypes, dinfo[2], merged)
+                    if devices is not vinfo[1]:
+                        devices = _merge(devices, vinfo[1], merged)
+                    tcls = type(v)
+                    special = type_kinds.get(tcls)
+                    if special is None:
+                        special = type_kinds[tcls] = (
+                            _LAZY if issubclass(tcls, UninitializedTensorMixin)
+                            else _DTENSOR if dtensor is not None and issubclass(tcls, dtensor)
+                            else 0)
+                    if special == _LAZY:
+                        node.own_lazy += 1
+                    tid = id(v)
+                    known = names.get(tid)
+                    if known is not None:  # another name of a tensor seen before
+                        if (known[0][1] is param_kind) is not is_param:
+                            w.mixed = True
+                        known.append((prefix + k, kind))
+                        shared.add(tid)
+                        w.maybe_tied = True
+                        if special != _LAZY:
+                            _add_simple(node, v, kind, dtensor)
+                        continue
+                    names[tid] = [(prefix + k, kind)]
+                    if special:
+                        (p_recs if is_param else b_recs).append(
+                            _special_record(v, prefix + k, path, kind, special, dtensor))
+                        if special == _DTENSOR:
+                            _add_simple(node, v, kind, dtensor)
+                            _note_storage(w, _local(v, dtensor), tid, first)
+                        continue
+                    n = v.numel()
+                    nbytes = n * dinfo[1]
+                    if is_param:
+                        grad = v.requires_grad
+                        node.s_params += n
+                        node.s_pbytes += nbytes
+                        if grad:
+                            node.s_trainable += n
+                        p_recs.append(make_param(prefix + k, path, tuple(v.shape), dinfo[0],
+                                                 vinfo[0], n, nbytes, grad, kind))
+                    else:
+                        node.s_buffers += n
+                        node.s_bbytes += nbytes
+                        b_recs.append(make_param(prefix + k, path, tuple(v.shape), dinfo[0],
+                                                 vinfo[0], n, nbytes, v.requires_grad, kind))
+                    if n:
+                        if not v.is_contiguous():  # strided or expanded: its unique bytes
+                            shared.add(tid)
+                        storage = v.untyped_storage()
+                        key: object = storage.data_ptr() or (dev, storage._cdata)
+                        other = first.setdefault(key, tid)
+                        if other != tid:  # the same pointer on two devices: checked later
+                            shared.add(tid)
+                            shared.add(other)
+                            w.maybe_tied = True
+            if pnames:
+                node.param_names = tuple(pnames)
+            if bnames:
+                node.buffer_names = tuple(bnames)
+            node.dtypes = dtypes
+            node.devices = devices
+        append_node(node)
         if parent is not None:
-            nodes[parent].children.append(path)
+            siblings = parent.children
+            if siblings is None:
+                parent.children = [path]
+            else:
+                siblings.append(path)
         children = module._modules
         if children:
+            depth += 1
             for name, child in reversed(children.items()):
                 if child is not None:
-                    push((child, prefix + name, depth + 1, index))
-    return nodes, names, shared
+                    push((child, prefix + name, depth, node))
+    return w
+
+
+def _merge(a: NameSet, b: NameSet, cache: dict[tuple[NameSet, NameSet], NameSet]) -> NameSet:
+    """The sorted union of two sorted name tuples, interned: the same union is one object,
+    so that most merges end at an identity check."""
+    if not a:
+        return b
+    out = cache.get((a, b))
+    if out is None:
+        union = tuple(sorted({*a, *b}))
+        out = cache[(a, b)] = cache.setdefault((union, union), union)
+    return out
+
+
+def _special_record(t: torch.Tensor, name: str, path: str, kind: ParamKind, special: int,
+                    dtensor: type | None) -> ParamRecord:
+    """The parameter record of a lazy tensor or a DTensor (sizes unknown / global layout)."""
+    if special == _LAZY:
+        return ParamRecord(
+            name, (), path, None, _dtype_name(t.dtype), _device_name(t.device),
+            None, None, bool(t.requires_grad), True, None, kind,
+        )
+    global_shape, local_shape, placements, mesh = _layout(t)
+    local = _local(t, dtensor)
+    return ParamRecord(
+        name, (), path, global_shape, _dtype_name(t.dtype), _device_name(local.device),
+        t.numel(), local.numel() * t.element_size(), t.requires_grad, False, None, kind,
+        global_shape, local_shape, placements, mesh,
+    )
+
+
+def _note_storage(w: _Walk, v: torch.Tensor, tid: int, first: dict[object, int]) -> None:
+    """Mark ``v`` for the tie-aware path when it is strided or its storage was seen before."""
+    if v.numel() == 0:
+        return
+    if not v.is_contiguous():
+        w.shared.add(tid)
+    storage = v.untyped_storage()
+    key: object = storage.data_ptr() or (v.device, storage._cdata)
+    other = first.setdefault(key, tid)
+    if other != tid:
+        w.shared.add(tid)
+        w.shared.add(other)
+        w.maybe_tied = True
+
+
+def _add_simple(node: _Node, t: torch.Tensor, kind: ParamKind, dtensor: type | None,
+                sign: int = 1) -> None:
+    """Add (or with ``sign=-1`` take back) one tensor to the node's simple sums."""
+    n = t.numel()
+    nbytes = (n if dtensor is None else _local(t, dtensor).numel()) * t.element_size()
+    if kind is _PARAM:
+        node.s_params += sign * n
+        node.s_pbytes += sign * nbytes
+        if t.requires_grad:
+            node.s_trainable += sign * n
+    else:
+        node.s_buffers += sign * n
+        node.s_bbytes += sign * nbytes
+
+
+def _alias_names(module: nn.Module, path: str, names: Names, shared: set[int]) -> None:
+    for mod_name, sub in module.named_modules(prefix=path, remove_duplicate=False):
+        prefix = mod_name + "." if mod_name else ""
+        for k, t, kind in _own_items(sub._parameters, sub._buffers,
+                                     sub._non_persistent_buffers_set):
+            names.setdefault(id(t), []).append((prefix + k, kind))
+            shared.add(id(t))
 
 
 def _own_items(
@@ -196,15 +481,6 @@ def _own_items(
     for k, b in buffers.items():
         if b is not None:
             yield k, b, _NPBUF if k in nonpersistent else _BUF
-
-
-def _alias_names(module: nn.Module, path: str, names: Names, shared: set[int]) -> None:
-    for mod_name, sub in module.named_modules(prefix=path, remove_duplicate=False):
-        prefix = mod_name + "." if mod_name else ""
-        for k, t, kind in _own_items(sub._parameters, sub._buffers,
-                                     sub._non_persistent_buffers_set):
-            names.setdefault(id(t), []).append((prefix + k, kind))
-            shared.add(id(t))
 
 
 _DTYPE_NAMES: dict[torch.dtype, str] = {}
@@ -225,52 +501,36 @@ def _device_name(device: torch.device) -> str:
     return name
 
 
-def _account(nodes: list[_Node], shared_ids: set[int]) -> None:
+def _account(w: _Walk) -> None:
     """Fill own and tie-aware subtree totals of every node (DTensor: global counts, local
-    bytes)."""
-    dtensor = _dtensor_type()
-    for node in nodes:
-        if not node.tensors:
-            continue
-        dtypes, devices = node.dtypes, node.devices
-        for _, t, kind in node.tensors:
-            dtypes.add(_dtype_name(t.dtype))
-            devices.add(_device_name(t.device))
-            if isinstance(t, UninitializedTensorMixin):
-                node.lazy += 1
+    bytes). The walk summed every tensor into its module; tensors on the tie-aware path are
+    taken back out of those simple sums and counted once per subtree here."""
+    nodes, merged = w.nodes, w.merged
+    if w.shared:
+        dtensor = _dtensor_type()
+        shared_ids = w.shared
+        for node in nodes:
+            if node.tensors is None:
                 continue
-            if id(t) in shared_ids:
-                if node.shared is None:
-                    node.shared = []
-                node.shared.append((t, kind))
-                continue
-            n = t.numel()
-            nbytes = (n if dtensor is None else _local(t, dtensor).numel()) * t.element_size()
-            if kind is _PARAM:
-                node.s_params += n
-                node.s_pbytes += nbytes
-                if t.requires_grad:
-                    node.s_trainable += n
-            else:
-                node.s_buffers += n
-                node.s_bbytes += nbytes
-        node.own_params, node.own_buffers = node.s_params, node.s_buffers
-        if node.shared:  # ties inside one module count once
-            p_numel, _, _, b_numel, _ = _unique_parts(node.shared)
-            node.own_params += p_numel
-            node.own_buffers += b_numel
+            for _, t, kind in node.tensors:
+                if id(t) in shared_ids and not _is_lazy(t):
+                    _add_simple(node, t, kind, dtensor, -1)
+                    if node.shared is None:
+                        node.shared = []
+                    node.shared.append((t, kind))
     # bottom-up sums of the simple parts (pre-order: children come after their parent)
     for node in reversed(nodes):
-        if node.tensors:
+        if node.tensors is not None:
             node.t_params += node.s_params
             node.t_trainable += node.s_trainable
             node.t_buffers += node.s_buffers
             node.t_pbytes += node.s_pbytes
             node.t_bbytes += node.s_bbytes
-        elif not node.children:
+            node.lazy += node.own_lazy
+        elif node.children is None:
             continue  # a leaf without tensors adds nothing to its parent
-        if node.parent is not None:
-            parent = nodes[node.parent]
+        parent = node.parent
+        if parent is not None:
             parent.t_params += node.t_params
             parent.t_trainable += node.t_trainable
             parent.t_buffers += node.t_buffers
@@ -278,23 +538,30 @@ def _account(nodes: list[_Node], shared_ids: set[int]) -> None:
             parent.t_bbytes += node.t_bbytes
             if node.lazy:
                 parent.lazy += node.lazy
-            if node.dtypes:
-                parent.dtypes |= node.dtypes
-                parent.devices |= node.devices
+            dtypes = node.dtypes
+            if dtypes and dtypes is not parent.dtypes:
+                parent.dtypes = _merge(parent.dtypes, dtypes, merged)
+                parent.devices = _merge(parent.devices, node.devices, merged)
+            elif node.devices is not parent.devices:
+                parent.devices = _merge(parent.devices, node.devices, merged)
+    if not w.shared:
+        return
     # tie-aware part: every node adds the unique size of the shared tensors in its subtree
-    subtree: dict[int, dict[int, tuple[torch.Tensor, ParamKind]]] = {}
-    for i, node in enumerate(nodes):
+    subtree: dict[_Node, dict[int, tuple[torch.Tensor, ParamKind]]] = {}
+    for node in nodes:
         if not node.shared:
             continue
-        j: int | None = i
-        while j is not None:
-            bucket = subtree.setdefault(j, {})
+        p_numel, _, _, b_numel, _ = _unique_parts(node.shared)  # ties inside one module
+        node.own_params = node.s_params + p_numel
+        node.own_buffers = node.s_buffers + b_numel
+        up: _Node | None = node
+        while up is not None:
+            bucket = subtree.setdefault(up, {})
             for t, kind in node.shared:
                 bucket[id(t)] = (t, kind)
-            j = nodes[j].parent
-    for j, bucket in subtree.items():
+            up = up.parent
+    for node, bucket in subtree.items():
         p_numel, p_bytes, t_numel, b_numel, b_bytes = _unique_parts(list(bucket.values()))
-        node = nodes[j]
         node.t_params += p_numel
         node.t_trainable += t_numel
         node.t_buffers += b_numel
@@ -337,43 +604,45 @@ def walk(model: nn.Module) -> Iterator[ModuleRecord]:
     ('MLP', 7946)
     """
     with _no_gc():
-        nodes, _, shared_ids = _walk_nodes(model)
-        records = _module_records(nodes, shared_ids)
+        records = _module_records(_walk_nodes(model))
     yield from records
 
 
-def _module_records(nodes: list[_Node], shared_ids: set[int]) -> list[ModuleRecord]:
-    _account(nodes, shared_ids)
+def _module_records(w: _Walk) -> list[ModuleRecord]:
+    _account(w)
     fsdp = fsdp_module_type()  # None unless FSDP was imported: no module can be one then
     out: list[ModuleRecord] = []
     append = out.append
+    make = _module_record
     empty: tuple[str, ...] = ()
-    for node in nodes:
+    type_info: dict[type, tuple[str, bool, Tags]] = {}
+    for node in w.nodes:
         module = node.module
-        tags = empty
-        cls_name = type(module).__name__
-        if cls_name.startswith("Parametrized") and hasattr(module, "parametrizations"):
+        cls = type(module)
+        info = type_info.get(cls)
+        if info is None:
+            cls_name = cls.__name__
+            info = type_info[cls] = (
+                cls_name, cls_name.startswith("Parametrized"),
+                ("compiled",) if cls_name == "OptimizedModule"
+                else ("fsdp",) if fsdp is not None and issubclass(cls, fsdp) else empty,
+            )
+        cls_name, maybe_parametrized, tags = info
+        if maybe_parametrized and hasattr(module, "parametrizations"):
             tags = ("parametrized",)
-        elif cls_name == "OptimizedModule":
-            tags = ("compiled",)
-        elif fsdp is not None and isinstance(module, fsdp):
-            tags = ("fsdp",)
-        if node.tensors:
-            param_names, buffer_names = node.param_names, node.buffer_names
-            dtypes, devices = tuple(sorted(node.dtypes)), tuple(sorted(node.devices))
+        parent = node.parent
+        children, aliases = node.children, node.aliases
+        if node.own_params < 0:
+            own_params, own_buffers = node.s_params, node.s_buffers
         else:
-            param_names = buffer_names = empty
-            dtypes = tuple(sorted(node.dtypes)) if node.dtypes else empty
-            devices = tuple(sorted(node.devices)) if node.devices else empty
-        # positional construction: keyword construction of a 22-field frozen record costs 2x
-        append(ModuleRecord(
-            node.path, cls_name, node.depth,
-            None if node.parent is None else nodes[node.parent].path,
-            tuple(node.children), tuple(node.aliases) if node.aliases else empty,
-            param_names, buffer_names,
-            node.own_params, node.own_buffers, node.t_params, node.t_trainable,
-            node.t_buffers, node.t_pbytes, node.t_bbytes,
-            node.lazy, dtypes, devices, module.training, tags,
+            own_params, own_buffers = node.own_params, node.own_buffers
+        append(make(
+            node.path, cls_name, node.depth, None if parent is None else parent.path,
+            empty if children is None else tuple(children),
+            empty if aliases is None else tuple(aliases),
+            node.param_names, node.buffer_names, own_params, own_buffers,
+            node.t_params, node.t_trainable, node.t_buffers, node.t_pbytes, node.t_bbytes,
+            node.lazy, node.dtypes, node.devices, module.training, tags,
         ))
     return out
 
@@ -390,21 +659,24 @@ def list_parameters(model: nn.Module) -> tuple[ParamRecord, ...]:
     ('2.weight', ('4.weight',))
     """
     with _no_gc():
-        nodes, names, shared_ids = _walk_nodes(model)
-        params, _ = _params_and_ties(nodes, names, shared_ids)
+        params, _ = _params_and_ties(_walk_nodes(model))
     return params
 
 
-def _params_and_ties(nodes: list[_Node], names: Names, shared_ids: set[int],
-                     ) -> tuple[tuple[ParamRecord, ...], tuple[TiedGroup, ...]]:
+def _params_and_ties(w: _Walk) -> tuple[tuple[ParamRecord, ...], tuple[TiedGroup, ...]]:
     """Parameter records (parameters first, then buffers, in traversal order, as
     ``named_parameters``/``named_buffers`` list them) and the tied groups among them."""
+    if not w.shared and not w.mixed:  # every tensor has one name and its own memory
+        return (*w.params, *w.buffers), ()
+    nodes, names, shared_ids = w.nodes, w.names, w.shared
     records: list[ParamRecord] = []
     seen: set[int] = set()
     dtensor = _dtensor_type()
     shared_entries: list[tuple[torch.Tensor, list[str], int]] = []
     for want_param in (True, False):
         for node in nodes:
+            if node.tensors is None:
+                continue
             path = node.path
             for _, t, kind in node.tensors:
                 if (kind is _PARAM) is not want_param:
@@ -511,13 +783,17 @@ def summarize(
         return gather_report(local)
     model, unwrapped = unwrap_wrappers(model)  # torch.compile, DDP, DataParallel
     with _no_gc():
-        nodes, names, shared_ids = _walk_nodes(model)
-        modules = _module_records(nodes, shared_ids)
-        params, tied = _params_and_ties(nodes, names, shared_ids)
-    root = modules[0]
+        w = _walk_nodes(model)
+        modules = _module_records(w)
+        params, tied = _params_and_ties(w)
+        # check_ties walks again; without shared memory, several names or a model that
+        # declares tied weights it has nothing to find
+        tie_findings = check_ties(model) if w.maybe_tied or w.declares_ties else ()
+        root = modules[0]
+        lazy = _lazy_records(w.nodes)  # before the trace: inferred shapes come from it
+        del w
     notes: list[str] = list(unwrapped)
     findings: list[Finding] = []
-    lazy = _lazy_records(nodes)  # before the trace: inferred shapes come from it
     report = Report(
         root_type=root.type_name,
         modules=tuple(modules),
@@ -539,7 +815,7 @@ def summarize(
                              follow_functions=follow_functions)
         findings.extend(report.findings)
         notes.extend(report.notes)
-    findings.extend(check_ties(model))
+    findings.extend(tie_findings)
     if report.lazy:
         from torchscope.lazy import check_lazy
 
@@ -565,8 +841,7 @@ def _lazy_records(nodes: list[_Node]) -> tuple[LazyRecord, ...]:
         return ()
     from torchscope.lazy import lazy_record
 
-    records = (lazy_record(node.module, node.path) for node in nodes
-               if any(_is_lazy(t) for _, t, _ in node.tensors))
+    records = (lazy_record(node.module, node.path) for node in nodes if node.own_lazy)
     return tuple(r for r in records if r is not None)
 
 
