@@ -67,24 +67,29 @@ class _Node:
     Numbers and empty parts default to class attributes so that creating a node stays cheap.
     """
 
-    s_params = s_trainable = s_buffers = s_pbytes = s_bbytes = 0
-    t_params = t_trainable = t_buffers = t_pbytes = t_bbytes = 0
-    own_lazy = lazy = 0
-    own_params = own_buffers = -1  # set only for nodes with shared tensors
-    tensors: list[tuple[str, torch.Tensor, ParamKind]] | None = None
-    children: list[str] | None = None
-    aliases: list[str] | None = None
-    param_names: tuple[str, ...] = ()
-    buffer_names: tuple[str, ...] = ()
-    dtypes: tuple[str, ...] = ()
-    devices: tuple[str, ...] = ()
-    shared: list[tuple[torch.Tensor, ParamKind]] | None = None
+    __slots__ = (
+        "aliases", "buffer_names", "children", "depth", "devices", "dtypes", "lazy", "module",
+        "own_buffers", "own_lazy", "own_params", "param_names", "parent", "path", "s_bbytes",
+        "s_buffers", "s_params", "s_pbytes", "s_trainable", "shared", "t_bbytes", "t_buffers",
+        "t_params", "t_pbytes", "t_trainable",
+    )
 
     def __init__(self, module: nn.Module, path: str, depth: int, parent: _Node | None) -> None:
         self.module = module
         self.path = path
         self.depth = depth
         self.parent = parent
+        self.children: list[str] | None = None
+        self.aliases: list[str] | None = None
+        self.param_names: tuple[str, ...] = ()
+        self.buffer_names: tuple[str, ...] = ()
+        self.dtypes: tuple[str, ...] = ()
+        self.devices: tuple[str, ...] = ()
+        self.shared: list[tuple[torch.Tensor, ParamKind]] | None = None
+        self.s_params = self.s_trainable = self.s_buffers = self.s_pbytes = self.s_bbytes = 0
+        self.t_params = self.t_trainable = self.t_buffers = self.t_pbytes = self.t_bbytes = 0
+        self.own_lazy = self.lazy = 0
+        self.own_params = self.own_buffers = -1  # set only for nodes with shared tensors
 
 
 def _is_lazy(t: torch.Tensor) -> bool:
@@ -242,7 +247,8 @@ class _Walk:
 
     def __init__(self) -> None:
         self.nodes: list[_Node] = []
-        self.names: Names = {}
+        self.first_names: dict[int, tuple[str, ParamKind]] = {}  # tensor id: first name, kind
+        self.more_names: Names = {}  # tensor id: its other names (tensors with several)
         # several names, memory shared with another tensor object, or strided: tie-aware path
         self.shared: set[int] = set()
         self.maybe_tied = False  # several names, or one storage under several tensor objects
@@ -260,7 +266,8 @@ def _walk_nodes(model: nn.Module) -> _Walk:
     storage implementation; strided tensors count their unique bytes); a parameter record
     per tensor at its first sight. Every tensor attribute is read once."""
     w = _Walk()
-    nodes, names, shared, merged = w.nodes, w.names, w.shared, w.merged
+    nodes, shared, merged = w.nodes, w.shared, w.merged
+    first_names, more_names = w.first_names, w.more_names
     append_node = nodes.append
     p_recs, b_recs = w.params, w.buffers
     seen: dict[int, _Node] = {}
@@ -272,6 +279,8 @@ def _walk_nodes(model: nn.Module) -> _Walk:
     dtype_info: dict[torch.dtype, tuple[str, int, NameSet]] = {}
     device_info: dict[torch.device, tuple[str, NameSet]] = {}
     declares: dict[type, bool] = {}
+    shapes: dict[torch.Size, tuple[int, ...]] = {}
+    local_names: dict[tuple[str, ...], tuple[str, ...]] = {}
     param_kind, buffer_kind, nonpersistent_kind = _PARAM, _BUF, _NPBUF
     make_param = _param_record
     while stack:
@@ -281,7 +290,7 @@ def _walk_nodes(model: nn.Module) -> _Walk:
             if node.aliases is None:
                 node.aliases = []
             node.aliases.append(path)
-            _alias_names(module, path, names, shared)
+            _alias_names(module, path, more_names, shared)
             w.maybe_tied = True
             continue
         node = _Node(module, path, depth, parent)
@@ -296,24 +305,20 @@ def _walk_nodes(model: nn.Module) -> _Walk:
         params = module._parameters
         buffers = module._buffers
         if params or buffers:
-            tensors: list[tuple[str, torch.Tensor, ParamKind]] = []
-            node.tensors = tensors
             nonpersistent = module._non_persistent_buffers_set
             dtypes: NameSet = ()
             devices: NameSet = ()
-            pnames: list[str] = []
-            bnames: list[str] = []
+            holes = False
             for own, is_param in ((params, True), (buffers, False)):
                 for k, v in own.items():
                     if v is None:
+                        holes = True
                         continue
                     if is_param:
                         kind = param_kind
-                        pnames.append(k)
                     else:
                         kind = nonpersistent_kind if k in nonpersistent else buffer_kind
-                        bnames.append(k)
-                    tensors.append((k, v, kind))
+                    full = prefix + k
                     dt = v.dtype
                     dinfo = dtype_info.get(dt)
                     if dinfo is None:
@@ -338,38 +343,42 @@ def _walk_nodes(model: nn.Module) -> _Walk:
                     if special == _LAZY:
                         node.own_lazy += 1
                     tid = id(v)
-                    known = names.get(tid)
+                    known = first_names.get(tid)
                     if known is not None:  # another name of a tensor seen before
-                        if (known[0][1] is param_kind) is not is_param:
+                        if (known[1] is param_kind) is not is_param:
                             w.mixed = True
-                        known.append((prefix + k, kind))
+                        more_names.setdefault(tid, []).append((full, kind))
                         shared.add(tid)
                         w.maybe_tied = True
                         if special != _LAZY:
                             _add_simple(node, v, kind, dtensor)
                         continue
-                    names[tid] = [(prefix + k, kind)]
+                    first_names[tid] = (full, kind)
                     if special:
                         (p_recs if is_param else b_recs).append(
-                            _special_record(v, prefix + k, path, kind, special, dtensor))
+                            _special_record(v, full, path, kind, special, dtensor))
                         if special == _DTENSOR:
                             _add_simple(node, v, kind, dtensor)
                             _note_storage(w, _local(v, dtensor), tid, first)
                         continue
                     n = v.numel()
                     nbytes = n * dinfo[1]
+                    size = v.shape
+                    shape = shapes.get(size)  # one tuple per distinct shape: fewer objects
+                    if shape is None:
+                        shape = shapes[size] = tuple(size)
                     if is_param:
                         grad = v.requires_grad
                         node.s_params += n
                         node.s_pbytes += nbytes
                         if grad:
                             node.s_trainable += n
-                        p_recs.append(make_param(prefix + k, path, tuple(v.shape), dinfo[0],
+                        p_recs.append(make_param(full, path, shape, dinfo[0],
                                                  vinfo[0], n, nbytes, grad, kind))
                     else:
                         node.s_buffers += n
                         node.s_bbytes += nbytes
-                        b_recs.append(make_param(prefix + k, path, tuple(v.shape), dinfo[0],
+                        b_recs.append(make_param(full, path, shape, dinfo[0],
                                                  vinfo[0], n, nbytes, v.requires_grad, kind))
                     if n:
                         if not v.is_contiguous():  # strided or expanded: its unique bytes
@@ -381,10 +390,16 @@ def _walk_nodes(model: nn.Module) -> _Walk:
                             shared.add(tid)
                             shared.add(other)
                             w.maybe_tied = True
-            if pnames:
-                node.param_names = tuple(pnames)
-            if bnames:
-                node.buffer_names = tuple(bnames)
+            if holes:  # None entries are not tensors
+                node.param_names = tuple(k for k, v in params.items() if v is not None)
+                node.buffer_names = tuple(k for k, v in buffers.items() if v is not None)
+            else:
+                if params:
+                    local = tuple(params)
+                    node.param_names = local_names.setdefault(local, local)
+                if buffers:
+                    local = tuple(buffers)
+                    node.buffer_names = local_names.setdefault(local, local)
             node.dtypes = dtypes
             node.devices = devices
         append_node(node)
@@ -462,6 +477,13 @@ def _add_simple(node: _Node, t: torch.Tensor, kind: ParamKind, dtensor: type | N
         node.s_bbytes += sign * nbytes
 
 
+def _node_tensors(node: _Node) -> Iterator[tuple[str, torch.Tensor, ParamKind]]:
+    """The module's own (name, tensor, kind), parameters first (read again: the walk keeps
+    them only in the common case's records)."""
+    module = node.module
+    return _own_items(module._parameters, module._buffers, module._non_persistent_buffers_set)
+
+
 def _alias_names(module: nn.Module, path: str, names: Names, shared: set[int]) -> None:
     for mod_name, sub in module.named_modules(prefix=path, remove_duplicate=False):
         prefix = mod_name + "." if mod_name else ""
@@ -510,9 +532,9 @@ def _account(w: _Walk) -> None:
         dtensor = _dtensor_type()
         shared_ids = w.shared
         for node in nodes:
-            if node.tensors is None:
+            if not node.dtypes:  # no tensors
                 continue
-            for _, t, kind in node.tensors:
+            for _, t, kind in _node_tensors(node):
                 if id(t) in shared_ids and not _is_lazy(t):
                     _add_simple(node, t, kind, dtensor, -1)
                     if node.shared is None:
@@ -520,7 +542,7 @@ def _account(w: _Walk) -> None:
                     node.shared.append((t, kind))
     # bottom-up sums of the simple parts (pre-order: children come after their parent)
     for node in reversed(nodes):
-        if node.tensors is not None:
+        if node.dtypes:  # it has tensors
             node.t_params += node.s_params
             node.t_trainable += node.s_trainable
             node.t_buffers += node.s_buffers
@@ -668,17 +690,20 @@ def _params_and_ties(w: _Walk) -> tuple[tuple[ParamRecord, ...], tuple[TiedGroup
     ``named_parameters``/``named_buffers`` list them) and the tied groups among them."""
     if not w.shared and not w.mixed:  # every tensor has one name and its own memory
         return (*w.params, *w.buffers), ()
-    nodes, names, shared_ids = w.nodes, w.names, w.shared
+    nodes, shared_ids = w.nodes, w.shared
+    names: Names = {tid: [first] for tid, first in w.first_names.items()}
+    for tid, more in w.more_names.items():
+        names.setdefault(tid, []).extend(more)
     records: list[ParamRecord] = []
     seen: set[int] = set()
     dtensor = _dtensor_type()
     shared_entries: list[tuple[torch.Tensor, list[str], int]] = []
     for want_param in (True, False):
         for node in nodes:
-            if node.tensors is None:
+            if not node.dtypes:
                 continue
             path = node.path
-            for _, t, kind in node.tensors:
+            for _, t, kind in _node_tensors(node):
                 if (kind is _PARAM) is not want_param:
                     continue
                 tid = id(t)
