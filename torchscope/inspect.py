@@ -247,13 +247,12 @@ class _Walk:
 
     def __init__(self) -> None:
         self.nodes: list[_Node] = []
-        self.first_names: dict[int, tuple[str, ParamKind]] = {}  # tensor id: first name, kind
-        self.more_names: Names = {}  # tensor id: its other names (tensors with several)
+        # (number of nodes before it, module, path) of every second registration of a module
+        self.alias_events: list[tuple[int, nn.Module, str]] = []
         # several names, memory shared with another tensor object, or strided: tie-aware path
         self.shared: set[int] = set()
         self.maybe_tied = False  # several names, or one storage under several tensor objects
         self.declares_ties = False  # a module declares transformers-style tied weights
-        self.mixed = False  # a tensor under a parameter name and a buffer name
         self.params: list[ParamRecord] = []  # first sight of every parameter, in order
         self.buffers: list[ParamRecord] = []  # ... and of every buffer
         self.merged: dict[tuple[NameSet, NameSet], NameSet] = {}
@@ -267,7 +266,7 @@ def _walk_nodes(model: nn.Module) -> _Walk:
     per tensor at its first sight. Every tensor attribute is read once."""
     w = _Walk()
     nodes, shared, merged = w.nodes, w.shared, w.merged
-    first_names, more_names = w.first_names, w.more_names
+    odd_seen: set[int] = set()  # lazy, empty and DTensors: seen by identity
     append_node = nodes.append
     p_recs, b_recs = w.params, w.buffers
     seen: dict[int, _Node] = {}
@@ -290,7 +289,9 @@ def _walk_nodes(model: nn.Module) -> _Walk:
             if node.aliases is None:
                 node.aliases = []
             node.aliases.append(path)
-            _alias_names(module, path, more_names, shared)
+            w.alias_events.append((len(nodes), module, path))
+            names: Names = {}
+            _alias_names(module, path, names, shared)
             w.maybe_tied = True
             continue
         node = _Node(module, path, depth, parent)
@@ -343,18 +344,14 @@ def _walk_nodes(model: nn.Module) -> _Walk:
                     if special == _LAZY:
                         node.own_lazy += 1
                     tid = id(v)
-                    known = first_names.get(tid)
-                    if known is not None:  # another name of a tensor seen before
-                        if (known[1] is param_kind) is not is_param:
-                            w.mixed = True
-                        more_names.setdefault(tid, []).append((full, kind))
-                        shared.add(tid)
-                        w.maybe_tied = True
-                        if special != _LAZY:
-                            _add_simple(node, v, kind, dtensor)
-                        continue
-                    first_names[tid] = (full, kind)
                     if special:
+                        if tid in odd_seen:  # another name of a tensor seen before
+                            shared.add(tid)
+                            w.maybe_tied = True
+                            if special != _LAZY:
+                                _add_simple(node, v, kind, dtensor)
+                            continue
+                        odd_seen.add(tid)
                         (p_recs if is_param else b_recs).append(
                             _special_record(v, full, path, kind, special, dtensor))
                         if special == _DTENSOR:
@@ -380,16 +377,26 @@ def _walk_nodes(model: nn.Module) -> _Walk:
                         node.s_bbytes += nbytes
                         b_recs.append(make_param(full, path, shape, dinfo[0],
                                                  vinfo[0], n, nbytes, v.requires_grad, kind))
+                    # Memory seen before: the same tensor under another name, or another
+                    # tensor over it (the same pointer on two devices is sorted out later).
+                    # Either way the tie-aware path recounts everything it touches.
                     if n:
                         if not v.is_contiguous():  # strided or expanded: its unique bytes
                             shared.add(tid)
                         storage = v.untyped_storage()
                         key: object = storage.data_ptr() or (dev, storage._cdata)
-                        other = first.setdefault(key, tid)
-                        if other != tid:  # the same pointer on two devices: checked later
+                        other = first.get(key)
+                        if other is None:
+                            first[key] = tid
+                        else:
                             shared.add(tid)
                             shared.add(other)
                             w.maybe_tied = True
+                    elif tid in odd_seen:
+                        shared.add(tid)
+                        w.maybe_tied = True
+                    else:
+                        odd_seen.add(tid)
             if holes:  # None entries are not tensors
                 node.param_names = tuple(k for k, v in params.items() if v is not None)
                 node.buffer_names = tuple(k for k, v in buffers.items() if v is not None)
@@ -475,6 +482,24 @@ def _add_simple(node: _Node, t: torch.Tensor, kind: ParamKind, dtensor: type | N
     else:
         node.s_buffers += sign * n
         node.s_bbytes += sign * nbytes
+
+
+def _all_names(w: _Walk) -> Names:
+    """Every name of every tensor, in walk order (read again: only the tie-aware path needs
+    them)."""
+    names: Names = {}
+    events = w.alias_events
+    e = 0
+    for i, node in enumerate(w.nodes):
+        while e < len(events) and events[e][0] == i:
+            _alias_names(events[e][1], events[e][2], names, w.shared)
+            e += 1
+        prefix = node.path + "." if node.path else ""
+        for k, t, kind in _node_tensors(node):
+            names.setdefault(id(t), []).append((prefix + k, kind))
+    for _, module, path in events[e:]:
+        _alias_names(module, path, names, w.shared)
+    return names
 
 
 def _node_tensors(node: _Node) -> Iterator[tuple[str, torch.Tensor, ParamKind]]:
@@ -688,12 +713,10 @@ def list_parameters(model: nn.Module) -> tuple[ParamRecord, ...]:
 def _params_and_ties(w: _Walk) -> tuple[tuple[ParamRecord, ...], tuple[TiedGroup, ...]]:
     """Parameter records (parameters first, then buffers, in traversal order, as
     ``named_parameters``/``named_buffers`` list them) and the tied groups among them."""
-    if not w.shared and not w.mixed:  # every tensor has one name and its own memory
+    if not w.shared:  # every tensor has one name and its own memory
         return (*w.params, *w.buffers), ()
     nodes, shared_ids = w.nodes, w.shared
-    names: Names = {tid: [first] for tid, first in w.first_names.items()}
-    for tid, more in w.more_names.items():
-        names.setdefault(tid, []).extend(more)
+    names = _all_names(w)
     records: list[ParamRecord] = []
     seen: set[int] = set()
     dtensor = _dtensor_type()
