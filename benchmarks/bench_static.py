@@ -6,6 +6,12 @@ Models: stacks of 1,000 / 10,000 / 50,000 modules made of Linear+ReLU blocks and
 blocks, and the default GPT-2 (124M parameters, built on meta). Prints medians, the ratio and
 the time per module; torchinfo's static ``summary(model, verbose=0)`` too when it is installed.
 
+The baseline and ``summarize`` are timed alternately (one of each per repeat, with the cyclic
+garbage collector enabled as in normal use and a ``gc.collect()`` before each timing), so that
+a load change on a shared machine hits both. Collections that ``summarize`` defers run inside
+its own call. The baseline's own time per module grows with the model (cache misses, its
+collections), so its spread is printed next to summarize's.
+
     python benchmarks/bench_static.py
 """
 
@@ -43,14 +49,26 @@ def residual_stack(n_modules: int) -> nn.Module:
     return nn.Sequential(*[Residual(8) for _ in range(n_modules // 3)])
 
 
+def _once(fn: Callable[[], object]) -> float:
+    gc.collect()
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
+    return statistics.median(_once(fn) for _ in range(repeats))
+
+
+def paired_medians(first: Callable[[], object], second: Callable[[], object],
+                   repeats: int) -> tuple[float, float]:
+    """Medians of ``first`` and ``second`` timed alternately."""
+    a: list[float] = []
+    b: list[float] = []
     for _ in range(repeats):
-        gc.collect()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        a.append(_once(first))
+        b.append(_once(second))
+    return statistics.median(a), statistics.median(b)
 
 
 def bare(model: nn.Module) -> None:
@@ -60,7 +78,7 @@ def bare(model: nn.Module) -> None:
 
 def main() -> None:
     try:
-        import torchinfo  # type: ignore[import-not-found]
+        import torchinfo  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         torchinfo = None
     print(f"torch {torch.__version__}, torchscope {torchscope.__version__}, "
@@ -71,6 +89,7 @@ def main() -> None:
         header += f"{'torchinfo':>11}"
     print(header)
     per_module: dict[str, list[float]] = {}
+    bare_per_module: dict[str, list[float]] = {}
     cases: list[tuple[str, Callable[[int], nn.Module], int]] = []
     for n in (1_000, 10_000, 50_000):
         cases.append(("linear+relu", linear_stack, n))
@@ -80,8 +99,8 @@ def main() -> None:
         count = sum(1 for _ in model.modules())
         repeats = 15 if n <= 1_000 else 7 if n <= 10_000 else 5
         torchscope.summarize(model)  # warm-up
-        t_bare = median_time(lambda: bare(model), repeats)
-        t_sum = median_time(lambda: torchscope.summarize(model), repeats)
+        t_bare, t_sum = paired_medians(lambda: bare(model),
+                                       lambda: torchscope.summarize(model), repeats)
         line = (f"{kind + ' ' + format(n, ','):<24}{count:>9,}{t_bare * 1e3:>10.1f}"
                 f"{t_sum * 1e3:>14.1f}{t_sum / t_bare:>7.2f}x{t_sum / count * 1e6:>11.2f}")
         if torchinfo:
@@ -89,15 +108,17 @@ def main() -> None:
             line += f"{t_ti / t_bare:>10.1f}x"
         print(line, flush=True)
         per_module.setdefault(kind, []).append(t_sum / count)
+        bare_per_module.setdefault(kind, []).append(t_bare / count)
     for kind, values in per_module.items():
         spread = max(values) / min(values) - 1
-        print(f"{kind}: time per module varies {spread * 100:.0f}% from 1,000 to 50,000 modules")
+        base = bare_per_module[kind]
+        print(f"{kind}: time per module varies {spread * 100:.0f}% from 1,000 to 50,000 modules "
+              f"(the baseline's: {(max(base) / min(base) - 1) * 100:.0f}%)")
     from transformers import GPT2Config, GPT2LMHeadModel
 
     with torch.device("meta"):
         gpt2 = GPT2LMHeadModel(GPT2Config())
-    t_bare = median_time(lambda: bare(gpt2), 15)
-    t_sum = median_time(lambda: torchscope.summarize(gpt2), 15)
+    t_bare, t_sum = paired_medians(lambda: bare(gpt2), lambda: torchscope.summarize(gpt2), 15)
     print(f"{'gpt2 (124M, meta)':<24}{sum(1 for _ in gpt2.modules()):>9,}{t_bare * 1e3:>10.1f}"
           f"{t_sum * 1e3:>14.1f}{t_sum / t_bare:>7.2f}x")
 
