@@ -604,7 +604,8 @@ def _account(w: _Walk) -> None:
         while up is not None:
             bucket = subtree.setdefault(up, {})
             for t, kind in node.shared:
-                bucket[id(t)] = (t, kind)
+                if kind is _PARAM or id(t) not in bucket:  # a parameter anywhere counts as one
+                    bucket[id(t)] = (t, kind)
             up = up.parent
     for node, bucket in subtree.items():
         p_numel, p_bytes, t_numel, b_numel, b_bytes = _unique_parts(list(bucket.values()))
