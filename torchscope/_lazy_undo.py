@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.modules import module as _module_mod
 from torch.nn.parameter import is_lazy
 
-from torchscope.records import MapSpec, SeqSpec, Spec, TensorSpec, ValueSpec
+from torchscope.records import Spec
 from torchscope.trace import spec_of
 
 __all__: list[str] = []
@@ -172,14 +172,3 @@ class _FailureSite:
             handle.remove()
 
 
-def _spec_text(spec: Spec) -> str:
-    if spec is None:
-        return "None"
-    if isinstance(spec, TensorSpec):
-        return f"{spec.shape_str()} {spec.dtype}"
-    if isinstance(spec, ValueSpec):
-        return spec.repr
-    if isinstance(spec, SeqSpec):
-        return "(" + ", ".join(_spec_text(s) for s in spec.items) + ")"
-    assert isinstance(spec, MapSpec)
-    return "{" + ", ".join(f"{k}: {_spec_text(s)}" for k, s in spec.items) + "}"

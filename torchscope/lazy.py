@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn.modules import module as _module_mod
 from torch.nn.parameter import is_lazy
 
-from torchscope._lazy_undo import _FailureSite, _Rollback, _SideEffects, _spec_text
+from torchscope._lazy_undo import _FailureSite, _Rollback, _SideEffects
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import (
     Finding,
@@ -44,7 +44,7 @@ from torchscope.records import (
     ParamRecord,
     Severity,
 )
-from torchscope.trace import TraceResult, build_inputs, trace_forward
+from torchscope.trace import TraceResult, _spec_text, build_inputs, trace_forward
 
 __all__ = [
     "check_lazy",
