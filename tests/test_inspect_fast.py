@@ -17,8 +17,8 @@ from models import gpt2
 from torch import nn
 
 import torchscope
+from torchscope import _walk as ts_walk
 from torchscope import examples
-from torchscope import inspect as ts_inspect
 from torchscope.records import ModuleRecord, ParamRecord
 
 
@@ -56,8 +56,8 @@ def test_plain_constructors_give_the_same_report(
 ) -> None:
     model = build()  # type: ignore[operator]
     fast = torchscope.summarize(model)
-    monkeypatch.setattr(ts_inspect, "_module_record", ts_inspect._plain_module_record)
-    monkeypatch.setattr(ts_inspect, "_param_record", ts_inspect._plain_param_record)
+    monkeypatch.setattr(ts_walk, "_module_record", ts_walk._plain_module_record)
+    monkeypatch.setattr(ts_walk, "_param_record", ts_walk._plain_param_record)
     assert torchscope.summarize(model) == fast
 
 
