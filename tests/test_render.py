@@ -64,6 +64,9 @@ def test_lazy_model_shows_unknown_not_zero() -> None:
     text = render_text(torchscope.summarize(examples.LazyMLP()))
     assert "≥ 0 + 2 lazy layers" in text
     assert "Total params: 0 " not in text
+    # regression: trainable counts and sizes of a lazy model were printed as 0 (unknown)
+    assert "Trainable: 0 " not in text and "Params size: 0 B" not in text
+    assert "Trainable: ≥ 0" in text and "Params size: ≥ 0 B" in text
     assert "--input-size" in text
 
 

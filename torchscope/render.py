@@ -362,14 +362,15 @@ def totals_lines(report: Report) -> list[str]:
         else:
             lines.append(f"Lazy: {report.lazy_tensors} uninitialized tensors, size unknown until "
                          "the first forward")
+    at_least = "≥ " if report.lazy_tensors else ""  # lazy sizes are unknown, not 0
     lines.insert(0,
-        f"Total params: {total}    Trainable: {report.trainable_params:,}    "
-        f"Non-trainable: {report.non_trainable_params:,}"
+        f"Total params: {total}    Trainable: {at_least}{report.trainable_params:,}    "
+        f"Non-trainable: {at_least}{report.non_trainable_params:,}"
     )
-    buffers = f"{report.buffer_numel:,} ({humanize_bytes(report.buffer_bytes)})"
+    buffers = f"{at_least}{report.buffer_numel:,} ({humanize_bytes(report.buffer_bytes)})"
     label = ("Params size (this rank)" if any(p.placements is not None for p in report.params)
              else "Params size")
-    line = f"{label}: {humanize_bytes(report.param_bytes)}    Buffers: {buffers}"
+    line = f"{label}: {at_least}{humanize_bytes(report.param_bytes)}    Buffers: {buffers}"
     uniform = _uniform(report)
     if uniform is not None and uniform[0]:
         line += f"    All tensors: {uniform[0]} on {uniform[1]}"
