@@ -35,7 +35,7 @@ import graphviz
 import torch
 
 import torchscope
-from torchscope.graph import render_graph, to_dot
+from torchscope.rendering.graph import render_graph, to_dot
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:

@@ -26,7 +26,7 @@ from torch import nn
 import torchscope
 from tests.models import TRANSFORMERS, assert_same_state, bert, gpt2, state_fingerprint
 from torchscope import examples
-from torchscope.checkpoint import CheckpointDiff, CheckpointInfo
+from torchscope.records import CheckpointDiff, CheckpointInfo
 from torchscope.cli import main
 from torchscope.errors import CheckpointError
 from torchscope.records import Severity, TieKind
@@ -771,7 +771,7 @@ def test_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize("fmt", ["text", "markdown"])
 def test_snapshots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                    snapshot: Callable[[str, str], None], fmt: str) -> None:
-    from torchscope._render_checkpoint import render_diff, render_info
+    from torchscope.rendering._checkpoint import render_diff, render_info
 
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
@@ -793,8 +793,8 @@ def test_snapshots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 def test_rich_rendering(tmp_path: Path) -> None:
-    from torchscope._render_checkpoint import render_diff, render_info
-    from torchscope.render import _to_text
+    from torchscope.rendering._checkpoint import render_diff, render_info
+    from torchscope.rendering._report import _to_text
 
     path = tmp_path / "last.ckpt"
     _train_checkpoint(path)
@@ -896,7 +896,7 @@ def test_saved_on_cuda_reads_without_cuda(tmp_path: Path) -> None:
             torch.load(path, weights_only=True)
     info = torchscope.inspect_checkpoint(path)
     assert [(e.name, e.device) for e in info.entries] == [("w", "cuda:0"), ("b", "cuda:0")]
-    from torchscope._render_checkpoint import render_info
+    from torchscope.rendering._checkpoint import render_info
 
     assert "cuda:0" in render_info(info, fmt="text")
 
@@ -940,7 +940,7 @@ def test_any_nesting_of_tensors_and_values(tmp_path: Path, obj: Any) -> None:
 
 
 def test_long_diff_is_capped_in_text_not_in_json(tmp_path: Path) -> None:
-    from torchscope._render_checkpoint import render_diff
+    from torchscope.rendering._checkpoint import render_diff
 
     path = tmp_path / "bert.pt"
     sd = bert().state_dict()

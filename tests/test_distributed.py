@@ -28,9 +28,11 @@ from torch import nn
 
 import torchscope
 from torchscope import distributed as D
+from torchscope._torch import fsdp_resharded, unwrap_wrappers
 from torchscope.errors import TorchscopeError
 from torchscope.examples import MLP
 from torchscope.records import Report
+from torchscope.rendering._distributed import ranks_renderable, ranks_rows
 
 HERE = Path(__file__).parent
 LAUNCH_TIMEOUT = 180  # seconds for a whole two-process launch (torch imports on 2 busy cores)
@@ -228,7 +230,7 @@ def _worker(out_dir: str) -> None:
             obs["unsharded_after_forward"] = sorted(
                 {type(p).__name__ for p in model2.parameters()})
             model3 = _sharded_mlp_root_params()
-            with D.fsdp_resharded(list(model3.modules())), torch.no_grad():
+            with fsdp_resharded(list(model3.modules())), torch.no_grad():
                 model3(x)
             obs["resharded"] = sorted({type(p).__name__ for p in model3.parameters()})
 
@@ -284,7 +286,7 @@ def _worker(out_dir: str) -> None:
             from torch.nn.parallel import DistributedDataParallel
 
             ddp = DistributedDataParallel(torchscope.examples.MLP())
-            inner, notes = D.unwrap_wrappers(ddp)
+            inner, notes = unwrap_wrappers(ddp)
             obs["ddp_names"] = [p.name for p in torchscope.summarize(inner).params]
             obs["ddp_notes"] = list(notes)
             obs["ddp_summary"] = torchscope.summarize(ddp).to_json()
@@ -388,10 +390,10 @@ def test_distributed_per_rank_totals(distributed_run: list[dict[str, Any]]) -> N
     # every rank gets the same gathered view
     assert _report(distributed_run, 1, "fsdp_mlp").ranks == report.ranks
     assert not [f for f in report.findings if f.code.startswith("distributed-")]
-    header, rows = D.ranks_rows(report)
+    header, rows = ranks_rows(report)
     assert header[0] == "Rank" and [r[0] for r in rows] == ["0", "1", "all"]
-    assert rows[-1][2] == torchscope.render.humanize_count(total)
-    text = D.ranks_renderable(report, fmt="text")
+    assert rows[-1][2] == torchscope.rendering.humanize_count(total)
+    text = ranks_renderable(report, fmt="text")
     assert isinstance(text, str) and max(len(line) for line in text.splitlines()) <= 100
 
 
@@ -599,7 +601,7 @@ def test_distributed_not_launched(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="boom"):
         D.gather_report(ValueError("boom"))
     D.teardown()  # nothing to tear down
-    assert D.ranks_rows(report)[1] == []
+    assert ranks_rows(report)[1] == []
     assert type(torchscope.examples.fsdp_mlp()) is torchscope.examples.MLP
 
 
@@ -625,10 +627,10 @@ def test_distributed_unreachable_master_is_a_clear_error(monkeypatch: pytest.Mon
 
 def test_distributed_unwrap_data_parallel_and_compile() -> None:
     inner = torchscope.examples.MLP()
-    model, notes = D.unwrap_wrappers(nn.DataParallel(inner))
+    model, notes = unwrap_wrappers(nn.DataParallel(inner))
     assert model is inner and notes == (
         "wrapped by DataParallel: names are shown without the module. prefix",)
-    assert D.unwrap_wrappers(inner) == (inner, ())
+    assert unwrap_wrappers(inner) == (inner, ())
 
 
 def test_distributed_fsdp_checks_without_fsdp_are_noops() -> None:
@@ -636,5 +638,5 @@ def test_distributed_fsdp_checks_without_fsdp_are_noops() -> None:
     ties = torchscope.find_tied(model)
     assert ties  # SharedMLP has ties, but no FSDP unit can split them
     assert D.check_fsdp_ties(ties, model) == ()
-    with D.fsdp_resharded(list(model.modules())):
+    with fsdp_resharded(list(model.modules())):
         assert model(torch.zeros(1, 4)).shape == (1, 1)

@@ -17,7 +17,7 @@ import torchscope
 from torchscope import examples
 from torchscope.cli import main
 from torchscope.errors import InputSpecError, TorchscopeError
-from torchscope.graph import render_graph, to_dot, to_graphviz
+from torchscope.rendering.graph import render_graph, to_dot, to_graphviz
 from torchscope.inspect import summarize
 from torchscope.records import Report
 

@@ -710,8 +710,8 @@ def test_text_rendering_snapshot(snapshot: Callable[[str, str], None]) -> None:
 
 
 def test_rich_and_markdown_rendering_snapshot(snapshot: Callable[[str, str], None]) -> None:
-    from torchscope._render_init import render_init
-    from torchscope.render import make_console
+    from torchscope.rendering._init import render_init
+    from torchscope.rendering import make_console
 
     r = _shared_report()
     buf = io.StringIO()
@@ -722,7 +722,7 @@ def test_rich_and_markdown_rendering_snapshot(snapshot: Callable[[str, str], Non
 
 
 def test_long_names_are_elided_to_fit() -> None:
-    from torchscope._render_init import render_init_text
+    from torchscope.rendering._init import render_init_text
 
     m = TRANSFORMERS["bert"]()
     r = apply_init(m, {"*": "keep"}, dry_run=True)

@@ -17,7 +17,7 @@ from models import gpt2
 from torch import nn
 
 import torchscope
-from torchscope import _walk as ts_walk
+from torchscope.inspect import _walk as ts_walk
 from torchscope import examples
 from torchscope.records import ModuleRecord, ParamRecord
 

@@ -618,7 +618,7 @@ def test_golden_summary_of_lazy_mlp_without_inputs(snapshot: Callable[[str, str]
 
 
 def test_golden_check_lazy_findings(snapshot: Callable[[str, str], None]) -> None:
-    from torchscope.render import findings_table
+    from torchscope.rendering import findings_table
 
     model = Net(nn.LazyBatchNorm2d(affine=False))
     model.block.body.append(nn.LazyConv2d(8, 3))

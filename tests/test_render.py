@@ -10,7 +10,7 @@ from models import TRANSFORMERS
 
 import torchscope
 from torchscope import examples
-from torchscope.render import (
+from torchscope.rendering._report import (
     WIDTH,
     humanize_bytes,
     humanize_count,

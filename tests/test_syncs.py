@@ -23,7 +23,8 @@ from torch import nn
 import torchscope
 from torchscope.cli import main
 from torchscope.errors import SyncError
-from torchscope.syncs import SyncKind, SyncReport, detect_syncs, no_syncs
+from torchscope.records import SyncKind, SyncReport
+from torchscope.syncs import detect_syncs, no_syncs
 
 HERE = os.path.abspath(__file__)
 S, H, P, D, C = (SyncKind.SCALAR_READ, SyncKind.HOST_COPY, SyncKind.PRINT, SyncKind.DATA_SHAPE,
@@ -564,22 +565,22 @@ def test_render_text_fits_100_columns_and_lists_fixes() -> None:
     with detect_syncs() as report:
         for func, _, _ in CASES:
             func()
-    text = report.render(fmt="text")
+    text = torchscope.render(report, "text")
     assert text.startswith(f"{len(CASES)} host-device synchronizations at ")
     assert max(len(line) for line in text.splitlines()) <= 100
     assert "fixes:" in text and "output_size=" in text
-    markdown = report.render(fmt="markdown")
+    markdown = torchscope.render(report, "markdown")
     assert "| count" in markdown.replace("|   count", "| count")
-    with pytest.raises(ValueError, match="unknown format 'xml'"):
-        report.render(fmt="xml")
+    with pytest.raises(torchscope.TorchscopeError, match="fmt = 'xml' is not a format"):
+        torchscope.render(report, "xml")
     empty = detect_syncs()
-    assert empty.render(fmt="text") == "no host-device synchronizations\n"
+    assert torchscope.render(empty, "text") == "no host-device synchronizations\n"
 
 
 def test_rich_rendering_fits_100_columns() -> None:
     import io
 
-    from torchscope.render import make_console
+    from torchscope.rendering import make_console
 
     net = nn.Linear(3, 1)
     net(torch.randn(2, 3)).sum().backward()

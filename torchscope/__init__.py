@@ -55,10 +55,12 @@ _EXPORTS: dict[str, str] = {
     "summarize": "inspect",
     "walk": "inspect",
     # rendering
-    "render_json": "render",
-    "render_markdown": "render",
-    "render_text": "render",
-    "print_report": "render",
+    "render": "rendering",
+    "render_json": "rendering",
+    "show": "rendering",
+    "render_markdown": "rendering",
+    "render_text": "rendering",
+    "print_report": "rendering",
     # forward tracing (issue 3)
     "TraceResult": "trace",
     "build_inputs": "trace",
@@ -77,46 +79,46 @@ _EXPORTS: dict[str, str] = {
     "check_lazy": "lazy",
     "find_lazy": "lazy",
     "infer_lazy_shapes": "lazy",
-    "inferred_numel": "lazy",
+    "inferred_numel": "records",
     "materialize": "lazy",
     "trace_lazy": "lazy",
     # initialization policies (issue 6)
-    "InitEntry": "init",
-    "InitReport": "init",
-    "InitRule": "init",
+    "InitEntry": "records",
+    "InitReport": "records",
+    "InitRule": "records",
     "InitRuleWarning": "init",
-    "InitStatus": "init",
+    "InitStatus": "records",
     "apply_init": "init",
     "load_policy": "init",
     # devices and synchronizations (issue 7)
-    "SyncKind": "syncs",
-    "SyncReport": "syncs",
-    "SyncSite": "syncs",
+    "SyncKind": "records",
+    "SyncReport": "records",
+    "SyncSite": "records",
     "check_devices": "devices",
     "detect_syncs": "syncs",
     "device_map": "devices",
     "no_syncs": "syncs",
     # checkpoints (issue 9)
-    "CheckpointDiff": "checkpoint",
-    "CheckpointEntry": "checkpoint",
-    "CheckpointInfo": "checkpoint",
-    "DtypeMismatch": "checkpoint",
-    "OptimizerState": "checkpoint",
-    "ShapeMismatch": "checkpoint",
-    "UntiedInFile": "checkpoint",
+    "CheckpointDiff": "records",
+    "CheckpointEntry": "records",
+    "CheckpointInfo": "records",
+    "DtypeMismatch": "records",
+    "OptimizerState": "records",
+    "ShapeMismatch": "records",
+    "UntiedInFile": "records",
     "diff_checkpoint": "checkpoint",
     "inspect_checkpoint": "checkpoint",
     # distributed models (issue 10)
     "check_fsdp_ties": "distributed",
     "gather_report": "distributed",
     # block diagrams (issue 8)
-    "render_graph": "graph",
-    "to_dot": "graph",
-    "to_graphviz": "graph",
+    "render_graph": "rendering.graph",
+    "to_dot": "rendering.graph",
+    "to_graphviz": "rendering.graph",
 }
 
-_SUBMODULES = ("examples", "records", "errors", "inspect", "render", "cli", "distributed",
-               "devices", "syncs", "tying", "lazy", "init", "checkpoint", "graph", "trace")
+_SUBMODULES = ("examples", "records", "errors", "inspect", "rendering", "cli", "distributed",
+               "devices", "syncs", "tying", "lazy", "init", "checkpoint", "trace")
 
 __all__ = sorted([*_EXPORTS, "__version__", "examples"])
 

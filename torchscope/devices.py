@@ -36,11 +36,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
+from torchscope._torch import is_lazy
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import Finding, Severity
 from torchscope.syncs import SyncReport, detect_syncs, no_syncs
+from torchscope.trace import state_guard
+from torchscope.tying import check_ties
 
 __all__ = ["SyncReport", "check_devices", "detect_syncs", "device_map", "no_syncs"]
 
@@ -49,8 +51,6 @@ def _name(path: str) -> str:
     return path if path else "(root)"
 
 
-def _is_lazy(t: torch.Tensor) -> bool:
-    return isinstance(t, UninitializedTensorMixin)
 
 
 def _dev(t: torch.Tensor) -> str:
@@ -67,10 +67,10 @@ _MODULE_ATTRS = frozenset(vars(nn.Module()))
 
 def _own_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     for name, p in module._parameters.items():
-        if p is not None and not _is_lazy(p):
+        if p is not None and not is_lazy(p):
             yield name, p
     for name, b in module._buffers.items():
-        if b is not None and not _is_lazy(b):
+        if b is not None and not is_lazy(b):
             yield name, b
 
 
@@ -232,7 +232,6 @@ def _meta_findings(model: nn.Module) -> list[Finding]:
 def _tied_findings(model: nn.Module) -> list[Finding]:
     # one source of truth for ties: the tying module's `tie-devices` findings (declared ties
     # broken across devices); `check` would otherwise report the same tie twice
-    from torchscope.tying import check_ties
 
     return [f for f in check_ties(model) if f.code == "tie-devices"]
 
@@ -255,7 +254,7 @@ def _plain_findings(model: nn.Module) -> list[Finding]:
     for path, module in model.named_modules():
         own_devs = {_dev(t) for _, t in _own_tensors(module)}
         if not own_devs:
-            own_devs = {_dev(t) for t in module.parameters() if not _is_lazy(t)}
+            own_devs = {_dev(t) for t in module.parameters() if not is_lazy(t)}
         for attr, value in vars(module).items():
             if attr in _MODULE_ATTRS or isinstance(value, nn.Parameter):
                 continue
@@ -309,10 +308,9 @@ class _Stop(Exception):
 
 
 def _input_findings(model: nn.Module, example_inputs: Any) -> list[Finding]:
-    from torchscope.trace import state_guard
 
-    if any(_is_lazy(t) for t in model.parameters()) or any(
-            _is_lazy(t) for t in model.buffers()):
+    if any(is_lazy(t) for t in model.parameters()) or any(
+            is_lazy(t) for t in model.buffers()):
         return []  # running it would materialize the lazy tensors
     if isinstance(example_inputs, Mapping):
         args: tuple[Any, ...] = ()

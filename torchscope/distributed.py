@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime
 import math
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -30,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchscope._torch import fsdp_module_type
+from torchscope._units import humanize_bytes
 from torchscope.errors import TorchscopeError
 from torchscope.records import Finding, ParamRecord, RankRecord, Report, Severity, TiedGroup
 
@@ -37,15 +38,10 @@ __all__ = [
     "UNEVEN_RATIO",
     "check_fsdp_ties",
     "distributed_session",
-    "fsdp_module_type",
-    "fsdp_resharded",
     "gather_report",
     "is_primary",
-    "ranks_renderable",
-    "ranks_rows",
     "setup_from_launcher",
     "teardown",
-    "unwrap_wrappers",
 ]
 
 #: Shards are "badly uneven" when the rank holding the most parameter bytes holds more than this
@@ -180,80 +176,6 @@ def is_primary() -> bool:
     """
     rw = _rank_world()
     return rw is None or rw[0] == 0
-
-
-# ------------------------------------------------------------------------------------------
-# FSDP helpers (cheap: nothing is imported that the model did not import already)
-
-
-def fsdp_module_type() -> type | None:
-    """FSDP2's ``FSDPModule`` class, or ``None`` when FSDP was never imported (so no module
-    can be one).
-
-    >>> fsdp_module_type() is None or fsdp_module_type().__name__ == "FSDPModule"
-    True
-    """
-    module = sys.modules.get("torch.distributed.fsdp")
-    cls = getattr(module, "FSDPModule", None) if module is not None else None
-    return cls if isinstance(cls, type) else None
-
-
-def _sharded_before(module: nn.Module) -> bool:
-    """Whether an FSDP unit's parameters are sharded now (private state, guarded; when it
-    cannot be read, assume sharded: the normal state between steps)."""
-    try:
-        state = module._get_fsdp_state()  # type: ignore[operator]
-        return all(bool(g.is_sharded) for g in state._fsdp_param_groups)
-    except Exception:
-        return True
-
-
-@contextmanager
-def fsdp_resharded(modules: Sequence[nn.Module]) -> Iterator[None]:
-    """Put every FSDP unit among ``modules`` that was sharded on entry back to sharded on exit.
-
-    FSDP2 keeps the root unit's parameters unsharded after a forward (it expects a backward);
-    an inspection forward must leave the model as it found it, or the next training step mixes
-    plain tensors and DTensors. Does nothing when FSDP is not in use.
-
-    >>> with fsdp_resharded([torch.nn.Linear(2, 2)]):
-    ...     pass
-    """
-    fsdp = fsdp_module_type()
-    units = [m for m in modules if fsdp is not None and isinstance(m, fsdp)]
-    sharded = [m for m in units if _sharded_before(m)]
-    try:
-        yield
-    finally:
-        for m in sharded:
-            m.reshard()  # type: ignore[operator]
-
-
-def unwrap_wrappers(model: nn.Module) -> tuple[nn.Module, tuple[str, ...]]:
-    """Strip ``torch.compile`` (``_orig_mod.``) and DistributedDataParallel / DataParallel
-    (``module.``) wrappers around the root, with a note for each.
-
-    FSDP2 keeps the model's own names (it swaps the class, not the module), so it needs no
-    unwrapping.
-
-    >>> inner = torch.nn.Linear(2, 2)
-    >>> unwrap_wrappers(torch.nn.DataParallel(inner))[0] is inner
-    True
-    """
-    notes: list[str] = []
-    while True:
-        cls_name = type(model).__name__
-        inner = getattr(model, "_orig_mod", None) if cls_name == "OptimizedModule" else None
-        if inner is None and cls_name in ("DistributedDataParallel", "DataParallel"):
-            inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            return model, tuple(notes)
-        if cls_name == "OptimizedModule":  # the wording of inspect.summarize's note
-            notes.append("compiled with torch.compile: names are shown without the _orig_mod. "
-                         "prefix")
-        else:
-            notes.append(f"wrapped by {cls_name}: names are shown without the module. prefix")
-        model = inner
 
 
 def _unit_of(model: nn.Module, name: str, fsdp: type) -> tuple[int, str] | None:
@@ -481,7 +403,6 @@ def _uneven(payloads: Sequence[_Payload], ratio: float) -> list[Finding]:
     largest = max(range(len(sizes)), key=lambda i: sizes[i])
     if sizes[largest] <= ratio * mean:
         return []
-    from torchscope.render import humanize_bytes
 
     # the tensors whose shards differ most between ranks
     per_name: dict[str, list[int]] = {}
@@ -510,61 +431,3 @@ def _uneven(payloads: Sequence[_Payload], ratio: float) -> list[Finding]:
         "shard_placement_fn)",
     )]
 
-
-# ------------------------------------------------------------------------------------------
-# rendering
-
-
-def ranks_rows(report: Report) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the per-rank table (empty rows when nothing was gathered).
-
-    Columns: rank, device, local parameter count, parameter and buffer bytes on that rank,
-    and the rank's share of all parameter bytes; a last ``all`` row sums the ranks.
-
-    >>> import torchscope
-    >>> ranks_rows(torchscope.summarize(torchscope.examples.MLP()))[1]
-    []
-    """
-    from torchscope.render import humanize_bytes, humanize_count
-
-    header = ["Rank", "Device", "Local params", "Params size", "Buffers size", "Share"]
-    if not report.ranks:
-        return header, []
-    total_bytes = sum(r.param_bytes for r in report.ranks)
-    rows: list[list[str]] = []
-    for r in report.ranks:
-        share = f"{100 * r.param_bytes / total_bytes:.1f}%" if total_bytes else "?"
-        rows.append([str(r.rank), r.device, humanize_count(r.local_params),
-                     humanize_bytes(r.param_bytes), humanize_bytes(r.buffer_bytes), share])
-    rows.append(["all", "", humanize_count(sum(r.local_params for r in report.ranks)),
-                 humanize_bytes(total_bytes),
-                 humanize_bytes(sum(r.buffer_bytes for r in report.ranks)), "100%"])
-    return header, rows
-
-
-def ranks_renderable(report: Report, *, fmt: str = "rich") -> Any:
-    """The per-rank table as a rich ``Table`` (``fmt="rich"``) or text/Markdown (a ``str``).
-
-    >>> import torchscope
-    >>> ranks_renderable(torchscope.summarize(torchscope.examples.MLP()), fmt="text")
-    'Ranks: not gathered (run under torchrun with distributed=True)'
-    """
-    header, rows = ranks_rows(report)
-    if not rows:
-        return "Ranks: not gathered (run under torchrun with distributed=True)"
-    title = f"Per-rank shares ({len(report.ranks)} ranks)"
-    if fmt in ("text", "markdown"):
-        from tabulate import tabulate
-
-        table = tabulate(rows, headers=header, disable_numparse=True,
-                         tablefmt="github" if fmt == "markdown" else "simple")
-        return f"{title}\n\n{table}"
-    from rich import box
-    from rich.table import Table
-
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
-    for name in header:
-        t.add_column(name, justify="left" if name in ("Rank", "Device") else "right")
-    for row in rows:
-        t.add_row(*row)
-    return t

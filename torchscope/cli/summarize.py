@@ -1,0 +1,62 @@
+"""Summarize a model: its blocks, parameters and buffers, tie-aware totals, and (with
+--input-size) the shapes flowing through every block. Without TARGET: the chapter's MLP."""
+
+from __future__ import annotations
+
+import argparse
+
+from torchscope.cli import (
+    add_format_argument,
+    add_input_arguments,
+    add_target_arguments,
+    input_options,
+    load_target,
+    output_format,
+)
+from torchscope.distributed import distributed_session, gather_report, is_primary
+from torchscope.errors import InputSpecError
+from torchscope.inspect import summarize
+from torchscope.rendering._distributed import ranks_renderable
+from torchscope.rendering._report import emit, print_report, ties_renderable
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``summarize`` options."""
+
+    add_target_arguments(parser)
+    add_input_arguments(parser)
+    add_format_argument(parser)
+    parser.add_argument("--depth", type=int, default=None, metavar="N",
+                        help="show blocks down to depth N; deeper blocks fold into their totals")
+    parser.add_argument("--params", action="store_true",
+                        help="per-parameter view: every qualified name with shape, dtype, "
+                        "device, numel, requires_grad and aliases")
+    parser.add_argument("--ties", action="store_true",
+                        help="also list the groups of tied (shared) tensors")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the report and print it; exit 0."""
+
+    if args.depth is not None and args.depth < 0:
+        raise InputSpecError(f"--depth {args.depth} is negative: use 0 for the root only, 1, 2…")
+    options = input_options(args)
+    # under torchrun: start the process group (and end it, also on failure); rank 0 prints
+    with distributed_session() as distributed:
+        try:
+            model = load_target(args)
+        except Exception as err:
+            if distributed:
+                gather_report(err)  # every rank raises, naming the failed ranks: nobody waits
+            raise
+        report = summarize(model, distributed=distributed, **options)
+        if not is_primary():
+            return 0
+        fmt = output_format(args)
+        print_report(report, fmt=fmt, depth=args.depth, params=args.params)
+        if report.ranks and fmt != "json":
+            emit(ranks_renderable(report, fmt=fmt), fmt=fmt)
+        if args.ties and fmt != "json":
+
+            emit(ties_renderable(report, fmt=fmt), fmt=fmt)
+    return 0

@@ -1,0 +1,81 @@
+"""Run a Python script under the host-device synchronization detector (like ``python -m
+cProfile``) and print, when it ends, every line that made (or, without an accelerator, would
+make) the host wait for the device, with counts and fixes — also when the script raises or is
+interrupted. Options go before the script; everything after it is the script's own arguments."""
+
+from __future__ import annotations
+
+import argparse
+
+from torchscope.cli import add_format_argument, output_format
+from torchscope.errors import TargetError
+from torchscope.rendering import render, show
+from torchscope.syncs import detect_syncs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``syncs`` options: SCRIPT, its arguments, --deep, --format."""
+
+    add_format_argument(parser)
+    parser.add_argument("--deep", action="store_true",
+                        help="also watch ATen ops (scalar reads inside torch's C++ code); slower")
+    parser.add_argument("-o", "--output", default=None, metavar="FILE",
+                        help="write the report to FILE instead of stdout (keeps it apart from "
+                        "the script's own output)")
+    parser.add_argument("script", metavar="SCRIPT", help="path to the Python script to run")
+    parser.add_argument("script_args", nargs=argparse.REMAINDER, metavar="ARGS",
+                        help="arguments passed to the script as sys.argv[1:]")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the script, print the report; exit with the script's status (1 if it raised)."""
+    import os
+    import runpy
+    import sys
+
+
+    path = args.script
+    if not os.path.isfile(path):
+        raise TargetError(f"script {path!r} does not exist; give the path of a Python file")
+    fmt = output_format(args) if not args.output or args.format else "text"
+    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
+    sys.argv = [path, *args.script_args]
+    folder = os.path.dirname(os.path.abspath(path))
+    if sys.path:
+        sys.path[0] = folder
+    else:  # pragma: no cover
+        sys.path.insert(0, folder)
+    code = 0
+    failure: str | None = None
+    report = detect_syncs(deep=args.deep)
+    try:
+        with report:
+            try:
+                runpy.run_path(path, run_name="__main__")
+            except SystemExit as exc:
+                if exc.code is None:
+                    code = 0
+                elif isinstance(exc.code, int):
+                    code = exc.code
+                else:
+                    failure, code = str(exc.code), 1
+            except KeyboardInterrupt:
+                failure, code = "interrupted (KeyboardInterrupt)", 130
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                failure = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+                code = 1
+    finally:
+        sys.argv = saved_argv
+        if saved_path0 is not None and sys.path:
+            sys.path[0] = saved_path0
+    sys.stdout.flush()
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(render(report, "text" if fmt == "rich" else fmt))
+    else:
+        show(report, fmt)
+    if failure is not None:
+        sys.stdout.flush()
+        print(f"torchscope syncs: {path} stopped: {failure}", file=sys.stderr)
+    return code

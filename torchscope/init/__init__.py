@@ -1,0 +1,457 @@
+"""Initialization policies: declare how every parameter is initialized, by name and module type.
+
+A policy is an ordered list of rules; the first rule that matches a parameter decides it. A rule
+selects parameters by
+
+- a glob over qualified names (``"encoder.*.weight"``, ``"*.bias"``), matched with
+  :func:`fnmatch.fnmatchcase`: case-sensitive, and ``*`` **crosses dots** (``"*.weight"``
+  matches ``net.0.weight``). A leading ``*.`` also matches the root module's own parameters
+  (``"*.bias"`` matches ``bias``);
+- a regular expression, written ``"re:<pattern>"`` and searched with :func:`re.search`
+  (anchor it with ``^``/``$``);
+- a module type: a class (``nn.Linear``, matched with ``isinstance``) or a class name
+  (``"type:Linear"``, matched against the names of the module's classes, so ``LazyLinear``
+  counts as ``Linear``), with an optional role, the parameter's own name on its module
+  (``(nn.Linear, "weight")``, ``"type:Linear:bias"``, globs allowed: ``"type:LSTM:weight_*"``).
+
+An initializer is a ``torch.nn.init`` name with literal arguments (``"xavier_uniform"``,
+``"kaiming_normal(mode='fan_out', nonlinearity='relu')"``, ``"normal(std=0.02)"``,
+``"uniform(-0.1, 0.1)"``, ``"constant(42)"`` …; parsed with :mod:`ast`, never evaluated), any
+callable taking the tensor, ``"reset"`` (the owning module's ``reset_parameters``, other tensors
+of that module are put back) or ``"keep"``.
+
+>>> import torch, torchscope
+>>> m = torchscope.examples.MLP()
+>>> r = torchscope.apply_init(m, {"*.weight": "normal(std=0.02)", "*.bias": "zeros"}, seed=0)
+>>> [e.status.value for e in r.entries]
+['applied', 'applied', 'applied', 'applied']
+>>> bool((m.output.bias == 0).all())
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parameter import is_lazy
+from torch.utils.hooks import RemovableHandle
+
+from torchscope.errors import InitPolicyError
+from torchscope.init._policy import (
+    INITIALIZERS,
+    Initializer,
+    Matcher,
+    Policy,
+    Rule,
+    load_policy,
+    parse_policy,
+    rule_where,
+)
+from torchscope.records import InitEntry, InitReport, InitRule, InitStatus
+from torchscope.tying import storage_key
+
+__all__ = [
+    "INITIALIZERS",
+    "InitEntry",
+    "InitReport",
+    "InitRule",
+    "InitRuleWarning",
+    "InitStatus",
+    "apply_init",
+    "load_policy",
+]
+
+
+class InitRuleWarning(UserWarning):
+    """A policy rule decided no parameter: a typo, or every match was taken by an earlier rule."""
+
+
+
+
+
+
+
+
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+
+
+@dataclass(slots=True)
+class _Unit:
+    """One tensor to initialize once: every name and object over the same bytes."""
+
+    names: list[str]
+    tensor: torch.Tensor
+    rule: Rule | None = None
+    name: str = ""
+
+
+def _units(model: nn.Module) -> list[_Unit]:
+    """Parameters grouped into tensors to fill once, in ``named_parameters`` order.
+
+    One object under several names is one unit; distinct objects over exactly the same bytes
+    (same storage, offset, shape, strides and dtype) are one unit too. Partial overlaps stay
+    separate units (each is filled; the later one wins on the shared bytes).
+    """
+    by_id: dict[int, _Unit] = {}
+    by_bytes: dict[tuple[object, ...], _Unit] = {}
+    units: list[_Unit] = []
+    for name, p in model.named_parameters(remove_duplicate=False):
+        unit = by_id.get(id(p))
+        if unit is None and not is_lazy(p) and p.numel() > 0:
+            key = (storage_key(p), p.storage_offset(), tuple(p.shape), p.stride(), p.dtype)
+            unit = by_bytes.get(key)
+            if unit is None:
+                unit = by_bytes[key] = _Unit([], p)
+                units.append(unit)
+            by_id[id(p)] = unit
+        elif unit is None:
+            unit = by_id[id(p)] = _Unit([], p)
+            units.append(unit)
+        unit.names.append(name)
+    return units
+
+
+def _check_fn(init: Initializer, t: torch.Tensor, name: str, where: str) -> None:
+    """Run a ``torch.nn.init`` initializer on a meta tensor like ``t``: bad arguments fail here."""
+    assert init.fn is not None
+    trial = torch.empty(tuple(t.shape), dtype=t.dtype, device="meta")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            init.fn(trial, *init.args, **dict(init.kwargs))
+    except NotImplementedError:  # an op without a meta kernel: cannot check ahead, not wrong
+        return
+    except Exception as err:
+        raise InitPolicyError(
+            f"{where}: {init.text} cannot initialize {name} (shape {list(t.shape)}, "
+            f"{str(t.dtype).removeprefix('torch.')}): {err}; change the initializer or the "
+            "rule's pattern"
+        ) from None
+
+
+def _owner(modules: Mapping[str, nn.Module], name: str) -> tuple[nn.Module, str]:
+    path, _, role = name.rpartition(".")
+    return modules[path], role
+
+
+def _check_reset(module: nn.Module, name: str, where: str) -> None:
+    if not callable(getattr(module, "reset_parameters", None)):
+        raise InitPolicyError(
+            f"{where}: 'reset' needs {type(module).__name__}.reset_parameters(), which "
+            f"{name}'s module does not have; use a torch.nn.init initializer instead"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# applying
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, tensors: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Seed the RNGs of ``tensors``' devices inside a fork: the caller's RNG state comes back."""
+    if seed is None:
+        yield
+        return
+    used: dict[str, set[int]] = {}
+    for t in tensors:
+        if t.device.type not in ("cpu", "meta"):
+            index = t.device.index if t.device.index is not None else 0
+            used.setdefault(t.device.type, set()).add(index)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.random.fork_rng(devices=[]))
+        for dtype, indices in sorted(used.items()):
+            stack.enter_context(
+                torch.random.fork_rng(devices=sorted(indices), device_type=dtype)
+            )
+        torch.default_generator.manual_seed(seed)
+        for dtype, indices in sorted(used.items()):
+            mod = torch.get_device_module(dtype)
+            select = getattr(mod, "device", None)  # cuda/xpu: per-device; mps: one device
+            for index in sorted(indices):
+                with select(index) if select is not None else contextlib.nullcontext():
+                    mod.manual_seed(seed)
+        yield
+
+
+def _apply_one(init: Initializer, t: torch.Tensor, name: str, done: int) -> None:
+    assert init.fn is not None
+    try:
+        init.fn(t, *init.args, **dict(init.kwargs))
+    except Exception as err:
+        raise InitPolicyError(
+            f"initializer {init.text} raised {type(err).__name__} on {name}: {err}; "
+            f"{done} tensor(s) before it were already initialized — fix the initializer"
+        ) from err
+
+
+def _reset(module: nn.Module, reset_ids: set[int]) -> None:
+    """``module.reset_parameters()``, then put back its tensors that another rule decides."""
+    saved = [
+        (p, p.detach().clone())
+        for p in module.parameters()
+        if id(p) not in reset_ids and not is_lazy(p) and p.device.type != "meta"
+    ]
+    module.reset_parameters()  # type: ignore[operator]
+    for p, value in saved:
+        p.copy_(value)
+
+
+class _DeferredInit:
+    """Forward pre-hook on a lazy module: initialize its tensors once they materialized."""
+
+    def __init__(self, items: list[tuple[str, str, Initializer]], seed: int | None) -> None:
+        self.items = items  # (role on the module, qualified name, initializer)
+        self.seed = seed
+        self.handle: RemovableHandle | None = None
+
+    def __call__(self, module: nn.Module, args: Any) -> None:
+        tensors = [getattr(module, role) for role, _, _ in self.items]
+        if any(is_lazy(t) for t in tensors):
+            return  # not materialized yet (the module's own hook did not run): wait
+        if self.handle is not None:
+            self.handle.remove()
+        for (_, name, init), t in zip(self.items, tensors):
+            if init.kind == "fn":
+                _check_fn(init, t, name, f"deferred initialization of {name}")
+        reset_ids = {id(t) for (_, _, init), t in zip(self.items, tensors) if init.kind == "reset"}
+        with _seeded(self.seed, tensors), torch.no_grad():
+            did_reset = False
+            for done, ((_, name, init), t) in enumerate(zip(self.items, tensors)):
+                if init.kind == "reset":
+                    if not did_reset:
+                        _reset(module, reset_ids)
+                        did_reset = True
+                elif init.kind in ("fn", "callable"):
+                    _apply_one(init, t, name, done)
+
+
+# ---------------------------------------------------------------------------------------------
+# the public entry point
+
+
+def apply_init(
+    model: nn.Module,
+    policy: Policy,
+    *,
+    seed: int | None = None,
+    dry_run: bool = False,
+    strict: bool = False,
+) -> InitReport:
+    """Initialize ``model``'s parameters by an ordered policy; the first matching rule decides.
+
+    Every rule is parsed and every initializer checked against the shapes it will fill (on the
+    meta device) before any tensor changes. Tensors are filled under ``torch.no_grad()``; a tied
+    tensor (one object under several names, or distinct tensors over the same bytes) is filled
+    once, by the first rule matching any of its names. Lazy (uninitialized) parameters are
+    filled right after they materialize by a forward pre-hook that then removes itself; meta
+    tensors are planned only. Buffers are not touched (except by ``"reset"`` when the module's
+    ``reset_parameters`` resets them); ``"reset"`` keeps a copy of the module's other parameters
+    to put them back. Calling ``apply_init`` twice on a lazy model adds two hooks: both run,
+    in order, so the later policy wins.
+
+    Args:
+        model: the module to initialize in place.
+        policy: a mapping ``selector -> initializer`` (order kept), a sequence of
+            ``(selector, initializer)`` pairs, ``(module type, role, initializer)`` triples or
+            dicts with ``match``/``type``, ``role`` and ``init`` keys, or a TOML policy file
+            (a ``Path``, or a ``str`` ending in ``.toml``; see :func:`load_policy`). See the
+            module docstring for selectors and initializers.
+        seed: seed the random initializers (and deferred lazy ones, each lazy module with
+            ``seed + k``) in a fork of the RNG; the caller's global RNG state is untouched.
+            ``None`` draws from the global RNG as ``torch.nn.init`` does.
+        dry_run: plan and check only: nothing changes and no hook is added.
+        strict: raise when a parameter matches no rule.
+
+    Returns:
+        An :class:`InitReport`: per tensor its rule, initializer and status; unmatched tensors;
+        rules that decided nothing.
+
+    Raises:
+        InitPolicyError: a malformed rule, an unknown initializer, arguments an initializer does
+            not take or a shape it cannot fill, ``"reset"`` on a module without
+            ``reset_parameters``, or (``strict``) unmatched parameters — always before any change.
+            A callable initializer that raises stops the run (the message says how many tensors
+            were already filled).
+
+    Warns:
+        InitRuleWarning: for each rule that decided no tensor.
+
+    >>> import torch, torchscope
+    >>> m = torchscope.examples.SharedMLP()
+    >>> r = torchscope.apply_init(m, [("type:Linear:weight", "ones"), ("*", "keep")])
+    >>> e = r.entry("4.weight")
+    >>> e.name, e.aliases, bool((m[4].weight == 1).all())
+    ('2.weight', ('4.weight',), True)
+    """
+    if not isinstance(model, nn.Module):
+        raise InitPolicyError(
+            f"apply_init needs an nn.Module, got {type(model).__name__}; pass the model itself"
+        )
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64
+    ):
+        raise InitPolicyError(
+            f"seed={seed!r} is not an integer in [0, 2**64); give e.g. seed=0, or None"
+        )
+    rules = parse_policy(policy)
+    modules = dict(model.named_modules(remove_duplicate=False))
+    matcher = Matcher(modules)
+    units = _units(model)
+
+    matched = [0] * len(rules)
+    decided = [0] * len(rules)
+    for unit in units:
+        for rule in rules:
+            hit = next((n for n in unit.names if matcher.matches(rule.selector, n)), None)
+            if hit is None:
+                continue
+            matched[rule.index] += 1
+            if unit.rule is None:
+                unit.rule, unit.name = rule, hit
+                decided[rule.index] += 1
+        if unit.rule is None:
+            unit.name = unit.names[0]
+
+    # every check before any change
+    checked: set[tuple[int, tuple[int, ...], torch.dtype]] = set()
+    for unit in units:
+        if unit.rule is None:
+            continue
+        init, where = unit.rule.init, rule_where(unit.rule.index, unit.rule.selector.text)
+        if init.kind == "reset":
+            _check_reset(_owner(modules, unit.name)[0], unit.name, where)
+        elif init.kind == "fn" and not is_lazy(unit.tensor):
+            key = (unit.rule.index, tuple(unit.tensor.shape), unit.tensor.dtype)
+            if key not in checked:
+                _check_fn(init, unit.tensor, unit.name, where)
+                checked.add(key)
+    unmatched = [u.name for u in units if u.rule is None]
+    if strict and unmatched:
+        shown = ", ".join(unmatched[:8]) + (f", … ({len(unmatched)} in all)" if len(unmatched) >
+                                             8 else "")
+        raise InitPolicyError(
+            f"strict=True: {len(unmatched)} parameter(s) matched no rule: {shown}; add rules for "
+            "them (a last rule '*': 'keep' keeps the rest) or drop strict=True"
+        )
+    for rule in rules:
+        if decided[rule.index] == 0:
+            why = (
+                "matches no parameter (a typo in the pattern?)"
+                if matched[rule.index] == 0
+                else f"matches {matched[rule.index]} tensor(s), all decided by earlier rules"
+            )
+            warnings.warn(
+                f"init rule #{rule.index} {rule.selector.text!r} -> {rule.init.text} {why}",
+                InitRuleWarning,
+                stacklevel=2,
+            )
+
+    statuses = _statuses(units, dry_run=dry_run)
+    notes: list[str] = []
+    if not dry_run:
+        notes = _apply(units, statuses, modules, seed)
+
+    records = tuple(
+        InitRule(
+            index=r.index,
+            selector=r.selector.text,
+            kind=r.selector.kind,
+            init=r.init.text,
+            matched=matched[r.index],
+            decided=decided[r.index],
+        )
+        for r in rules
+    )
+    entries = tuple(_entry(u, modules, statuses[i]) for i, u in enumerate(units))
+    return InitReport(entries=entries, rules=records, seed=seed, dry_run=dry_run,
+                      notes=tuple(notes))
+
+
+def _statuses(units: Sequence[_Unit], *, dry_run: bool) -> list[InitStatus]:
+    out: list[InitStatus] = []
+    for unit in units:
+        if unit.rule is None:
+            out.append(InitStatus.UNMATCHED)
+        elif unit.rule.init.kind == "keep":
+            out.append(InitStatus.KEPT)
+        elif dry_run:
+            out.append(InitStatus.PLANNED)
+        elif is_lazy(unit.tensor):
+            out.append(InitStatus.DEFERRED)
+        elif unit.tensor.device.type == "meta":
+            out.append(InitStatus.META)
+        else:
+            out.append(InitStatus.APPLIED)
+    return out
+
+
+def _apply(
+    units: Sequence[_Unit],
+    statuses: Sequence[InitStatus],
+    modules: Mapping[str, nn.Module],
+    seed: int | None,
+) -> list[str]:
+    notes: list[str] = []
+    now = [u for u, s in zip(units, statuses) if s is InitStatus.APPLIED]
+    # tensors that "reset" decides, per module object: the rest of the module is put back
+    reset_ids: dict[int, set[int]] = {}
+    for u in now:
+        assert u.rule is not None
+        if u.rule.init.kind == "reset":
+            module = _owner(modules, u.name)[0]
+            reset_ids.setdefault(id(module), set()).add(id(u.tensor))
+    with _seeded(seed, [u.tensor for u in now]), torch.no_grad():
+        done_reset: set[int] = set()
+        for done, u in enumerate(now):
+            assert u.rule is not None
+            init = u.rule.init
+            if init.kind == "reset":
+                module = _owner(modules, u.name)[0]
+                if id(module) not in done_reset:
+                    _reset(module, reset_ids[id(module)])
+                    done_reset.add(id(module))
+            else:
+                _apply_one(init, u.tensor, u.name, done)
+    # lazy tensors: one self-removing hook per lazy module, after the module's own hook
+    deferred: dict[int, tuple[nn.Module, list[tuple[str, str, Initializer]]]] = {}
+    for u, s in zip(units, statuses):
+        if s is InitStatus.DEFERRED:
+            assert u.rule is not None
+            module, role = _owner(modules, u.name)
+            deferred.setdefault(id(module), (module, []))[1].append((role, u.name, u.rule.init))
+    for k, (module, items) in enumerate(deferred.values()):
+        hook = _DeferredInit(items, None if seed is None else (seed + 1 + k) % 2**64)
+        hook.handle = module.register_forward_pre_hook(hook)
+    if deferred:
+        notes.append(
+            f"{sum(len(i) for _, i in deferred.values())} lazy tensor(s) in {len(deferred)} "
+            "module(s) will be initialized right after their first forward materializes them"
+        )
+    return notes
+
+
+def _entry(unit: _Unit, modules: Mapping[str, nn.Module], status: InitStatus) -> InitEntry:
+    t = unit.tensor
+    lazy = is_lazy(t)
+    return InitEntry(
+        name=unit.name,
+        aliases=tuple(n for n in unit.names if n != unit.name),
+        module_type=type(_owner(modules, unit.name)[0]).__name__,
+        shape=None if lazy else tuple(t.shape),
+        dtype=str(t.dtype).removeprefix("torch."),
+        device=str(t.device),
+        lazy=lazy,
+        rule=None if unit.rule is None else unit.rule.index,
+        init=None if unit.rule is None else unit.rule.init.text,
+        status=status,
+    )

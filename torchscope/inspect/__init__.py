@@ -1,0 +1,222 @@
+"""Static traversal: the module tree, every parameter and buffer with its aliases, and totals.
+
+Totals count each unique byte range of storage once (DESIGN.md "Shared tensors"): a block's
+total is tie-aware inside that block, the model's total over the model. Parameters and buffers,
+trainable and frozen are counted separately. Uninitialized (lazy) tensors are counted apart
+(``lazy_tensors``): their size is unknown, never 0.
+
+>>> import torchscope
+>>> [r.path for r in torchscope.walk(torchscope.examples.NestMLP())][:3]
+['', 'net', 'net.0']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchscope._torch import gc_paused, unwrap_wrappers
+from torchscope.distributed import gather_report
+from torchscope.inspect._walk import (
+    _module_records,
+    _Node,
+    _params_and_ties,
+    _walk_nodes,
+)
+from torchscope.lazy import check_lazy, inferred_numel, lazy_record, trace_lazy
+from torchscope.records import (
+    Finding,
+    LazyRecord,
+    ModuleRecord,
+    ParamKind,
+    ParamRecord,
+    Report,
+    Spec,
+)
+from torchscope.trace import trace_forward
+from torchscope.tying import check_ties
+
+__all__ = ["list_parameters", "summarize", "walk"]
+
+_PARAM, _BUF, _NPBUF = ParamKind.PARAMETER, ParamKind.BUFFER, ParamKind.BUFFER_NONPERSISTENT
+
+
+def walk(model: nn.Module) -> Iterator[ModuleRecord]:
+    """Yield a :class:`~torchscope.records.ModuleRecord` per module, in pre-order.
+
+    Paths are exactly as ``model.named_modules()`` names them (the root is ``""``); a module
+    registered under two names is one record whose ``aliases`` holds the other names.
+
+    >>> import torchscope
+    >>> root = next(torchscope.walk(torchscope.examples.MLP()))
+    >>> root.type_name, root.total_params
+    ('MLP', 7946)
+    """
+    with gc_paused():
+        records = _module_records(_walk_nodes(model))
+    yield from records
+
+
+def list_parameters(model: nn.Module) -> tuple[ParamRecord, ...]:
+    """Every parameter and buffer once, with every name it is reachable under.
+
+    A Parameter reachable under two names (a shared layer, tied embeddings) is one record
+    whose ``aliases`` holds the other names; ``tie_group`` indexes :func:`find_tied`'s groups.
+
+    >>> import torchscope
+    >>> recs = torchscope.list_parameters(torchscope.examples.SharedMLP())
+    >>> [(r.name, r.aliases) for r in recs][2]
+    ('2.weight', ('4.weight',))
+    """
+    with gc_paused():
+        params, _ = _params_and_ties(_walk_nodes(model))
+    return params
+
+
+def summarize(
+    model: nn.Module,
+    example_inputs: Any = None,
+    *,
+    example_kwargs: dict[str, Any] | None = None,
+    input_size: Sequence[Sequence[int]] | None = None,
+    dtypes: Sequence[torch.dtype | str] | None = None,
+    device: torch.device | str | None = None,
+    mode: str = "auto",
+    distributed: bool = False,
+    follow_functions: bool = False,
+) -> Report:
+    """Summarize a model: modules, parameters and buffers, ties, lazy layers and totals.
+
+    Without example inputs nothing runs: the summary is static. With ``example_inputs`` (a
+    tensor or a tuple of inputs), ``example_kwargs`` or ``input_size`` (shapes; ``dtypes`` per
+    input, zeros are built), one forward is traced (see :func:`torchscope.trace_forward`) and
+    every module record carries its calls with input and output specs. The model is left
+    exactly as it was (state, training flags, hooks, RNG, device).
+
+    Args:
+        model: any ``nn.Module``; a ``torch.compile`` wrapper is unwrapped (and noted).
+        example_inputs: positional inputs for one traced forward call.
+        example_kwargs: keyword inputs for that call.
+        input_size: shapes of positional inputs to build instead of ``example_inputs``.
+        dtypes: dtype per built input (default float32).
+        device: device for built inputs (the model is never moved).
+        mode: ``auto``, ``real``, ``meta`` or ``fake`` execution of the traced forward.
+        distributed: a collective: every rank of the default process group summarizes its
+            share and the reports are gathered (:func:`torchscope.distributed.gather_report`):
+            ``ranks`` holds each rank's local sizes, and findings say where ranks disagree or
+            shards are uneven. Without a process group the report is the local one.
+        follow_functions: the traced flow also follows tensors through torch functions, so
+            residual connections are edges (see :func:`torchscope.trace_forward`); block
+            diagrams want it.
+
+    Returns:
+        A :class:`~torchscope.records.Report` of plain records (no tensors, no modules).
+
+    Raises:
+        ForwardError: the traced forward raised (names the module and its input specs).
+        InputSpecError: example inputs or sizes that cannot be used.
+
+    >>> import torchscope
+    >>> r = torchscope.summarize(torchscope.examples.SharedMLP())
+    >>> r.total_params, sum(p.numel for p in r.params)
+    (121, 121)
+    """
+    if distributed:
+
+        try:
+            local = summarize(model, example_inputs, example_kwargs=example_kwargs,
+                              input_size=input_size, dtypes=dtypes, device=device, mode=mode,
+                              follow_functions=follow_functions)
+        except Exception as err:
+            gather_report(err)  # every rank raises, naming the failed ranks: nobody waits
+            raise
+        return gather_report(local)
+    model, unwrapped = unwrap_wrappers(model)  # torch.compile, DDP, DataParallel
+    with gc_paused():
+        w = _walk_nodes(model)
+        modules = _module_records(w)
+        params, tied = _params_and_ties(w)
+        # check_ties walks again; without shared memory, several names or a model that
+        # declares tied weights it has nothing to find
+        tie_findings = check_ties(model) if w.maybe_tied or w.declares_ties else ()
+        root = modules[0]
+        lazy = _lazy_records(w.nodes)  # before the trace: inferred shapes come from it
+        del w
+    # the collector, running again, visits every record built above at the next allocation
+    # (building the report below): its cost is part of this call, as it is in the benchmark
+    notes: list[str] = list(unwrapped)
+    findings: list[Finding] = []
+    report = Report(
+        root_type=root.type_name,
+        modules=tuple(modules),
+        params=params,
+        tied=tied,
+        lazy=lazy,
+        findings=(),
+        total_params=root.total_params,
+        trainable_params=root.trainable_params,
+        non_trainable_params=root.total_params - root.trainable_params,
+        param_bytes=root.param_bytes,
+        buffer_numel=root.total_buffers,
+        buffer_bytes=root.buffer_bytes,
+        lazy_tensors=root.lazy_tensors,
+    )
+    if example_inputs is not None or example_kwargs is not None or input_size is not None:
+        report = _with_trace(report, model, example_inputs, example_kwargs=example_kwargs,
+                             input_size=input_size, dtypes=dtypes, device=device, mode=mode,
+                             follow_functions=follow_functions)
+        findings.extend(report.findings)
+        notes.extend(report.notes)
+    findings.extend(tie_findings)
+    if report.lazy:
+
+        findings.extend(check_lazy(model))
+    return replace(report, findings=tuple(findings), notes=tuple(notes))
+
+
+def _lazy_records(nodes: list[_Node]) -> tuple[LazyRecord, ...]:
+    if not any(node.lazy for node in nodes[:1]):  # the root's count covers the whole tree
+        return ()
+
+    records = (lazy_record(node.module, node.path) for node in nodes if node.own_lazy)
+    return tuple(r for r in records if r is not None)
+
+
+def _with_trace(report: Report, model: nn.Module, example_inputs: Any, **options: Any) -> Report:
+    """The report with the calls of one traced forward; lazy tensors get their inferred shapes
+    from the same forward (it runs on a copy whose lazy layers materialize)."""
+
+    if report.lazy:
+
+        result, lazy = trace_lazy(model, example_inputs, lazy=report.lazy, **options)
+        inferred = inferred_numel(lazy, params=report.params)
+        report = replace(
+            report, lazy=lazy,
+            inferred_params=None if inferred is None else report.total_params + inferred,
+        )
+    else:
+        result = trace_forward(model, example_inputs, **options)
+    calls: dict[str, list[Any]] = {}
+    for path, call in result.calls:
+        calls.setdefault(path, []).append(call)
+    modules = tuple(
+        replace(m, calls=tuple(calls.get(m.path, ())), called=m.path in calls)
+        for m in report.modules
+    )
+    inputs: tuple[Spec, ...] = result.inputs
+    return replace(
+        report,
+        modules=modules,
+        mode=result.mode,
+        inputs=inputs,
+        input_kwargs=result.input_kwargs,
+        outputs=result.outputs,
+        flow=result.flow,
+        findings=tuple(result.findings),
+        notes=tuple(result.notes),
+    )
+

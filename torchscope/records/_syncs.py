@@ -1,0 +1,156 @@
+"""Records of host-device synchronizations: the kind of each, the sites, and the report."""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from torchscope.records._core import SCHEMA_VERSION, Finding, Severity
+
+__all__ = ["SyncKind", "SyncReport", "SyncSite", "short_path"]
+
+
+class SyncKind(str, enum.Enum):
+    """Why an operation makes the host wait for the device."""
+
+    SCALAR_READ = "scalar read"  # .item(), float(), int(), bool(), if t:
+    HOST_COPY = "host copy"  # .cpu(), .to("cpu"), .numpy(), .tolist()
+    PRINT = "print"  # repr(), print(), f"{t}"
+    DATA_SHAPE = "data-dependent shape"  # nonzero, x[mask], masked_select, unique, ...
+    COMPARE = "host comparison"  # equal, allclose
+    CUDA = "cuda sync"  # reported by torch.cuda.set_sync_debug_mode
+
+
+def short_path(path: str) -> str:
+    """A path relative to the working directory, or from the installed package's name."""
+    if path.startswith("<"):
+        return path
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # pragma: no cover - other drive on Windows
+        rel = path
+    if not rel.startswith(".."):
+        return rel
+    for marker in ("site-packages" + os.sep, "dist-packages" + os.sep):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSite:
+    """One line that synchronized, how often, and how to avoid it.
+
+    ``file`` is the path as Python knows it, ``line`` the line number, ``function`` the
+    qualified name of the function (``<module>`` at top level); ``op`` names the operation
+    (``.item()``); ``via`` names the torch function that synchronized on the user's behalf when
+    the operation ran inside torch (``torch/amp/grad_scaler.py:371 _maybe_opt_step``).
+    """
+
+    file: str
+    line: int
+    function: str
+    op: str
+    kind: SyncKind
+    count: int
+    fix: str
+    via: str | None = None
+
+    @property
+    def location(self) -> str:
+        """``file:line`` with the file shortened (relative to the working directory, or from the
+        installed package's name)."""
+        return f"{short_path(self.file)}:{self.line}"
+
+
+class SyncReport:
+    """What :func:`detect_syncs` recorded: sites with counts, the fix for each, and findings.
+
+    The report is also the context manager that records: enter it again to record more (the
+    counts add up); entering it while it is already active changes nothing. It holds plain
+    values only, never a tensor.
+
+    Attributes:
+        include_cpu: whether operations on CPU tensors count (they would synchronize on an
+            accelerator); ``False`` on a CUDA machine, where only device tensors count.
+        deep: whether the dispatch-level mode also ran.
+        cuda: whether ``torch.cuda.set_sync_debug_mode`` ran as well.
+
+    >>> import torch, torchscope
+    >>> report = torchscope.detect_syncs()
+    >>> with report:
+    ...     flag = bool(torch.zeros(1))
+    >>> report.total
+    1
+    """
+
+    def __init__(self, *, include_cpu: bool, deep: bool, cuda: bool) -> None:
+        self.include_cpu = include_cpu
+        self.deep = deep
+        self.cuda = cuda
+        # (file, line, op) -> [count, order, file, line, function, op, kind, via, fix]
+        self._sites: dict[tuple[str, int, str], list[Any]] = {}
+
+    # -- results ---------------------------------------------------------------------------
+    @property
+    def sites(self) -> tuple[SyncSite, ...]:
+        """The sites, most frequent first (then in the order first seen)."""
+        rows = sorted(self._sites.values(), key=lambda r: (-r[0], r[1]))
+        return tuple(
+            SyncSite(file=r[2], line=r[3], function=r[4], op=r[5], kind=r[6], count=r[0],
+                     fix=r[8], via=r[7])
+            for r in rows
+        )
+
+    @property
+    def total(self) -> int:
+        """How many synchronizations were recorded, all sites together."""
+        return sum(r[0] for r in self._sites.values())
+
+    def findings(self) -> tuple[Finding, ...]:
+        """One ``sync`` WARNING finding per site, with its location and the fix."""
+        out = []
+        for s in self.sites:
+            via = f" (inside {s.via})" if s.via else ""
+            times = "once" if s.count == 1 else f"{s.count} times"
+            out.append(Finding(
+                code="sync", severity=Severity.WARNING,
+                message=f"{s.op} ({s.kind.value}) in {s.function}{via}: {times}",
+                path=None, hint=s.fix, location=s.location,
+            ))
+        return tuple(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: exact counts, full file paths."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "total": self.total,
+            "include_cpu": self.include_cpu,
+            "deep": self.deep,
+            "cuda": self.cuda,
+            "sites": [
+                {"file": s.file, "line": s.line, "location": s.location, "function": s.function,
+                 "op": s.op, "kind": s.kind.value, "count": s.count, "fix": s.fix, "via": s.via}
+                for s in self.sites
+            ],
+        }
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """The report as JSON text."""
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def __str__(self) -> str:
+        from torchscope.rendering import render
+
+        return str(render(self, "text"))
+
+    def __repr__(self) -> str:
+        return f"<SyncReport: {self.total} synchronizations at {len(self._sites)} sites>"
+
+    def __rich__(self) -> Any:
+        from torchscope.rendering import render
+
+        return render(self, "rich")

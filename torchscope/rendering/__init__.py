@@ -1,0 +1,212 @@
+"""Every output of torchscope: one :func:`render` for every record, in every format.
+
+``render(obj, fmt)`` returns a ``str`` for ``text``, ``markdown`` and ``json`` and a rich
+renderable for ``rich``; :func:`show` prints one. Renderers read records only, never a model;
+``rich``, ``tabulate`` and ``graphviz`` are imported where used, so ``import torchscope`` stays
+light. Each family of records has its private module here (``_report``, ``_init``, ``_syncs``,
+``_checkpoint``, ``_distributed``, ``graph``); the text kit (widths, humanized numbers, spec
+text) lives in ``_report`` and ``torchscope._units``.
+
+>>> import torchscope
+>>> text = torchscope.render(torchscope.summarize(torchscope.examples.MLP()), "text")
+>>> "7,946" in text
+True
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Literal, get_args
+
+from torchscope._units import humanize_bytes as humanize_bytes, humanize_count as humanize_count
+from torchscope.errors import TorchscopeError
+from torchscope.records import (
+    CheckpointDiff,
+    CheckpointInfo,
+    Finding,
+    InitReport,
+    LazyRecord,
+    Report,
+    SyncReport,
+    TiedGroup,
+    record_dict,
+)
+from torchscope.rendering import _checkpoint, _init, _report, _syncs
+from torchscope.rendering._report import (
+    WIDTH as WIDTH,
+    emit as emit,
+    findings_table as findings_table,
+    make_console as make_console,
+    print_report as print_report,
+    render_json as render_json,
+    render_markdown as render_markdown,
+    render_text as render_text,
+    spec_str as spec_str,
+)
+
+__all__ = [
+    "FORMATS",
+    "WIDTH",
+    "Format",
+    "emit",
+    "findings_table",
+    "humanize_bytes",
+    "humanize_count",
+    "make_console",
+    "print_report",
+    "render",
+    "render_html",
+    "render_json",
+    "render_markdown",
+    "render_text",
+    "show",
+    "spec_str",
+]
+
+#: The output formats every record renders to.
+Format = Literal["rich", "text", "markdown", "json"]
+FORMATS: tuple[str, ...] = get_args(Format)
+
+_Renderer = Callable[..., Any]
+
+
+def _report_renderer(obj: Report, fmt: str, **options: Any) -> Any:
+    if fmt == "json":
+        return _report.render_json(obj)
+    if fmt == "markdown":
+        return _report.render_markdown(obj, **options)
+    if fmt == "text":
+        return _report.render_text(obj, **options)
+    return _report.rich_renderable(obj, **options)
+
+
+def _sync_renderer(obj: SyncReport, fmt: str, **options: Any) -> Any:
+    if fmt == "rich":
+        return _syncs.rich_sync_report(obj)
+    return _syncs.render_sync_report(obj, fmt=fmt)
+
+
+def _findings_renderer(obj: tuple[Finding, ...], fmt: str, **options: Any) -> Any:
+    return _report.findings_table(obj, fmt=fmt)
+
+
+def _ties_renderer(obj: tuple[TiedGroup, ...], fmt: str, **options: Any) -> Any:
+    if fmt == "json":
+        return _json({"tied": [_plain(g) for g in obj]})
+    return _report.ties_table(obj, fmt=fmt)
+
+
+def _lazy_renderer(obj: tuple[LazyRecord, ...], fmt: str, **options: Any) -> Any:
+    if fmt == "json":
+        return _json({"lazy": [_plain(r) for r in obj]})
+    return _report.lazy_table(obj, fmt=fmt)
+
+
+def _plain(record: Any) -> dict[str, Any]:
+    out = record_dict(record)
+    out.pop("schema_version")
+    return out
+
+
+def _json(payload: dict[str, Any]) -> str:
+    from torchscope.records import SCHEMA_VERSION
+
+    return json.dumps({"schema_version": SCHEMA_VERSION, **payload}, indent=2,
+                      ensure_ascii=False)
+
+
+# record type -> renderer(obj, fmt, **options); a record type's subclasses use its renderer
+_RENDERERS: dict[type, _Renderer] = {
+    Report: _report_renderer,
+    InitReport: lambda obj, fmt, **o: _init.render_init(obj, fmt=fmt, **o),
+    SyncReport: _sync_renderer,
+    CheckpointInfo: lambda obj, fmt, **o: _checkpoint.render_info(obj, fmt=fmt, **o),
+    CheckpointDiff: lambda obj, fmt, **o: _checkpoint.render_diff(obj, fmt=fmt, **o),
+}
+# tuples of records (what find_tied, find_lazy and check_* return), by their item type
+_SEQUENCE_RENDERERS: dict[type, _Renderer] = {
+    Finding: _findings_renderer,
+    TiedGroup: _ties_renderer,
+    LazyRecord: _lazy_renderer,
+}
+
+
+def register(record_type: type, renderer: _Renderer, *, sequence: bool = False) -> None:
+    """Make :func:`render` show ``record_type`` with ``renderer(obj, fmt, **options)``.
+
+    With ``sequence=True`` the renderer takes a tuple of such records.
+
+    >>> register(Report, _report_renderer)
+    """
+    (_SEQUENCE_RENDERERS if sequence else _RENDERERS)[record_type] = renderer
+
+
+def _renderer_of(obj: object) -> _Renderer | None:
+    if isinstance(obj, (tuple, list)):
+        if obj:
+            first = type(obj[0])
+            for cls, fn in _SEQUENCE_RENDERERS.items():
+                if issubclass(first, cls) and all(isinstance(x, cls) for x in obj):
+                    return fn
+        return None
+    for cls in type(obj).__mro__:
+        fn = _RENDERERS.get(cls)
+        if fn is not None:
+            return fn
+    return None
+
+
+def render(obj: object, fmt: Format = "text", **options: Any) -> Any:
+    """Any torchscope result in one of the formats ``rich``, ``text``, ``markdown``, ``json``.
+
+    Args:
+        obj: a record (``Report``, ``InitReport``, ``SyncReport``, ``CheckpointInfo``,
+            ``CheckpointDiff``, ``CheckResult``…) or a tuple of findings, tied groups or lazy
+            records.
+        fmt: the format; ``json`` always carries ``schema_version``.
+        options: format options of that record (``depth=``, ``params=`` for a report).
+
+    Returns:
+        A ``str`` for ``text``, ``markdown`` and ``json``; a rich renderable for ``rich``.
+
+    Raises:
+        TorchscopeError: an unknown format, or an object torchscope did not make.
+
+    >>> import torchscope
+    >>> render(torchscope.find_tied(torchscope.examples.SharedMLP()), "json")[:19]
+    '{\\n  "schema_version'
+    """
+    if fmt not in FORMATS:
+        raise TorchscopeError(
+            f"fmt = {fmt!r} is not a format; use one of {', '.join(FORMATS)}"
+        )
+    if isinstance(obj, (tuple, list)) and not obj:
+        return _json({"items": []}) if fmt == "json" else "(nothing)"
+    fn = _renderer_of(obj)
+    if fn is None:
+        raise TorchscopeError(
+            f"render() takes a torchscope record, not {type(obj).__name__}: pass what "
+            "summarize, check, find_tied, apply_init, detect_syncs or inspect_checkpoint return"
+        )
+    return fn(obj, fmt, **options)
+
+
+def show(obj: object, fmt: Format = "rich", *, file: Any = None, **options: Any) -> None:
+    """Print :func:`render` of ``obj`` (rich only when ``file`` is a terminal-like stream).
+
+    >>> import torchscope
+    >>> show(torchscope.find_tied(torchscope.examples.MLP()), "text")
+    (nothing)
+    """
+    emit(render(obj, fmt, **options), fmt=fmt, file=file)
+
+
+def render_html(obj: object) -> str:
+    """The rich rendering of ``obj`` as HTML, for Jupyter.
+
+    >>> import torchscope
+    >>> render_html(torchscope.summarize(torchscope.examples.MLP())).startswith("<")
+    True
+    """
+    return _report.html_of(render(obj, "rich"))

@@ -1,0 +1,233 @@
+"""Rendering of an :class:`~torchscope.init.InitReport`: plain text, Markdown, rich and JSON.
+
+Renderers read only the report (and optional per-tensor statistics): they never touch a model.
+``stats`` maps an entry's name to ``(mean, std)``, or ``None`` where they are unknown (lazy or
+meta tensors).
+
+>>> import torchscope
+>>> r = torchscope.apply_init(torchscope.examples.MLP(), {"*": "keep"}, dry_run=True)
+>>> print(render_init_text(r).splitlines()[0])
+init plan (dry run): 4 tensors, 4 kept
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torchscope.records import InitEntry, InitReport
+
+__all__ = [
+    "Stats",
+    "render_init",
+    "render_init_json",
+    "render_init_markdown",
+    "render_init_rich",
+    "render_init_text",
+]
+
+#: entry name -> (mean, std) after applying the policy to a copy; ``None`` when unknown
+Stats = Mapping[str, "tuple[float, float] | None"]
+
+WIDTH = 100
+_STATUS_HELP = {
+    "planned": "planned: would be initialized (dry run)",
+    "deferred": "deferred: initialized right after the lazy layer's first forward materializes it",
+    "meta": "meta: a meta tensor has no data to fill (plan only)",
+    "unmatched": "unmatched: no rule matched; left as it was",
+}
+
+
+def _title(report: InitReport) -> str:
+    counts: dict[str, int] = {}
+    for e in report.entries:
+        counts[e.status.value] = counts.get(e.status.value, 0) + 1
+    what = "init plan (dry run)" if report.dry_run else "init"
+    seed = f", seed {report.seed}" if report.seed is not None else ""
+    parts = ", ".join(f"{n} {s}" for s, n in counts.items())
+    n = len(report.entries)
+    return f"{what}{seed}: {n} tensor{'' if n == 1 else 's'}, {parts}"
+
+
+def _shape(e: InitEntry) -> str:
+    return "unknown (lazy)" if e.shape is None else "[" + ", ".join(map(str, e.shape)) + "]"
+
+
+def _names(e: InitEntry) -> str:
+    if not e.aliases:
+        return e.name
+    more = f" (+{len(e.aliases) - 1})" if len(e.aliases) > 1 else ""
+    return f"{e.name} = {e.aliases[0]}{more}"
+
+
+def _elide(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    keep = width - 1
+    head = keep // 2
+    return text[:head] + "…" + text[len(text) - (keep - head):]
+
+
+def _num(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def _rows(report: InitReport, stats: Stats | None) -> tuple[list[str], list[list[str]]]:
+    headers = ["tensor", "shape", "rule", "init", "status"]
+    if stats is not None:
+        headers += ["mean", "std"]
+    rows: list[list[str]] = []
+    for e in report.entries:
+        row = [
+            _names(e),
+            _shape(e),
+            "-" if e.rule is None else f"#{e.rule}",
+            "-" if e.init is None else e.init.split("(", 1)[0],
+            e.status.value,
+        ]
+        if stats is not None:
+            value = stats.get(e.name)
+            row += ["unknown", "unknown"] if value is None else [_num(value[0]), _num(value[1])]
+        rows.append(row)
+    return headers, rows
+
+
+def _rule_rows(report: InitReport) -> list[list[str]]:
+    return [
+        [
+            f"#{r.index}",
+            r.selector,
+            r.init,
+            f"{r.decided} tensor" + ("" if r.decided == 1 else "s")
+            + ("  (matched nothing)" if r.matched == 0
+               else "  (all taken by earlier rules)" if r.decided == 0 else ""),
+        ]
+        for r in report.rules
+    ]
+
+
+def _footer(report: InitReport, width: int = WIDTH) -> list[str]:
+    import textwrap
+
+    seen = {e.status.value for e in report.entries}
+    texts = [text for status, text in _STATUS_HELP.items() if status in seen]
+    texts += [f"note: {n}" for n in report.notes]
+    lines: list[str] = []
+    for text in texts:
+        lines += textwrap.wrap(text, width, initial_indent="  ", subsequent_indent="    ")
+    return lines
+
+
+def render_init_text(report: InitReport, *, stats: Stats | None = None,
+                     width: int = WIDTH) -> str:
+    """The report as plain-text tables that fit ``width`` columns (long names elided).
+
+    Args:
+        report: what :func:`~torchscope.apply_init` returned.
+        stats: optional ``name -> (mean, std)`` columns.
+        width: the widest line allowed.
+
+    Returns:
+        The text, ending with a newline.
+    """
+    from tabulate import tabulate
+
+    headers, rows = _rows(report, stats)
+    # tabulate pads headers by 2 (its MIN_PADDING) and separates columns by 2 spaces
+    others = sum(max(len(h) + 2, *(len(r[i]) for r in rows)) for i, h in enumerate(headers)
+                 if i > 0) if rows else 0
+    budget = max(20, width - others - 2 * (len(headers) - 1))
+    for r in rows:
+        r[0] = _elide(r[0], budget)
+    out = [_title(report), ""]
+    align = ["left"] * 5 + ["right"] * (len(headers) - 5)
+    out.append(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True,
+                        colalign=align))
+    out += ["", "rules (first match wins):"]
+    rule_rows = _rule_rows(report)
+    if rule_rows:
+        fixed = max(len(r[0]) for r in rule_rows) + max(len(r[3]) for r in rule_rows) + 6
+        sel_width = min(max(len(r[1]) for r in rule_rows), max(20, (width - fixed) // 2))
+        init_width = max(20, width - fixed - sel_width)
+        rule_rows = [[a, _elide(b, sel_width), _elide(c, init_width), d]
+                     for a, b, c, d in rule_rows]
+    out.append(tabulate(rule_rows, tablefmt="plain", disable_numparse=True))
+    footer = _footer(report)
+    if footer:
+        out += ["", *footer]
+    return "\n".join(out) + "\n"
+
+
+def render_init_markdown(report: InitReport, *, stats: Stats | None = None) -> str:
+    """The report as Markdown (GitHub tables), names in full."""
+    from tabulate import tabulate
+
+    headers, rows = _rows(report, stats)
+    out = [f"**{_title(report)}**", ""]
+    align = ["left"] * 5 + ["right"] * (len(headers) - 5)
+    out.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True,
+                        colalign=align))
+    out += ["", "Rules (first match wins):", ""]
+    out.append(tabulate(_rule_rows(report), headers=["rule", "selector", "init", "decided"],
+                        tablefmt="github", disable_numparse=True))
+    footer = _footer(report)
+    if footer:
+        out += [""] + [f"- {line.strip()}" for line in footer]
+    return "\n".join(out) + "\n"
+
+
+def render_init_rich(report: InitReport, *, stats: Stats | None = None) -> Any:
+    """The report as a rich renderable (a group of two tables and notes)."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    headers, rows = _rows(report, stats)
+    table = Table(box=box.SIMPLE_HEAD)
+    for i, h in enumerate(headers):
+        table.add_column(h, overflow="fold", justify="right" if i >= 5 else "left",
+                         no_wrap=i in (2, 4))
+    styles = {"unmatched": "yellow", "deferred": "cyan", "applied": "green"}
+    for row in rows:
+        table.add_row(*row, style=styles.get(row[4]))
+    rules = Table(title="rules (first match wins)", box=box.SIMPLE_HEAD, title_justify="left",
+                  show_header=False)
+    for _ in range(4):
+        rules.add_column(overflow="fold")
+    for rule, r in zip(report.rules, _rule_rows(report)):
+        rules.add_row(*r, style="yellow" if rule.decided == 0 else None)
+    parts: list[Any] = [Text(_title(report), style="bold"), table, rules]
+    footer = _footer(report)
+    if footer:
+        parts.append(Text("\n".join(footer)))
+    return Group(*parts)
+
+
+def render_init_json(report: InitReport, *, stats: Stats | None = None) -> str:
+    """The report as JSON (exact values); with ``stats``, each entry gains ``mean``/``std``."""
+    data = report.to_dict()
+    if stats is not None:
+        for entry in data["entries"]:
+            value = stats.get(entry["name"])
+            entry["mean"], entry["std"] = (None, None) if value is None else value
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_init(report: InitReport, *, fmt: str, stats: Stats | None = None) -> Any:
+    """Dispatch on ``fmt`` (``rich``, ``text``, ``markdown``, ``json``).
+
+    Raises:
+        ValueError: an unknown format.
+    """
+    if fmt == "rich":
+        return render_init_rich(report, stats=stats)
+    if fmt == "text":
+        return render_init_text(report, stats=stats)
+    if fmt == "markdown":
+        return render_init_markdown(report, stats=stats)
+    if fmt == "json":
+        return render_init_json(report, stats=stats)
+    raise ValueError(f"unknown format {fmt!r}; choose rich, text, markdown or json")

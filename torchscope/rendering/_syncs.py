@@ -1,0 +1,148 @@
+"""Rendering of a :class:`~torchscope.syncs.SyncReport`: text, Markdown, JSON and rich.
+
+Widths fit 100 columns: long paths keep their tail, fixes are listed once per operation below
+the table and wrapped.
+
+>>> import torch, torchscope
+>>> with torchscope.detect_syncs() as report:
+...     _ = torch.ones(2).tolist()
+>>> print(report.render(fmt="text").splitlines()[0])
+1 host-device synchronization at 1 site
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torchscope.records import SyncReport
+
+__all__ = ["render_sync_report", "rich_sync_report"]
+
+_WIDTH = 100
+# count (<= 11) + site + function + op (<= 19) + 3 gaps of 2: at most 96 columns
+_SITE_MAX = 36
+_FUNC_MAX = 24
+
+
+def _clip_left(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+def _clip_right(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _headline(report: SyncReport) -> str:
+    total, n = report.total, len(report.sites)
+    if total == 0:
+        return "no host-device synchronizations"
+    line = (f"{total:,} host-device synchronization{'s' if total != 1 else ''} "
+            f"at {n} site{'s' if n != 1 else ''}")
+    return line
+
+
+def _note(report: SyncReport) -> str | None:
+    if report.total and report.include_cpu and not report.cuda:
+        return ("(no accelerator: these are the operations that would make the host wait for "
+                "a GPU)")
+    return None
+
+
+def _rows(report: SyncReport) -> tuple[list[str], list[list[Any]]]:
+    headers = ["count", "site", "function", "op"]
+    rows: list[list[Any]] = []
+    for s in report.sites:
+        rows.append([f"{s.count:,}", _clip_left(s.location, _SITE_MAX),
+                     _clip_right(s.function, _FUNC_MAX), s.op])
+    return headers, rows
+
+
+def _fixes(report: SyncReport) -> list[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for s in report.sites:
+        seen.setdefault(s.op, f"({s.kind.value}) {s.fix}")
+    return list(seen.items())
+
+
+def _vias(report: SyncReport) -> list[tuple[str, str]]:
+    return [(s.location, s.via) for s in report.sites if s.via]
+
+
+def _wrapped(pairs: list[tuple[str, str]]) -> list[str]:
+    width = max(len(key) for key, _ in pairs)
+    lines = []
+    for key, text in pairs:
+        wrapped = textwrap.wrap(text, _WIDTH - width - 4) or [""]
+        lines.append(f"  {key.ljust(width)}  {wrapped[0]}")
+        lines += [" " * (width + 4) + more for more in wrapped[1:]]
+    return lines
+
+
+def render_sync_report(report: SyncReport, *, fmt: str = "text") -> str:
+    """The report as ``text`` (a plain table), ``markdown`` or ``json``.
+
+    Args:
+        report: what :func:`torchscope.detect_syncs` recorded.
+        fmt: ``text``, ``markdown`` or ``json`` (``rich`` renders as text here).
+
+    Returns:
+        The rendered text, ending with a newline.
+
+    Raises:
+        ValueError: an unknown ``fmt``.
+    """
+    if fmt == "json":
+        return report.to_json() + "\n"
+    if fmt not in ("text", "markdown", "rich"):
+        raise ValueError(f"unknown format {fmt!r}; use text, markdown or json")
+    from tabulate import tabulate
+
+    lines = [_headline(report)]
+    note = _note(report)
+    if note:
+        lines.append(note)
+    if report.total:
+        headers, rows = _rows(report)
+        table_fmt = "github" if fmt == "markdown" else "simple"
+        lines += ["", tabulate(rows, headers=headers, tablefmt=table_fmt,
+                               colalign=("right",) + ("left",) * (len(headers) - 1))]
+        vias = _vias(report)
+        if vias:
+            lines += ["", "synchronized inside torch, called from the site:"]
+            lines += _wrapped([(site, f"in {via}") for site, via in vias])
+        lines += ["", "fixes:"]
+        lines += _wrapped(_fixes(report))
+    return "\n".join(lines) + "\n"
+
+
+def rich_sync_report(report: SyncReport) -> Any:
+    """A rich renderable of the report (a table with the fixes below it)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = [Text(_headline(report), style="bold")]
+    note = _note(report)
+    if note:
+        parts.append(Text(note, style="dim"))
+    if report.total:
+        headers, rows = _rows(report)
+        table = Table(*headers, box=None, pad_edge=False, header_style="bold")
+        table.columns[0].justify = "right"
+        for row in rows:
+            table.add_row(*row)
+        parts += [Text(""), table]
+        vias = _vias(report)
+        if vias:
+            inside = Table("site", "via", box=None, pad_edge=False, show_header=False)
+            for site, via in vias:
+                inside.add_row(site, f"in {via}")
+            parts += [Text(""), Text("synchronized inside torch, called from the site:",
+                                     style="bold"), inside]
+        fixes = Table("op", "fix", box=None, pad_edge=False, show_header=False)
+        for op, fix in _fixes(report):
+            fixes.add_row(op, fix)
+        parts += [Text(""), Text("fixes:", style="bold"), fixes]
+    return Group(*parts)

@@ -1,0 +1,821 @@
+"""Forward tracing with hooks: the specs that flow through every module call, on real, meta or
+fake tensors, under a guard that leaves the model exactly as it was.
+
+One pair of *global* module hooks (``register_module_forward_pre_hook`` /
+``register_module_forward_hook``) records every call of a module of the traced tree: its global
+call order, input/keyword/output specs (shape, dtype, device, keeping the structure of tuples,
+lists, dicts, dataclasses and transformers ``ModelOutput``\\ s) and the data flow between calls.
+
+Three execution modes:
+
+* ``real``: the given tensors on the model as it is (under :func:`state_guard`, ``no_grad``).
+* ``meta``: a :func:`meta_copy` of the model (no parameter or activation memory; ties kept),
+  also when the model already lives on ``meta``.
+* ``fake``: a copy whose tensors are ``FakeTensor``\\ s (``FakeTensorMode``): runs what meta
+  cannot, e.g. the ``.item()`` calls of transformers attention masks.
+
+>>> import torchscope
+>>> from torchscope.examples import MLP
+>>> result = torchscope.trace_forward(MLP(), input_size=[(2, 20)])
+>>> result.mode, result.outputs.shape
+('meta', (2, 10))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules import module as _module_mod
+from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
+from torch.overrides import TorchFunctionMode
+
+from torchscope._torch import fsdp_module_type, fsdp_resharded, gc_paused, is_lazy, unwrap_compiled
+from torchscope.errors import ForwardError, InputSpecError
+from torchscope.records import (
+    CallRecord,
+    Finding,
+    FlowEdge,
+    SeqSpec,
+    Severity,
+    Spec,
+    TensorSpec,
+    ValueSpec,
+)
+from torchscope.trace._guard import (
+    _fake_copy,
+    _Guard,
+    _shallow_copy,
+    _tree,
+    meta_copy,
+    state_guard,
+)
+from torchscope.trace._inputs import (
+    _build_spec,
+    _map_tensors,
+    _parse_device,
+    _tensors_in,
+    _TensorSpecs,
+    build_inputs,
+    spec_of,
+)
+
+__all__ = [
+    "MODES",
+    "TraceResult",
+    "build_inputs",
+    "meta_copy",
+    "spec_of",
+    "state_guard",
+    "trace_forward",
+]
+
+#: The accepted values of ``mode``.
+MODES = ("auto", "real", "meta", "fake")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceResult:
+    """What one traced forward saw.
+
+    ``mode`` is the mode that actually ran (``real``/``meta``/``fake``); ``calls`` pairs each
+    module path (as ``named_modules()`` names it; a module reachable under several names gets
+    its first name) with one :class:`~torchscope.records.CallRecord`, in call order;
+    ``uncalled`` lists the paths never called; ``flow`` the data flow between calls (see
+    :func:`trace_forward` for the rule); ``findings`` e.g. ``unused-parameters``; ``notes`` say
+    which mode ran and why.
+    """
+
+    mode: str
+    calls: tuple[tuple[str, CallRecord], ...]
+    uncalled: tuple[str, ...]
+    inputs: tuple[Spec, ...]
+    input_kwargs: tuple[tuple[str, Spec], ...]
+    outputs: Spec
+    flow: tuple[FlowEdge, ...]
+    findings: tuple[Finding, ...]
+    notes: tuple[str, ...]
+
+    def calls_of(self, path: str) -> tuple[CallRecord, ...]:
+        """The calls of the module at ``path``, in order (empty when it was never called)."""
+        return tuple(call for p, call in self.calls if p == path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the recorder
+
+
+class _Recorder:
+    """The pair of global hooks and what they record; one per traced forward.
+
+    ``calls[i]`` is ``[path, input specs, kwarg specs, output spec, id(module)]``; ``stack``
+    the indices of the active calls; ``producers`` maps ``id(tensor)`` to ``(weakref, call
+    indices, spec)`` — the calls that output that very tensor object, innermost first (``None``
+    for a graph input), and its spec; ``edges`` the raw flow ``(src, dst, spec)``.
+    """
+
+    __slots__ = ("calls", "edges", "many", "paths", "post", "pre", "producers", "specs",
+                 "stack")
+
+    def __init__(self, paths: dict[int, str]) -> None:
+        self.paths = paths
+        self.calls: list[list[Any]] = []
+        self.stack: list[int] = []
+        self.producers: dict[int, tuple[Any, tuple[int | None, ...], TensorSpec | None]] = {}
+        self.edges: list[tuple[int | None, int | None, TensorSpec]] = []
+        self.specs = _TensorSpecs()
+        self.many = [False]  # True once some edge may be recorded twice (see _result)
+        self.pre, self.post = self._hooks()
+
+    def _hooks(self) -> tuple[Callable[..., None], Callable[..., None]]:
+        paths_get = self.paths.get
+        calls = self.calls
+        stack = self.stack
+        producers = self.producers
+        producers_get = producers.get
+        edges_append = self.edges.append
+        specs = self.specs
+        cache_get = specs.cache.get
+        tensor_t = torch.Tensor
+        ref = weakref.ref
+        build = _build_spec
+
+        many = self.many
+
+        def tensor_in(t: torch.Tensor, idx: int) -> TensorSpec:
+            many[0] = True  # several tensors into one call: the same edge may come twice
+            entry = producers_get(id(t))
+            if entry is not None and entry[0]() is t:
+                # the spec it was returned with: a tensor reshaped in place (unsqueeze_) between
+                # two module calls would keep its old spec; reading the shape again here would
+                # cost as much as the rest of the hook
+                spec = entry[2] or specs(t)  # None: made by a torch function (follow_functions)
+                for src in entry[1]:
+                    edges_append((src, idx, spec))
+                return spec
+            return cache_get((t.shape, t.dtype, t.device)) or specs(t)
+
+        def tensor_out(t: torch.Tensor, idx: int) -> TensorSpec:
+            key = id(t)
+            entry = producers_get(key)
+            if entry is not None and entry[0]() is t:
+                spec = entry[2]
+                if spec is None or t.shape != spec.shape:
+                    spec = specs(t)
+                # Producers made inside this call (indices after it) stay: this call wraps
+                # them (a container returning its last child's output, or with
+                # follow_functions a sum of its children's outputs); producers from outside
+                # (a tensor given to this call and returned as is, or the skip of a residual
+                # sum) are replaced by this call. The outermost call keeps the graph inputs of
+                # such a sum: a residual around the whole model reaches the output node.
+                srcs = entry[1]
+                inner = tuple([s for s in srcs if s is not None and s > idx])
+                if not inner:
+                    producers[key] = (entry[0], (idx,), spec)
+                elif not stack and None in srcs:
+                    producers[key] = (entry[0], (*inner, None, idx), spec)
+                else:
+                    producers[key] = (entry[0], (*inner, idx), spec)
+                return spec
+            spec = cache_get((t.shape, t.dtype, t.device)) or specs(t)
+            producers[key] = (ref(t), (idx,), spec)
+            return spec
+
+        def pre(module: nn.Module, args: tuple[Any, ...],
+                kwargs: dict[str, Any] | None = None) -> None:
+            mid = id(module)
+            path = paths_get(mid)
+            if path is None:
+                return
+            idx = len(calls)
+            stack.append(idx)
+            if len(args) == 1 and type(args[0]) is tensor_t:  # the common case, inlined
+                t = args[0]
+                entry = producers_get(id(t))
+                if entry is not None and entry[0]() is t:
+                    spec = entry[2] or specs(t)  # the spec it was returned with (tensor_in)
+                    for src in entry[1]:
+                        edges_append((src, idx, spec))
+                else:
+                    spec = cache_get((t.shape, t.dtype, t.device)) or specs(t)
+                ins: tuple[Spec, ...] = (spec,)
+            else:
+                ins = tuple(build(a, lambda t: tensor_in(t, idx)) for a in args)
+            if kwargs:
+                kws: tuple[tuple[str, Spec], ...] = tuple(
+                    (k, build(v, lambda t: tensor_in(t, idx))) for k, v in kwargs.items())
+            else:
+                kws = ()
+            calls.append([path, ins, kws, _RAISED, mid])
+
+        def post(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if not stack:
+                return
+            mid = id(module)
+            idx = stack[-1]
+            call = calls[idx]
+            if call[4] != mid:
+                if mid not in paths:  # a module outside the traced tree
+                    return
+                # calls that raised and were caught inside a forward never got here: skip them
+                while stack and calls[stack[-1]][4] != mid:
+                    stack.pop()
+                if not stack:
+                    return
+                idx = stack[-1]
+                call = calls[idx]
+            stack.pop()
+            if type(output) is tensor_t:  # the common case, inlined (see tensor_out)
+                key = id(output)
+                entry = producers_get(key)
+                if entry is None or entry[0]() is not output:
+                    spec = cache_get((output.shape, output.dtype, output.device)) or specs(output)
+                    producers[key] = (ref(output), (idx,), spec)
+                    call[3] = spec
+                else:
+                    call[3] = tensor_out(output, idx)
+            else:
+                call[3] = build(output, lambda t: tensor_out(t, idx))
+
+        paths = self.paths
+        return pre, post
+
+    def add_graph_input(self, value: object) -> None:
+        for t in _tensors_in(value):
+            self.producers[id(t)] = (weakref.ref(t), (None,), self.specs(t))
+
+    def graph_output(self, value: object) -> Spec:
+        if not isinstance(value, torch.Tensor):
+            self.many[0] = True  # the same tensor may be returned twice
+
+        def on_tensor(t: torch.Tensor) -> TensorSpec:
+            spec = self.specs(t)
+            entry = self.producers.get(id(t))
+            if entry is not None and entry[0]() is t:
+                for src in entry[1]:
+                    self.edges.append((src, None, spec))
+            return spec
+
+        return _build_spec(value, on_tensor)
+
+    @contextmanager
+    def hooked(self, modules: list[nn.Module]) -> Iterator[None]:
+        pre_handle = _module_mod.register_module_forward_pre_hook(self.pre)
+        hid = pre_handle.id
+        marked: list[dict[int, bool]] = []
+        try:
+            # The global pre-hook gets keyword inputs for the modules whose
+            # _forward_pre_hooks_with_kwargs holds its id (that is how Module._call_impl
+            # decides): one dict entry per module instead of one hook registration each.
+            for m in modules:
+                d = m.__dict__.get("_forward_pre_hooks_with_kwargs")
+                if d is not None:
+                    d[hid] = True
+                    marked.append(d)
+            post_handle = _module_mod.register_module_forward_hook(self.post)
+            try:
+                yield
+            finally:
+                post_handle.remove()
+        finally:
+            pre_handle.remove()
+            for d in marked:
+                d.pop(hid, None)
+
+
+_RAISED = ValueSpec("<raised>")  # the output of a call whose forward raised
+
+
+#: Torch functions whose result does not depend on the values of their tensor arguments.
+_SHAPE_ONLY = frozenset({
+    torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like,
+    torch.randn_like, torch.randint_like, torch.Tensor.new_zeros, torch.Tensor.new_ones,
+    torch.Tensor.new_empty, torch.Tensor.new_full,
+})
+
+
+_SETITEM = torch.Tensor.__setitem__
+
+
+class _FollowFunctions(TorchFunctionMode):  # type: ignore[no-untyped-call,unused-ignore]
+    """A tensor made by torch functions (``x + y``, ``view``, ``torch.cat``) gets the
+    producers of the tensors it was made from, so data flow crosses functional code.
+
+    An output that already has producers (an in-place op returns its input) gets the union.
+    The spec of such a tensor is read only when a module call consumes it.
+    """
+
+    def __init__(self, recorder: _Recorder) -> None:
+        super().__init__()  # type: ignore[no-untyped-call,unused-ignore]
+        self.producers = recorder.producers
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        out = func(*args, **kwargs) if kwargs else func(*args)
+        if func in _SHAPE_ONLY:  # zeros_like(x) reads x's shape, not its values
+            return out
+        if isinstance(out, torch.Tensor):
+            outs: Any = (out,)
+        elif func is _SETITEM:  # t[i] = v changes t in place and returns None
+            outs = args[:1]
+        elif isinstance(out, (tuple, list)):
+            outs = [t for t in out if isinstance(t, torch.Tensor)]
+            if not outs:
+                return out
+        else:  # attribute reads (t.shape), scalars, None: nothing to follow
+            return out
+        producers = self.producers
+        get = producers.get
+        srcs: dict[int | None, None] = {}
+        for t in _tensors_in(args) if not kwargs else _tensors_in((args, kwargs)):
+            entry = get(id(t))
+            if entry is not None and entry[0]() is t:
+                srcs.update(dict.fromkeys(entry[1]))
+        if not srcs:
+            return out
+        merged = tuple(srcs)
+        for t in outs:
+            key = id(t)
+            entry = get(key)
+            if entry is None or entry[0]() is not t:
+                producers[key] = (weakref.ref(t), merged, None)
+            elif entry[1] != merged:  # in place (x += y, x.add_(y)): both histories
+                union = tuple(dict.fromkeys((*entry[1], *merged)))
+                producers[key] = (entry[0], union, None)
+        return out
+
+
+@contextmanager
+def _following(recorder: _Recorder) -> Iterator[None]:
+    """Follow tensors through torch functions while the block runs (see
+    :class:`_FollowFunctions`). The mode goes *below* the torch function modes already active
+    (the sync detector's): they keep seeing the model's own frames, not this mode's."""
+    mode = _FollowFunctions(recorder)
+    above = [torch._C._pop_torch_function_stack()
+             for _ in range(torch._C._len_torch_function_stack())]
+    torch._C._push_on_torch_function_stack(mode)
+    for m in reversed(above):
+        torch._C._push_on_torch_function_stack(m)
+    try:
+        yield
+    finally:
+        rest = [torch._C._pop_torch_function_stack()
+                for _ in range(torch._C._len_torch_function_stack())]
+        for m in reversed(rest):
+            if m is not mode:
+                torch._C._push_on_torch_function_stack(m)
+
+
+# ---------------------------------------------------------------------------------------------
+# tracing
+
+
+class _ModeFailed(Exception):
+    """A forward (or the copy it needs) raised in one mode; ``stage`` says which."""
+
+    def __init__(self, mode: str, error: BaseException, recorder: _Recorder | None,
+                 model_type: str, *, stage: str = "forward") -> None:
+        super().__init__(str(error))
+        self.stage = stage
+        self.mode = mode
+        self.error = error
+        self.recorder = recorder
+        self.model_type = model_type
+
+
+@dataclass(slots=True)
+class _Scan:
+    """One pass over a module tree: modules and paths (pre-order), where its tensors live."""
+
+    modules: list[nn.Module]
+    paths: list[str]
+    all_meta: bool  # every parameter and buffer initialized and on meta (at least one)
+    has_lazy: bool  # some parameter or buffer is uninitialized
+    device: torch.device | None  # the device of the first initialized tensor
+
+
+def _scan(model: nn.Module) -> _Scan:
+    modules, paths = _tree(model)
+    all_meta = True
+    found = has_lazy = False  # found: an initialized tensor
+    device: torch.device | None = None
+    for m in modules:
+        for group in (m._parameters, m._buffers):
+            if not group:
+                continue
+            for t in group.values():
+                if t is None:
+                    continue
+                if isinstance(t, UninitializedTensorMixin):
+                    has_lazy = True
+                    continue
+                found = True
+                if device is None:
+                    device = t.device
+                if all_meta and not t.is_meta:
+                    all_meta = False
+    return _Scan(modules, paths, found and all_meta and not has_lazy, has_lazy, device)
+
+
+def _run(model: nn.Module, scan: _Scan, mode: str, args: tuple[Any, ...],
+         kwargs: dict[str, Any], built: bool, device: torch.device | None,
+         notes: list[str], follow_functions: bool = False) -> TraceResult:
+    """Trace one forward in ``mode``; raises :class:`_ModeFailed` when the forward raises."""
+    fake_mode: Any = None
+    target = model
+    try:
+        if mode == "meta":
+            # a copy also when the model is on meta already: a forward may cache things in
+            # plain attributes (rotary tables, masks), which the state guard does not cover
+            target = meta_copy(model)
+            args = _map_tensors(args, _to_meta)
+            kwargs = _map_tensors(kwargs, _to_meta)
+        elif mode == "fake":
+            from torch._subclasses.fake_tensor import FakeTensorMode
+
+            fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+            target = _fake_copy(model, fake_mode)
+            if built and device is None:
+                args = _to_device(args, scan.device)
+            args = _map_tensors(args, fake_mode.from_tensor)
+            kwargs = _map_tensors(kwargs, fake_mode.from_tensor)
+        elif scan.has_lazy:
+            target = _shallow_copy(model)
+            notes.append("the model has uninitialized (lazy) tensors: traced a copy sharing its "
+                         "initialized tensors, so the model stays uninitialized")
+        elif built and device is None:
+            args = _to_device(args, scan.device)
+    except Exception as err:  # the copy could not be made (deepcopy of an odd attribute)
+        raise _ModeFailed(mode, err, None, type(model).__name__, stage="copy") from err
+
+    if target is not model:
+        scan = _scan(target)
+    modules, path_list = scan.modules, scan.paths
+    paths = dict(zip(map(id, modules), path_list))
+    recorder = _Recorder(paths)
+    guard = _Guard(modules, clone_buffers=target is model and mode == "real")
+    try:
+        recorder.add_graph_input(args)
+        recorder.add_graph_input(kwargs)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(recorder.hooked(modules))
+            if follow_functions:
+                stack.enter_context(_following(recorder))
+            if target is model:  # FSDP2 leaves the root unit unsharded after a forward
+
+                if fsdp_module_type() is not None:  # else no module can be an FSDP unit
+                    stack.enter_context(fsdp_resharded(modules))
+            stack.enter_context(torch.no_grad())
+            if fake_mode is not None:
+                stack.enter_context(_quiet_logger("torch._subclasses.fake_tensor"))
+                stack.enter_context(fake_mode)
+            try:
+                output = target(*args, **kwargs)
+            except Exception as err:
+                raise _ModeFailed(mode, err, recorder, type(model).__name__) from err
+        outputs = recorder.graph_output(output)
+        del output
+        input_specs = tuple(_build_spec(a, recorder.specs) for a in args)
+        kw_specs = tuple((k, _build_spec(v, recorder.specs)) for k, v in kwargs.items())
+    finally:
+        guard.restore(own_hooks=2)
+    return _result(mode, target, modules, path_list, recorder, input_specs, kw_specs, outputs,
+                   notes)
+
+
+@contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Silence a logger for a while (FakeTensorMode logs a traceback for every failing op,
+    which torchscope reports itself as one ForwardError)."""
+    logger = logging.getLogger(name)
+    disabled = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
+
+
+def _to_meta(t: torch.Tensor) -> torch.Tensor:
+    return t if t.is_meta else t.to("meta")
+
+
+def _to_device(args: tuple[Any, ...], dev: torch.device | None) -> tuple[Any, ...]:
+    """Built inputs follow the model's device (CPU builds need no move)."""
+    if dev is None or dev.type in ("cpu", "meta"):
+        return args
+    moved: tuple[Any, ...] = _map_tensors(args, lambda t: t.to(dev))
+    return moved
+
+
+# Frozen slotted dataclasses set each field through ``object.__setattr__`` by name; setting the
+# slots directly builds the same object faster (one per call and per flow edge).
+_new_object = object.__new__
+_SET_CALL = tuple(getattr(CallRecord, f.name).__set__ for f in dataclasses.fields(CallRecord))
+_SET_EDGE = tuple(getattr(FlowEdge, f.name).__set__ for f in dataclasses.fields(FlowEdge))
+
+
+def _result(mode: str, target: nn.Module, modules: list[nn.Module], path_list: list[str],
+            recorder: _Recorder, input_specs: tuple[Spec, ...],
+            kw_specs: tuple[tuple[str, Spec], ...], outputs: Spec,
+            notes: list[str]) -> TraceResult:
+    raw = recorder.calls
+    # the records are built here, once, with their slots set directly (see _SET_CALL)
+    new = _new_object
+    c0, c1, c2, c3 = _SET_CALL
+    calls: list[tuple[str, CallRecord]] = []
+    add_call = calls.append
+    for i, c in enumerate(raw):
+        rec = new(CallRecord)
+        c0(rec, i)
+        c1(rec, c[1])
+        c2(rec, c[2])
+        c3(rec, c[3])
+        add_call((c[0], rec))
+    called = {c[0] for c in raw}
+    uncalled = tuple([p for p in path_list if p not in called])
+    edges = recorder.edges
+    if recorder.many[0]:  # drop repeats, keeping the first of each
+        edges = list({(src, dst, id(spec)): (src, dst, spec)
+                      for src, dst, spec in edges}.values())
+    e0, e1, e2, e3, e4 = _SET_EDGE
+    flow: list[FlowEdge] = []
+    add_edge = flow.append
+    for src, dst, spec in edges:
+        edge = new(FlowEdge)
+        e0(edge, src)
+        e1(edge, dst)
+        e2(edge, None if src is None else raw[src][0])
+        e3(edge, None if dst is None else raw[dst][0])
+        e4(edge, spec)
+        add_edge(edge)
+    findings = _unused_findings(modules, path_list, called)
+    return TraceResult(mode=mode, calls=tuple(calls), uncalled=uncalled, inputs=input_specs,
+                       input_kwargs=kw_specs, outputs=outputs, flow=tuple(flow), findings=findings,
+                       notes=tuple(notes))
+
+
+def _unused_findings(modules: list[nn.Module], path_list: list[str],
+                     called: set[str]) -> tuple[Finding, ...]:
+    """One finding per top-most never-called module holding trainable parameters that no
+    called module also holds (a tie)."""
+    if len(called) == len(path_list):
+        return ()
+    used: set[int] = set()
+    for m, path in zip(modules, path_list):
+        if path in called:
+            used.update(id(t) for t in m._parameters.values() if t is not None)
+    findings: list[Finding] = []
+    skip = "\0"  # pre-order: a subtree is contiguous, so one prefix to skip at a time
+    for m, path in zip(modules, path_list):
+        if path in called or path.startswith(skip):
+            continue
+        skip = path + "."
+        count = 0
+        names = 0
+        for p in m.parameters():
+            if p.requires_grad and id(p) not in used:
+                names += 1
+                if not is_lazy(p):
+                    count += p.numel()
+        if not names:
+            continue
+        findings.append(Finding(
+            code="unused-parameters",
+            severity=Severity.WARNING,
+            message=(f"{path} ({type(m).__name__}) was never called by the traced forward: "
+                     f"its {names} trainable parameter tensors ({count:,} values) get no "
+                     "gradient (unless the forward uses them without calling the module)"),
+            path=path,
+            hint=("DistributedDataParallel raises on parameters without gradient unless "
+                  "find_unused_parameters=True; or freeze them (requires_grad_(False)) or "
+                  "remove the module"),
+        ))
+    return tuple(findings)
+
+
+def _short_error(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if len(text) > 160:
+        text = text[:159] + "…"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _spec_text(spec: Spec) -> str:
+    if spec is None:
+        return "None"
+    if isinstance(spec, TensorSpec):
+        return f"{spec.shape_str()} {spec.dtype}"
+    if isinstance(spec, ValueSpec):
+        return spec.repr
+    if isinstance(spec, SeqSpec):
+        return "(" + ", ".join(_spec_text(s) for s in spec.items) + ")"
+    return "{" + ", ".join(f"{k}: {_spec_text(s)}" for k, s in spec.items) + "}"
+
+
+def _forward_error(failed: _ModeFailed, notes: list[str]) -> ForwardError:
+    rec = failed.recorder
+    where = f"the root module ({failed.model_type})"
+    inputs = ""
+    ran = ""
+    if rec is not None:
+        if rec.stack:
+            path, ins, kws = rec.calls[rec.stack[-1]][:3]
+            if path:
+                where = f"module {path!r}"
+            parts = [_spec_text(s) for s in ins] + [f"{k}={_spec_text(s)}" for k, s in kws]
+            inputs = f" called with ({', '.join(parts)})"
+        finished = [c[0] or "<root>" for c in rec.calls if c[3] is not _RAISED]
+        if finished:
+            shown = finished[-5:]
+            more = f"{len(finished) - len(shown)} more, then " if len(finished) > 5 else ""
+            ran = f"; modules that had run: {more}{', '.join(shown)}"
+        else:
+            ran = "; no module had finished"
+    failed_before = [n.split(" ", 1)[0] for n in notes if " failed (" in n]
+    tried = f" (auto tried {', '.join(failed_before)} first)" if failed_before else ""
+    return ForwardError(
+        f"forward of {failed.model_type} raised in {where}{inputs} in {failed.mode} mode"
+        f"{ran}: {_short_error(failed.error)}{tried}; check that the example inputs match what "
+        "the model expects (sizes, dtypes, keyword names)"
+        + ("" if failed.mode == "real" else ", or trace with mode='real'")
+    )
+
+
+def trace_forward(
+    model: nn.Module,
+    example_inputs: object = None,
+    *,
+    example_kwargs: Mapping[str, object] | None = None,
+    input_size: object = None,
+    dtypes: object = None,
+    device: object = None,
+    mode: str = "auto",
+    follow_functions: bool = False,
+) -> TraceResult:
+    """Run one forward of ``model`` and record every module call, leaving the model unchanged.
+
+    Each call of a module of the tree gets a :class:`~torchscope.records.CallRecord` (global
+    call order, input, keyword and output specs); a module called twice gets two. The forward
+    runs under ``torch.no_grad()`` and :func:`state_guard`.
+
+    Data flow (``flow``): tensors are followed by identity. A module call that *outputs* a
+    tensor object is its producer; a call that outputs a tensor made inside it (a container
+    returning its last child's output) is added to the producers, while a call that returns a
+    tensor it was given (``nn.Identity``, in-place ``ReLU``) replaces them. There is one
+    :class:`~torchscope.records.FlowEdge` for every (producer call, consumer call, spec) where
+    the consumer received that tensor as a positional or keyword input: so a container and its
+    first child both consume the same tensor, and a container and its last child both produce
+    it — the renderer picks the edges of the depth it draws. Graph inputs have ``src=None``;
+    the model's outputs give edges with ``dst=None``. Tensors made by functional code (``x +
+    y``, ``torch.cat``) between module calls have no producer, so they give no edge — unless
+    ``follow_functions=True``: then a tensor made by torch functions gets the producers of the
+    tensors it was made from (``y = x + f(x)`` passed to ``g`` gives the edges ``input → g``
+    and ``f → g``, the residual connection), and a call that returns such a tensor keeps the
+    producers made inside it and replaces those from outside (the outermost call also keeps
+    the graph inputs, so a residual around the whole model gives an ``input → output`` edge).
+
+    Modes: ``real`` runs the given tensors on the model (a lazy model runs as a copy sharing its
+    initialized tensors, so it stays uninitialized); ``meta`` runs a :func:`meta_copy` (also of
+    a model already on meta: the model itself is never run) with inputs moved to ``meta``;
+    ``fake`` runs a copy made of ``FakeTensor``\\ s under ``FakeTensorMode``. ``auto`` with
+    sizes only tries meta, then fake, then real, and says in ``notes`` which ran and why; with
+    tensors given, auto means real (meta when the model is on meta).
+
+    Args:
+        model: the module to trace.
+        example_inputs: a tensor, or a tuple/list of positional inputs (any Python values;
+            to pass one list as the only input, wrap it: ``([a, b],)``).
+        example_kwargs: keyword inputs (``{"decoder_input_ids": ids}``).
+        input_size: instead of ``example_inputs``: one shape per input; see
+            :func:`build_inputs` (zeros, also for integer dtypes).
+        dtypes: one dtype per size (``"long"`` for token ids), default ``float32``.
+        device: where built inputs go in real mode (default: the model's device); the model is
+            never moved.
+        mode: ``"auto"``, ``"real"``, ``"meta"`` or ``"fake"``.
+        follow_functions: follow tensors through torch functions too (a
+            ``TorchFunctionMode``, below any mode already active such as the sync detector's),
+            so the flow shows residual connections; costs a little per torch function call.
+            Off by default; block diagrams (``torchscope graph``) turn it on.
+
+    Returns:
+        A :class:`TraceResult` of plain records (it keeps no tensor or module alive).
+
+    Raises:
+        InputSpecError: bad inputs, sizes, dtypes, device or mode.
+        ForwardError: the forward raised: names the module path where, that call's input
+            specs, the modules that had run; the original error is chained.
+
+    >>> from torchscope.examples import FixedHiddenMLP
+    >>> result = trace_forward(FixedHiddenMLP(), input_size=[(2, 20)])
+    >>> [(path, call.index) for path, call in result.calls]
+    [('', 0), ('linear', 1), ('linear', 2)]
+    """
+    if not isinstance(model, nn.Module):
+        raise InputSpecError(
+            f"model = {type(model).__name__} is not a torch.nn.Module; pass the model itself"
+        )
+    if mode not in MODES:
+        raise InputSpecError(f"mode = {mode!r} is not one of {', '.join(MODES)}")
+    if example_kwargs is not None and not isinstance(example_kwargs, Mapping):
+        raise InputSpecError(
+            f"example_kwargs = {type(example_kwargs).__name__} is not a dict of keyword inputs; "
+            "pass e.g. {'attention_mask': mask}"
+        )
+    kwargs = dict(example_kwargs or {})
+    dev = _parse_device(device) if device is not None else None
+    built = example_inputs is None
+    if not built and input_size is not None:
+        raise InputSpecError(
+            "both example_inputs and input_size were given; pass one of them"
+        )
+    if built:
+        if input_size is None:
+            if not kwargs:
+                raise InputSpecError(
+                    "trace_forward needs example inputs: pass example_inputs, "
+                    "input_size=[(2, 20)] (CLI: --input-size 2,20) or example_kwargs"
+                )
+            args: tuple[Any, ...] = ()
+        else:
+            args = build_inputs(input_size, dtypes,
+                                device=dev if dev is not None and dev.type != "meta" else None)
+    else:
+        if dtypes is not None:
+            raise InputSpecError(
+                "dtypes applies to input_size only; give example_inputs the dtype they need"
+            )
+        if isinstance(example_inputs, (tuple, list)):
+            args = tuple(example_inputs)
+        elif isinstance(example_inputs, Mapping):
+            raise InputSpecError(
+                "example_inputs is a dict; pass keyword inputs as example_kwargs=..."
+            )
+        else:
+            args = (example_inputs,)
+
+    model, compiled = unwrap_compiled(model)
+    tensors = list(_tensors_in((args, kwargs)))
+    scan = _scan(model)
+    model_meta = scan.all_meta
+
+    fsdp = fsdp_module_type()
+    if mode != "auto":
+        plan = [mode]
+    elif built and fsdp is not None and any(isinstance(m, fsdp) for m in scan.modules):
+        # FSDP refuses deepcopy (no meta/fake copy) and a forward on meta parameters
+        if model_meta:
+            raise InputSpecError(
+                "an FSDP model whose parameters are on the meta device cannot run a forward "
+                "(FSDP refuses meta parameters and copies): summarize it without input sizes, "
+                "or materialize it first (model.to_empty(device=...) and initialize)"
+            )
+        plan = ["real"]
+    elif built:  # sizes only: the cheapest mode that works
+        plan = ["meta", "fake"] if model_meta else ["meta", "fake", "real"]
+    elif model_meta or (tensors and all(t.is_meta for t in tensors)):
+        plan = ["meta"]
+    else:
+        plan = ["real"]
+    if plan == ["real"] and model_meta:
+        raise InputSpecError(
+            "mode = 'real' cannot run a model whose parameters are on the meta device; "
+            "use mode='meta' or mode='fake'"
+        )
+
+    notes: list[str] = []
+    if compiled:
+        notes.append("a torch.compile wrapper: traced its original module, eagerly, under the "
+                     "names without the _orig_mod. prefix")
+    for i, current in enumerate(plan):
+        try:
+            with gc_paused():
+                result = _run(model, scan, current, args, kwargs, built, dev, notes,
+                              follow_functions)
+        except _ModeFailed as failed:
+            if i + 1 < len(plan):
+                what = "copy" if failed.stage == "copy" else "forward"
+                notes.append(f"{current} {what} failed ({_short_error(failed.error)}), "
+                             f"tried {plan[i + 1]}")
+                continue
+            raise _forward_error(failed, notes) from failed.error
+        if mode == "auto":
+            if not built:
+                why = "tensors given"
+            elif plan == ["real"]:
+                why = "FSDP modules cannot be copied to meta or fake tensors"
+            elif current == "meta":
+                why = "sizes only: meta is cheapest, no parameter or activation memory"
+            else:
+                why = "sizes only; the cheaper modes failed"
+            notes.insert(0, f"mode auto ran {current} ({why})")
+        return dataclasses.replace(result, notes=tuple(notes))
+    raise AssertionError("unreachable")  # pragma: no cover

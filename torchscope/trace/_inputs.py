@@ -1,0 +1,252 @@
+"""Specs of forward inputs and outputs, and example inputs built from sizes (for
+:mod:`torchscope.trace`, which re-exports :func:`spec_of` and :func:`build_inputs`)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import enum
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, cast
+
+import torch
+
+from torchscope._torch import dtype_name, parse_dtype
+from torchscope.errors import InputSpecError
+from torchscope.records import MapSpec, SeqSpec, Spec, TensorSpec, ValueSpec
+
+__all__ = ["build_inputs", "spec_of"]
+
+_MAX_DEPTH = 8  # nesting depth of input/output structures before a spec becomes "..."
+_REPR_LIMIT = 40  # characters of a ValueSpec repr
+
+# ---------------------------------------------------------------------------------------------
+# specs
+
+
+
+
+
+def _short_repr(value: object) -> str:
+    text = repr(value)
+    if len(text) > _REPR_LIMIT:
+        text = text[: _REPR_LIMIT - 1] + "…"
+    return text
+
+
+_PLAIN = (int, float, bool, complex, str, bytes, torch.dtype, torch.device, torch.Size,
+          enum.Enum, slice, range, type(Ellipsis))
+
+
+def _build_spec(value: object, on_tensor: Callable[[torch.Tensor], TensorSpec],
+                depth: int = 0) -> Spec:
+    """The spec of ``value``; every tensor inside goes through ``on_tensor``."""
+    if isinstance(value, torch.Tensor):
+        return on_tensor(value)
+    if value is None:
+        return None
+    if isinstance(value, _PLAIN):
+        return ValueSpec(_short_repr(value))
+    if depth >= _MAX_DEPTH:
+        return ValueSpec("...")
+    depth += 1
+    tp = type(value)
+    if isinstance(value, (tuple, list)):  # namedtuples keep their name
+        return SeqSpec(tp.__name__, tuple(_build_spec(v, on_tensor, depth) for v in value))
+    if isinstance(value, Mapping):  # dicts, OrderedDicts, transformers ModelOutput
+        return MapSpec(tp.__name__, tuple((str(k), _build_spec(v, on_tensor, depth))
+                                          for k, v in value.items()))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return MapSpec(tp.__name__, tuple((f.name, _build_spec(getattr(value, f.name), on_tensor,
+                                                                depth))
+                                          for f in dataclasses.fields(value)))
+    # Other objects (caches, configs, modules): the type name only — their repr can be long,
+    # expensive, or hold an address that changes from run to run.
+    return ValueSpec(f"<{tp.__name__}>")
+
+
+class _TensorSpecs:
+    """Interned :class:`TensorSpec`\\ s: one object per (shape, dtype, device) in one trace."""
+
+    __slots__ = ("cache",)
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[Any, ...], TensorSpec] = {}
+
+    def __call__(self, t: torch.Tensor) -> TensorSpec:
+        key = (t.shape, t.dtype, t.device)
+        spec = self.cache.get(key)
+        if spec is None:
+            spec = TensorSpec(tuple(int(d) for d in t.shape), dtype_name(t.dtype), str(t.device))
+            self.cache[key] = spec
+        return spec
+
+
+def spec_of(value: object) -> Spec:
+    """The spec of a forward input or output, keeping its structure.
+
+    Tensors become :class:`TensorSpec`; tuples, lists and namedtuples :class:`SeqSpec`; dicts,
+    dataclasses and transformers ``ModelOutput``\\ s :class:`MapSpec`; ``None`` stays ``None``;
+    numbers, strings, dtypes and devices a :class:`ValueSpec` of their (short) repr; any other
+    object a :class:`ValueSpec` of its type name, like ``<DynamicCache>``.
+
+    Args:
+        value: any Python value.
+
+    Returns:
+        The spec (plain values only: it keeps no tensor alive).
+
+    >>> import torch
+    >>> spec_of((torch.zeros(2, 3), None, 4))
+    SeqSpec(type_name='tuple', items=(TensorSpec(shape=(2, 3), dtype='float32', device='cpu'), \
+None, ValueSpec(repr='4')))
+    """
+    return _build_spec(value, _TensorSpecs())
+
+
+def _tensors_in(value: object, depth: int = 0) -> Iterator[torch.Tensor]:
+    """Every tensor inside ``value`` (same traversal as :func:`_build_spec`)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif value is None or isinstance(value, _PLAIN) or depth >= _MAX_DEPTH:
+        return
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _tensors_in(v, depth + 1)
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _tensors_in(v, depth + 1)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _tensors_in(getattr(value, f.name), depth + 1)
+
+
+def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor], depth: int = 0) -> Any:
+    """``value`` with every tensor replaced by ``fn(tensor)`` (tuples, lists, dicts)."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, tuple) and hasattr(type(value), "_fields"):
+        return type(value)(*(_map_tensors(v, fn, depth + 1) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_map_tensors(v, fn, depth + 1) for v in value)
+    if isinstance(value, dict):
+        out = copy.copy(value)
+        for k, v in value.items():
+            out[k] = _map_tensors(v, fn, depth + 1)
+        return out
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+
+
+
+
+
+def _parse_shape(value: object, where: str) -> tuple[int, ...]:
+    items: Sequence[object]
+    if isinstance(value, str):
+        text = value.strip().strip("()[]").replace("x", ",").replace(" ", "")
+        items = [p for p in text.split(",") if p != ""]
+    elif isinstance(value, (tuple, list, torch.Size)):
+        items = value
+    else:
+        items = ()
+    shape: list[int] = []
+    for item in items:
+        if isinstance(item, bool):
+            break
+        try:
+            dim = int(cast(Any, item))
+        except (TypeError, ValueError):
+            break
+        if dim < 0 or (not isinstance(item, str) and dim != item):
+            break
+        shape.append(dim)
+    else:
+        if shape or (isinstance(value, (tuple, list)) and not value):
+            return tuple(shape)
+    raise InputSpecError(
+        f"{where} = {value!r} is not a shape; give non-negative integers, "
+        "e.g. (2, 20) or '1,3,224,224'"
+    )
+
+
+def _parse_device(device: object) -> torch.device:
+    try:
+        parsed: torch.device = torch.device(cast(Any, device))
+        return parsed
+    except (RuntimeError, TypeError) as err:
+        raise InputSpecError(
+            f"device = {device!r} is not a torch device; use e.g. 'cpu', 'cuda:0' or 'meta'"
+        ) from err
+
+
+def _parse_sizes(input_size: object) -> list[tuple[int, ...]]:
+    if isinstance(input_size, (str, torch.Size)) or (
+        isinstance(input_size, (tuple, list)) and input_size
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in input_size)
+    ):
+        return [_parse_shape(input_size, "input_size")]  # one shape for one input
+    if not isinstance(input_size, (tuple, list)) or not input_size:
+        raise InputSpecError(
+            f"input_size = {input_size!r} is not a list of shapes; give one shape per input, "
+            "e.g. input_size=[(2, 20)] (CLI: --input-size 2,20)"
+        )
+    return [_parse_shape(s, f"input_size[{i}]") for i, s in enumerate(input_size)]
+
+
+def _parse_dtypes(dtypes: object, n: int) -> list[torch.dtype]:
+    if dtypes is None:
+        return [torch.float32] * n
+    if isinstance(dtypes, (str, torch.dtype)):
+        dtypes = [dtypes]
+    if not isinstance(dtypes, (tuple, list)):
+        raise InputSpecError(
+            f"dtypes = {dtypes!r} is not a list of dtypes; give one per input, e.g. ['long']"
+        )
+    parsed = [parse_dtype(d, where=f"dtypes[{i}]") for i, d in enumerate(dtypes)]
+    if len(parsed) == 1 and n > 1:
+        return parsed * n
+    if len(parsed) != n:
+        raise InputSpecError(
+            f"dtypes = {list(dtypes)!r} has {len(parsed)} entries for {n} input sizes; "
+            "give one dtype per --input-size (or one for all)"
+        )
+    return parsed
+
+
+def build_inputs(input_size: object, dtypes: object = None, *,
+                 device: object = None) -> tuple[torch.Tensor, ...]:
+    """Example inputs built from sizes: zeros, of every dtype (integer zeros are valid token ids
+    and indices; boolean zeros are ``False``).
+
+    Args:
+        input_size: one shape per input (``[(2, 20)]``, ``[(1, 128), (1, 128)]``); a single
+            shape (``(2, 20)``, ``"1,3,224,224"``) is one input.
+        dtypes: one dtype per input (torch dtypes or names: ``"long"``, ``"float32"``,
+            ``"bool"``…), or one for all; default ``float32``.
+        device: where to build them (default CPU).
+
+    Returns:
+        The input tensors, in order.
+
+    Raises:
+        InputSpecError: a size, dtype or device that cannot be used.
+
+    >>> [tuple(t.shape) for t in build_inputs([(2, 20), (2,)], ["float32", "long"])]
+    [(2, 20), (2,)]
+    """
+    sizes = _parse_sizes(input_size)
+    types = _parse_dtypes(dtypes, len(sizes))
+    dev = _parse_device(device) if device is not None else torch.device("cpu")
+    try:
+        return tuple(torch.zeros(size, dtype=dt, device=dev) for size, dt in zip(sizes, types))
+    except (RuntimeError, TypeError) as err:
+        raise InputSpecError(
+            f"cannot build inputs of sizes {sizes} on device {str(dev)!r}: {err}; "
+            "use a device this machine has"
+        ) from err
