@@ -8,40 +8,164 @@ policies, devices and host-device synchronizations, checkpoints and block diagra
 >>> report.total_params
 7946
 
-Public names load on first use (``import torchscope`` stays light); each lives in the module
-named in ``_EXPORTS``.
+Public names load on first use, so ``import torchscope`` stays light: each lives in the module
+named in ``_EXPORTS``. Type checkers read the explicit imports of the ``TYPE_CHECKING`` block,
+which mirrors that table name for name (a test keeps the two equal), so every public name has
+its real signature.
 """
 
 from __future__ import annotations
 
 import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("torchscope")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0+unknown"
 
-# public name -> submodule that defines it
+if TYPE_CHECKING:
+    from torchscope import examples as examples
+    from torchscope.checkpoint import (
+        diff_checkpoint as diff_checkpoint,
+        inspect_checkpoint as inspect_checkpoint,
+    )
+    from torchscope.devices import (
+        check_devices as check_devices,
+        device_map as device_map,
+    )
+    from torchscope.distributed import (
+        check_fsdp_ties as check_fsdp_ties,
+        gather_report as gather_report,
+    )
+    from torchscope.errors import (
+        CheckpointError as CheckpointError,
+        ForwardError as ForwardError,
+        InitPolicyError as InitPolicyError,
+        InputSpecError as InputSpecError,
+        SyncError as SyncError,
+        TargetError as TargetError,
+        TorchscopeError as TorchscopeError,
+    )
+    from torchscope.init import (
+        InitRuleWarning as InitRuleWarning,
+        apply_init as apply_init,
+        load_policy as load_policy,
+    )
+    from torchscope.inspect import (
+        list_parameters as list_parameters,
+        summarize as summarize,
+        walk as walk,
+    )
+    from torchscope.lazy import (
+        check_lazy as check_lazy,
+        find_lazy as find_lazy,
+        infer_lazy_shapes as infer_lazy_shapes,
+        materialize as materialize,
+        trace_lazy as trace_lazy,
+    )
+    from torchscope.records import (
+        CallRecord as CallRecord,
+        CheckpointDiff as CheckpointDiff,
+        CheckpointEntry as CheckpointEntry,
+        CheckpointInfo as CheckpointInfo,
+        DtypeMismatch as DtypeMismatch,
+        Finding as Finding,
+        FlowEdge as FlowEdge,
+        InitEntry as InitEntry,
+        InitReport as InitReport,
+        InitRule as InitRule,
+        InitStatus as InitStatus,
+        LazyRecord as LazyRecord,
+        MapSpec as MapSpec,
+        ModuleRecord as ModuleRecord,
+        OptimizerState as OptimizerState,
+        ParamKind as ParamKind,
+        ParamRecord as ParamRecord,
+        RankRecord as RankRecord,
+        Report as Report,
+        SeqSpec as SeqSpec,
+        Severity as Severity,
+        ShapeMismatch as ShapeMismatch,
+        SyncKind as SyncKind,
+        SyncReport as SyncReport,
+        SyncSite as SyncSite,
+        TensorSpec as TensorSpec,
+        TiedGroup as TiedGroup,
+        TieKind as TieKind,
+        UntiedInFile as UntiedInFile,
+        ValueSpec as ValueSpec,
+        inferred_numel as inferred_numel,
+    )
+    from torchscope.rendering import (
+        print_report as print_report,
+        render as render,
+        render_json as render_json,
+        render_markdown as render_markdown,
+        render_text as render_text,
+        show as show,
+    )
+    from torchscope.rendering.graph import (
+        render_graph as render_graph,
+        to_dot as to_dot,
+        to_graphviz as to_graphviz,
+    )
+    from torchscope.syncs import (
+        detect_syncs as detect_syncs,
+        no_syncs as no_syncs,
+    )
+    from torchscope.trace import (
+        TraceResult as TraceResult,
+        build_inputs as build_inputs,
+        meta_copy as meta_copy,
+        spec_of as spec_of,
+        state_guard as state_guard,
+        trace_forward as trace_forward,
+    )
+    from torchscope.tying import (
+        TieSnapshot as TieSnapshot,
+        check_ties as check_ties,
+        compare_ties as compare_ties,
+        find_tied as find_tied,
+        snapshot_ties as snapshot_ties,
+        watch_ties as watch_ties,
+    )
+
+# public name -> submodule that defines it (loaded on first use)
 _EXPORTS: dict[str, str] = {
-    # records
+    # records: plain values, no tensors or modules
     "CallRecord": "records",
+    "CheckpointDiff": "records",
+    "CheckpointEntry": "records",
+    "CheckpointInfo": "records",
+    "DtypeMismatch": "records",
     "Finding": "records",
     "FlowEdge": "records",
+    "InitEntry": "records",
+    "InitReport": "records",
+    "InitRule": "records",
+    "InitStatus": "records",
     "LazyRecord": "records",
     "MapSpec": "records",
     "ModuleRecord": "records",
+    "OptimizerState": "records",
     "ParamKind": "records",
     "ParamRecord": "records",
     "RankRecord": "records",
     "Report": "records",
     "SeqSpec": "records",
     "Severity": "records",
+    "ShapeMismatch": "records",
+    "SyncKind": "records",
+    "SyncReport": "records",
+    "SyncSite": "records",
     "TensorSpec": "records",
     "TieKind": "records",
     "TiedGroup": "records",
+    "UntiedInFile": "records",
     "ValueSpec": "records",
+    "inferred_numel": "records",
     # errors
     "CheckpointError": "errors",
     "ForwardError": "errors",
@@ -50,68 +174,54 @@ _EXPORTS: dict[str, str] = {
     "SyncError": "errors",
     "TargetError": "errors",
     "TorchscopeError": "errors",
-    # static traversal
+    # static traversal and summaries
     "list_parameters": "inspect",
     "summarize": "inspect",
     "walk": "inspect",
-    # rendering
-    "render": "rendering",
-    "render_json": "rendering",
-    "show": "rendering",
-    "render_markdown": "rendering",
-    "render_text": "rendering",
-    "print_report": "rendering",
-    # forward tracing (issue 3)
+    # forward tracing
     "TraceResult": "trace",
     "build_inputs": "trace",
     "meta_copy": "trace",
     "spec_of": "trace",
     "state_guard": "trace",
     "trace_forward": "trace",
-    # tied tensors (issue 4)
+    # tied tensors
     "TieSnapshot": "tying",
     "check_ties": "tying",
     "compare_ties": "tying",
     "find_tied": "tying",
     "snapshot_ties": "tying",
     "watch_ties": "tying",
-    # lazy layers (issue 5)
+    # lazy layers
     "check_lazy": "lazy",
     "find_lazy": "lazy",
     "infer_lazy_shapes": "lazy",
-    "inferred_numel": "records",
     "materialize": "lazy",
     "trace_lazy": "lazy",
-    # initialization policies (issue 6)
-    "InitEntry": "records",
-    "InitReport": "records",
-    "InitRule": "records",
+    # initialization policies
     "InitRuleWarning": "init",
-    "InitStatus": "records",
     "apply_init": "init",
     "load_policy": "init",
-    # devices and synchronizations (issue 7)
-    "SyncKind": "records",
-    "SyncReport": "records",
-    "SyncSite": "records",
+    # devices
     "check_devices": "devices",
-    "detect_syncs": "syncs",
     "device_map": "devices",
+    # host-device synchronizations
+    "detect_syncs": "syncs",
     "no_syncs": "syncs",
-    # checkpoints (issue 9)
-    "CheckpointDiff": "records",
-    "CheckpointEntry": "records",
-    "CheckpointInfo": "records",
-    "DtypeMismatch": "records",
-    "OptimizerState": "records",
-    "ShapeMismatch": "records",
-    "UntiedInFile": "records",
+    # checkpoints
     "diff_checkpoint": "checkpoint",
     "inspect_checkpoint": "checkpoint",
-    # distributed models (issue 10)
+    # distributed models
     "check_fsdp_ties": "distributed",
     "gather_report": "distributed",
-    # block diagrams (issue 8)
+    # rendering
+    "print_report": "rendering",
+    "render": "rendering",
+    "render_json": "rendering",
+    "render_markdown": "rendering",
+    "render_text": "rendering",
+    "show": "rendering",
+    # block diagrams
     "render_graph": "rendering.graph",
     "to_dot": "rendering.graph",
     "to_graphviz": "rendering.graph",

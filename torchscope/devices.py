@@ -39,8 +39,8 @@ from torch import nn
 
 from torchscope._torch import is_lazy
 from torchscope.errors import ForwardError, InputSpecError
-from torchscope.records import Finding, Severity
-from torchscope.syncs import SyncReport, detect_syncs, no_syncs
+from torchscope.records import Finding, Severity, SyncReport
+from torchscope.syncs import detect_syncs, no_syncs
 from torchscope.trace import state_guard
 from torchscope.tying import check_ties
 

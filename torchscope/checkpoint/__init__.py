@@ -19,12 +19,8 @@ True
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import json
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from torchscope.checkpoint._read import (
@@ -46,7 +42,6 @@ from torchscope.records import (
     OptimizerState,
     Severity,
     ShapeMismatch,
-    TiedGroup,
     TieKind,
     UntiedInFile,
 )

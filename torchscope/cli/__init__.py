@@ -20,14 +20,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from torchscope import __version__
 from torchscope._torch import parse_dtype
 from torchscope.errors import InputSpecError, TargetError, TorchscopeError
+from torchscope.rendering import Format
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 __all__ = [
@@ -121,11 +121,11 @@ def add_format_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def output_format(args: argparse.Namespace) -> str:
+def output_format(args: argparse.Namespace) -> Format:
     """The chosen ``--format``, or rich on a terminal and text when piped."""
     fmt = getattr(args, "format", None)
-    if fmt:
-        return str(fmt)
+    if fmt in FORMATS:
+        return cast(Format, fmt)
     return "rich" if sys.stdout.isatty() else "text"
 
 

@@ -32,10 +32,9 @@ True
 from __future__ import annotations
 
 import contextlib
-import enum
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch

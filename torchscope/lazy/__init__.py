@@ -24,7 +24,7 @@ torch fills the placeholders in place and the module changes class (``LazyLinear
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from itertools import chain
@@ -41,8 +41,6 @@ from torchscope.lazy._undo import _FailureSite, _Rollback, _SideEffects
 from torchscope.records import (
     Finding,
     LazyRecord,
-    ParamKind,
-    ParamRecord,
     Severity,
     inferred_numel,
 )

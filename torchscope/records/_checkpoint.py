@@ -200,16 +200,3 @@ class CheckpointDiff:
         return render(self, "rich")
 
 
-def _as_dict(obj: Any) -> dict[str, Any]:
-    def encode(value: Any) -> Any:
-        if isinstance(value, enum.Enum):
-            return value.value
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, (tuple, list)):
-            return [encode(v) for v in value]
-        return value
-
-    out = encode(obj)
-    assert isinstance(out, dict)
-    return out

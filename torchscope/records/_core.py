@@ -396,7 +396,8 @@ def inferred_numel(records: Iterable[LazyRecord], *,
     inferred tensor counts.
 
     Args:
-        records: lazy records from :func:`torchscope.infer_lazy_shapes` (or :func:`torchscope.materialize`).
+        records: lazy records from :func:`torchscope.infer_lazy_shapes` (or
+            :func:`torchscope.materialize`).
         params: parameter records telling parameters from buffers.
 
     Returns:

@@ -151,9 +151,9 @@ def _renderer_of(obj: object) -> _Renderer | None:
                     return fn
         return None
     for cls in type(obj).__mro__:
-        fn = _RENDERERS.get(cls)
-        if fn is not None:
-            return fn
+        found = _RENDERERS.get(cls)
+        if found is not None:
+            return found
     return None
 
 

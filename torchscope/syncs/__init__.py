@@ -42,7 +42,6 @@ CPU (reported only when the line names ``cpu``).
 from __future__ import annotations
 
 import contextlib
-import json
 import linecache
 import os
 import sys
@@ -50,7 +49,6 @@ import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -58,7 +56,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchscope.errors import SyncError
-from torchscope.records import Finding, Severity, SyncKind, SyncReport, SyncSite
+from torchscope.records import SyncKind, SyncReport
 from torchscope.records._syncs import short_path
 from torchscope.syncs._rules import (
     DISPATCH_RULES,
@@ -128,8 +126,11 @@ class SyncRecorder(SyncReport):
     def __init__(self, *, include_cpu: bool | None = None, deep: bool = False,
                  cuda: bool | None = None, strict: bool = False) -> None:
         available = torch.cuda.is_available()
-        super().__init__(include_cpu=(not available) if include_cpu is None else bool(include_cpu),
-                         deep=bool(deep), cuda=available if cuda is None else bool(cuda and available))
+        super().__init__(
+            include_cpu=(not available) if include_cpu is None else bool(include_cpu),
+            deep=bool(deep),
+            cuda=available if cuda is None else bool(cuda and available),
+        )
         self._strict = strict
         self._codes: dict[types.CodeType, int] = {}
         self._quiet = 0  # > 0 while a reported (or knowingly skipped) call runs: no double count
@@ -139,7 +140,7 @@ class SyncRecorder(SyncReport):
         self._host: dict[int, tuple[weakref.ref[torch.Tensor], _Line | None]] = {}
 
     # -- recording ---------------------------------------------------------------------------
-    def __enter__(self) -> SyncReport:
+    def __enter__(self) -> SyncRecorder:
         self._depth += 1
         if self._depth > 1:
             return self
@@ -289,7 +290,7 @@ class SyncRecorder(SyncReport):
 class _FunctionMode(TorchFunctionMode):  # type: ignore[no-untyped-call,unused-ignore]
     """Sees public torch calls; one dict lookup for the calls that never synchronize."""
 
-    def __init__(self, report: SyncReport) -> None:
+    def __init__(self, report: SyncRecorder) -> None:
         super().__init__()  # type: ignore[no-untyped-call,unused-ignore]
         self._report = report
 
@@ -325,7 +326,7 @@ class _FunctionMode(TorchFunctionMode):  # type: ignore[no-untyped-call,unused-i
 class _DispatchMode(TorchDispatchMode):  # type: ignore[no-untyped-call,unused-ignore]
     """Sees every ATen op, also those torch's C++ code calls (``deep=True``)."""
 
-    def __init__(self, report: SyncReport) -> None:
+    def __init__(self, report: SyncRecorder) -> None:
         super().__init__()  # type: ignore[no-untyped-call,unused-ignore]
         self._report = report
 
@@ -346,7 +347,7 @@ class _DispatchMode(TorchDispatchMode):  # type: ignore[no-untyped-call,unused-i
 
 
 def detect_syncs(*, include_cpu: bool | None = None, deep: bool = False,
-                 cuda: bool | None = None) -> SyncReport:
+                 cuda: bool | None = None) -> SyncRecorder:
     """Record the host-device synchronizations of a block of code, by line.
 
     Args:
@@ -379,7 +380,7 @@ def detect_syncs(*, include_cpu: bool | None = None, deep: bool = False,
 class _NoSyncs(contextlib.ContextDecorator):
     def __init__(self, include_cpu: bool | None, deep: bool) -> None:
         self._args = (include_cpu, deep)
-        self._reports: list[SyncReport] = []
+        self._reports: list[SyncRecorder] = []
 
     def __enter__(self) -> None:
         include_cpu, deep = self._args
