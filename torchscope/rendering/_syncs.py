@@ -6,7 +6,7 @@ the table and wrapped.
 >>> import torch, torchscope
 >>> with torchscope.detect_syncs() as report:
 ...     _ = torch.ones(2).tolist()
->>> print(report.render(fmt="text").splitlines()[0])
+>>> print(str(report).splitlines()[0])
 1 host-device synchronization at 1 site
 """
 
