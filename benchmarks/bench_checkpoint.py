@@ -8,7 +8,7 @@ process's peak resident memory (``VmHWM``), median of several runs. Baselines me
 same run: reading the file's bytes once (16 MiB chunks), and ``torch.load`` without ``mmap``
 (what a naive inspection costs).
 
-Targets (issue 9): peak RSS growth under 100 MB and under 0.5x the time of reading the file.
+Targets: peak RSS growth under 100 MB and under 0.5x the time of reading the file.
 
     python benchmarks/bench_checkpoint.py [--size-gb 2] [--repeat 5]
 """

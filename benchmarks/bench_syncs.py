@@ -6,7 +6,7 @@ under ``torchscope.detect_syncs()`` (TorchFunctionMode only, the default) and
 between the variants so drift hits all of them alike; the script prints medians and ratios
 against the bare step measured in the same run.
 
-Targets (issue 7): at most 1.3x at hidden 512 and 2.5x at hidden 64 for the default detector.
+Targets: at most 1.3x at hidden 512 and 2.5x at hidden 64 for the default detector.
 
     python benchmarks/bench_syncs.py [--rounds 200] [--threads 2]
 """

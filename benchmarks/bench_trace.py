@@ -15,7 +15,7 @@ of the Llama 7B and 70B architectures (built under ``torch.device("meta")``): ba
 against ``trace_forward(model, input_size=[(1, 128)], dtypes=["long"])`` (auto picks meta), with
 the peak RSS growth of each.
 
-Targets (issue 3): traced <= 1.3x recorder on the stacks, <= 1.1x bare on GPT-2, meta 70B <=
+Targets: traced <= 1.3x recorder on the stacks, <= 1.1x bare on GPT-2, meta 70B <=
 1.5x bare meta forward with peak RSS growth < 300 MB.
 
     python benchmarks/bench_trace.py            # ~2-3 minutes on 2 cores

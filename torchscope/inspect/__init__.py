@@ -1,6 +1,6 @@
 """Static traversal: the module tree, every parameter and buffer with its aliases, and totals.
 
-Totals count each unique byte range of storage once (DESIGN.md "Shared tensors"): a block's
+Totals count each unique byte range of storage once (docs/architecture.md, "Shared tensors"): a block's
 total is tie-aware inside that block, the model's total over the model. Parameters and buffers,
 trainable and frozen are counted separately. Uninitialized (lazy) tensors are counted apart
 (``lazy_tensors``): their size is unknown, never 0.

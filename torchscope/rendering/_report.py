@@ -372,6 +372,10 @@ def render_text(report: Report, *, depth: int | None = None, params: bool = Fals
         report: the report to render.
         depth: show modules down to this depth; deeper ones fold into their parent's totals.
         params: the per-parameter view instead of the module table.
+
+    >>> import torchscope
+    >>> render_text(torchscope.summarize(torchscope.examples.MLP())).splitlines()[0].split()
+    ['Module', 'Type', 'Own', 'Total', 'Size', 'Train']
     """
     from tabulate import tabulate
 
@@ -384,7 +388,12 @@ def render_text(report: Report, *, depth: int | None = None, params: bool = Fals
 
 
 def render_markdown(report: Report, *, depth: int | None = None, params: bool = False) -> str:
-    """GitHub Markdown (tabulate ``github``), qualified paths in the first column."""
+    """GitHub Markdown (tabulate ``github``), qualified paths in the first column.
+
+    >>> import torchscope
+    >>> render_markdown(torchscope.summarize(torchscope.examples.MLP())).startswith("**MLP**")
+    True
+    """
     from tabulate import tabulate
 
     if params:
@@ -404,7 +413,12 @@ def render_markdown(report: Report, *, depth: int | None = None, params: bool = 
 
 
 def render_json(report: Report) -> str:
-    """The report as JSON (exact numbers; see :meth:`Report.to_dict`)."""
+    """The report as JSON (exact numbers; see :meth:`Report.to_dict`).
+
+    >>> import json, torchscope
+    >>> json.loads(render_json(torchscope.summarize(torchscope.examples.MLP())))["total_params"]
+    7946
+    """
     return report.to_json() + "\n"
 
 

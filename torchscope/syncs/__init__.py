@@ -8,7 +8,7 @@ boolean-mask indexing, ``masked_select``, ``unique``, ``repeat_interleave`` with
 site with counts, with the fix. :func:`no_syncs` raises :class:`~torchscope.errors.SyncError`
 at the first one, for tests.
 
-How (see DESIGN.md "Host-device synchronization"):
+How (docs/architecture.md, "Host-device synchronization"):
 
 * A :class:`~torch.overrides.TorchFunctionMode` sees every public torch call and looks the
   function up in a small table (one dict lookup for the calls that never synchronize). Only a
