@@ -52,6 +52,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "syncs": ("torchscope.cli.syncs", "run a script and report host-device synchronizations"),
     "init": ("torchscope.cli.init", "plan (dry-run) an initialization policy on a model"),
     "checkpoint": ("torchscope.cli.checkpoint", "list a checkpoint file; diff it with a model"),
+    "diff": ("torchscope.cli.diff", "architecture diff of two models or saved reports; exit 1 "
+             "when they differ"),
 }
 
 DEFAULT_TARGET = "torchscope.examples:MLP"

@@ -45,6 +45,16 @@ from torchscope.records._core import (
     record_dict as record_dict,
     record_json as record_json,
 )
+from torchscope.records._diff import (
+    ArchitectureDiff as ArchitectureDiff,
+    CallChange as CallChange,
+    ChangeKind as ChangeKind,
+    CountDelta as CountDelta,
+    FieldChange as FieldChange,
+    ModuleChange as ModuleChange,
+    TensorChange as TensorChange,
+    TieChange as TieChange,
+)
 from torchscope.records._init import (
     InitEntry as InitEntry,
     InitReport as InitReport,
@@ -59,6 +69,14 @@ from torchscope.records._syncs import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ArchitectureDiff",
+    "CallChange",
+    "ChangeKind",
+    "CountDelta",
+    "FieldChange",
+    "ModuleChange",
+    "TensorChange",
+    "TieChange",
     "CallRecord",
     "CheckpointDiff",
     "CheckpointEntry",

@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args
 from torchscope._units import humanize_bytes as humanize_bytes, humanize_count as humanize_count
 from torchscope.errors import TorchscopeError
 from torchscope.records import (
+    ArchitectureDiff,
     CheckpointDiff,
     CheckpointInfo,
     Finding,
@@ -32,7 +33,7 @@ from torchscope.records import (
     TiedGroup,
     record_dict,
 )
-from torchscope.rendering import _checkpoint, _init, _report, _syncs
+from torchscope.rendering import _checkpoint, _diff, _init, _report, _syncs
 from torchscope.rendering._report import (
     WIDTH as WIDTH,
     emit as emit,
@@ -123,6 +124,7 @@ _RENDERERS: dict[type, _Renderer] = {
     SyncReport: _sync_renderer,
     CheckpointInfo: lambda obj, fmt, **o: _checkpoint.render_info(obj, fmt=fmt, **o),
     CheckpointDiff: lambda obj, fmt, **o: _checkpoint.render_diff(obj, fmt=fmt, **o),
+    ArchitectureDiff: lambda obj, fmt, **o: _diff.render_diff(obj, fmt=fmt, **o),
 }
 # tuples of records (what find_tied, find_lazy and check_* return), by their item type
 _SEQUENCE_RENDERERS: dict[type, _Renderer] = {
