@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         check_devices as check_devices,
         device_map as device_map,
     )
+    from torchscope.diff import diff as diff
     from torchscope.distributed import (
         check_fsdp_ties as check_fsdp_ties,
         gather_report as gather_report,
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
         trace_lazy as trace_lazy,
     )
     from torchscope.records import (
+        ArchitectureDiff as ArchitectureDiff,
         CallRecord as CallRecord,
         CheckpointDiff as CheckpointDiff,
         CheckpointEntry as CheckpointEntry,
@@ -135,6 +137,7 @@ if TYPE_CHECKING:
 # public name -> submodule that defines it (loaded on first use)
 _EXPORTS: dict[str, str] = {
     # records: plain values, no tensors or modules
+    "ArchitectureDiff": "records",
     "CallRecord": "records",
     "CheckpointDiff": "records",
     "CheckpointEntry": "records",
@@ -211,6 +214,8 @@ _EXPORTS: dict[str, str] = {
     # checkpoints
     "diff_checkpoint": "checkpoint",
     "inspect_checkpoint": "checkpoint",
+    # architecture diff
+    "diff": "diff",
     # distributed models
     "check_fsdp_ties": "distributed",
     "gather_report": "distributed",
