@@ -1,8 +1,12 @@
 """Every output format of a :class:`~torchscope.records.Report`: rich, text, Markdown, JSON.
 
 Renderers read records only, never a model. ``rich`` and ``tabulate`` are imported where used,
-so ``import torchscope`` stays light. Tables fit 100 columns; numbers are humanized in tables
-and exact in JSON; unknown sizes (lazy tensors) are shown as unknown, never as 0.
+so ``import torchscope`` stays light. Numbers, shapes, qualified names and type names are never
+cut: tables measure their cells and, in a terminal too narrow for them, hide low-priority
+columns (and say so) or wrap long cells at separators; piped text is never wrapped. Numbers
+are humanized in tables and exact in JSON; unknown sizes (lazy tensors) are shown as unknown,
+never as 0. The columns come from :mod:`torchscope.rendering._columns`; names are escaped by
+:mod:`torchscope.rendering._text`.
 
 >>> import torchscope
 >>> print(torchscope.render_text(torchscope.summarize(torchscope.examples.MLP())))
@@ -14,7 +18,8 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from torchscope._units import UNKNOWN, humanize_bytes, humanize_count
@@ -24,17 +29,32 @@ from torchscope.records import (
     CallRecord,
     Finding,
     LazyRecord,
-    MapSpec,
     ModuleRecord,
+    ParamKind,
     ParamRecord,
     Report,
-    SeqSpec,
     Spec,
     TensorSpec,
     TiedGroup,
-    ValueSpec,
-    inferred_numel,
     record_dict,
+)
+from torchscope.rendering._columns import (
+    Column,
+    choose_columns,
+    mixed_dtypes,
+    mixed_modes,
+    spec_text,
+)
+from torchscope.rendering._text import (
+    cell_width,
+    escape_markdown,
+    escape_text,
+    min_wrap_width,
+    plain,
+    terminal_width,
+    widest_line,
+    wrap_cell,
+    wrap_words,
 )
 
 if TYPE_CHECKING:
@@ -59,60 +79,35 @@ __all__ = [
     "tree_rows",
 ]
 
-#: The width every table is made to fit.
+#: The width of fixed-width renderings (golden files, HTML, text of a rich renderable).
 WIDTH = 100
 
 
-def spec_str(spec: Spec, *, limit: int = 28) -> str:
-    """A short text of a spec: ``[2, 20]``, ``([2, 20], [2])``, ``{logits: [1, 8, 1000], …}``.
+def spec_str(spec: Spec, *, limit: int | None = None) -> str:
+    """The text of a spec: ``[2, 20]``, ``([2, 20], [2])``, ``{logits: [1, 8, 1000], …}``.
+
+    Never shortened unless ``limit`` is given (then clipped with ``…``; tables and diagrams
+    wrap instead, see :func:`torchscope.rendering._text.wrap_cell`).
 
     >>> spec_str(TensorSpec((2, 20), "float32", "cpu"))
     '[2, 20]'
     """
-    text = _spec_text(spec)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _spec_text(spec: Spec) -> str:
-    if spec is None:
-        return "None"
-    if isinstance(spec, TensorSpec):
-        return spec.shape_str()
-    if isinstance(spec, SeqSpec):
-        inner = ", ".join(_spec_text(s) for s in spec.items)
-        return f"[{inner}]" if spec.type_name == "list" else f"({inner})"
-    if isinstance(spec, MapSpec):
-        items = [(k, v) for k, v in spec.items if v is not None]
-        return "{" + ", ".join(f"{k}: {_spec_text(v)}" for k, v in items) + "}"
-    if isinstance(spec, ValueSpec):
-        return spec.repr
-    return str(spec)  # pragma: no cover
-
-
-def _call_inputs(call: CallRecord) -> str:
-    specs: list[str] = [_spec_text(s) for s in call.inputs]
-    specs.extend(f"{k}={_spec_text(v)}" for k, v in call.kwargs if v is not None)
-    if len(specs) == 1:
-        return specs[0]
-    return ", ".join(specs)
+    text = escape_text(spec_text(spec))
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 # ------------------------------------------------------------------------------------------
 # rows shared by every format
 
 
-def _train_marker(m: ModuleRecord) -> str:
-    if m.total_params == 0:
-        return "lazy" if m.lazy_tensors else ""
-    if m.trainable_params == m.total_params:
-        return "yes"
-    if m.trainable_params == 0:
-        return "frozen"
-    return "partial"
-
-
 def _visible(report: Report, depth: int | None) -> list[ModuleRecord]:
     return [m for m in report.modules if depth is None or m.depth <= depth]
+
+
+def _alias_suffix(m: ModuleRecord) -> str:
+    if not m.aliases:
+        return ""
+    return " (= " + ", ".join(escape_text(a.rsplit(".", 1)[-1]) for a in m.aliases) + ")"
 
 
 def _tree_labels(modules: Sequence[ModuleRecord]) -> list[str]:
@@ -128,7 +123,7 @@ def _tree_labels(modules: Sequence[ModuleRecord]) -> list[str]:
             last_child[c] = i == len(kids) - 1
     for m in modules:
         if m.parent is None:
-            labels.append(m.type_name if m.path == "" else m.path)
+            labels.append(escape_text(m.type_name if m.path == "" else m.path))
             continue
         parts: list[str] = []
         ancestor = by_path.get(m.parent)
@@ -137,11 +132,13 @@ def _tree_labels(modules: Sequence[ModuleRecord]) -> list[str]:
             ancestor = by_path.get(ancestor.parent)
         prefix = "".join(reversed(parts))
         glyph = "└─ " if last_child.get(m.path, True) else "├─ "
-        name = m.name
-        if m.aliases:
-            name += " (= " + ", ".join(a.rsplit(".", 1)[-1] for a in m.aliases) + ")"
-        labels.append(prefix + glyph + name)
+        labels.append(prefix + glyph + escape_text(m.name) + _alias_suffix(m))
     return labels
+
+
+def _path_labels(modules: Sequence[ModuleRecord]) -> list[str]:
+    """First-column labels as qualified paths (Markdown), aliases kept: ``2 (= 4)``."""
+    return [(escape_text(m.path) if m.path else "(root)") + _alias_suffix(m) for m in modules]
 
 
 def _traced(report: Report) -> bool:
@@ -149,130 +146,114 @@ def _traced(report: Report) -> bool:
 
 
 def _uniform(report: Report) -> tuple[str, str] | None:
-    """The one dtype and one device of every tensor, or ``None`` when they are mixed."""
-    root = report.modules[0] if report.modules else None
-    if root is None or len(root.dtypes) > 1 or len(root.devices) > 1:
+    """The one dtype and one device of the model's tensors, or ``None`` when they are mixed.
+
+    Integer buffers (a BatchNorm's ``num_batches_tracked``) do not make a model mixed.
+    """
+    if not report.params:
+        root = report.modules[0] if report.modules else None
+        if root is None or len(root.dtypes) > 1 or len(root.devices) > 1:
+            return None
+        return (root.dtypes[0] if root.dtypes else "", root.devices[0] if root.devices else "")
+    if mixed_dtypes(report):
         return None
-    return (root.dtypes[0] if root.dtypes else "", root.devices[0] if root.devices else "")
+    floats = [p.dtype for p in report.params if p.kind is ParamKind.PARAMETER]
+    floats = floats or [p.dtype for p in report.params]
+    return (floats[0], report.params[0].device)
 
 
-# column widths that keep every table within WIDTH (100) columns with 2-space gaps
-_STATIC_WIDTHS = {"Module": 38, "Type": 20, "dtype@device": 14}
-_TRACED_WIDTHS = {"Module": 30, "Type": 16, "Input": 18, "Output": 18}
+def module_table(report: Report, *, depth: int | None = None, tree: bool = True,
+                 columns: Sequence[str] | str | None = None
+                 ) -> tuple[list[Column], list[list[str]]]:
+    """The columns and cells of the module table, every cell whole and escaped.
+
+    Args:
+        report: the report.
+        depth: modules down to this depth; deeper ones fold into their parent's totals.
+        tree: tree glyphs in the first column (otherwise qualified paths).
+        columns: column keys in order (see :data:`torchscope.rendering._columns.COLUMNS`);
+            default: the columns that say something about this report.
+
+    Raises:
+        TorchscopeError: an unknown column or a traced column of a static report.
+    """
+    modules = _visible(report, depth)
+    labels = _tree_labels(modules) if tree else _path_labels(modules)
+    chosen = choose_columns(report, columns)
+    rows: list[list[str]] = []
+    for label, m in zip(labels, modules):
+        call = m.calls[0] if m.calls else None
+        rows.append([label if c.key == "module" else escape_text(c.cell(report, m, call))
+                     for c in chosen])
+    return chosen, rows
 
 
-def tree_rows(report: Report, *, depth: int | None = None,
-              tree: bool = True) -> tuple[list[str], list[list[str]]]:
+def tree_rows(report: Report, *, depth: int | None = None, tree: bool = True,
+              columns: Sequence[str] | str | None = None) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the module table (tree glyphs in the first column when ``tree``).
 
     The dtype and device columns appear only when the model mixes them (otherwise the totals
-    say the one dtype and device); long names and shapes are clipped with ``…`` so that the
-    table fits 100 columns.
+    say the one dtype and device); nothing is clipped.
+
+    >>> import torchscope
+    >>> tree_rows(torchscope.summarize(torchscope.examples.MLP()))[0]
+    ['Module', 'Type', 'Own', 'Total', 'Size', 'Train']
     """
-    modules = _visible(report, depth)
-    labels = _tree_labels(modules) if tree else [m.path or "(root)" for m in modules]
-    traced = _traced(report)
-    mixed = _uniform(report) is None
-    if traced:
-        header = ["Module", "Type", "Input", "Output", "Params"]
-        widths = dict(_TRACED_WIDTHS)
-    else:
-        header = ["Module", "Type", "Own", "Total", "Size", *(["dtype@device"] if mixed else []),
-                  "Train"]
-        widths = dict(_STATIC_WIDTHS)
-        if mixed:
-            widths["Module"] -= 14
-    rows: list[list[str]] = []
-    for label, m in zip(labels, modules):
-        total = humanize_count(m.total_params)
-        if m.lazy_tensors:
-            inferred = _inferred_in(report, m.path)
-            if inferred is not None:
-                total = "~" + humanize_count(m.total_params + inferred)
-            else:
-                total = f"{total}+lazy" if m.total_params else "lazy"
-        label = _clip(label, widths["Module"]) if tree else _clip_middle(label, widths["Module"])
-        type_name = _clip(m.type_name, widths["Type"])
-        if traced:
-            if m.calls:
-                first = m.calls[0]
-                inputs = _call_inputs(first)
-                output = _spec_text(first.outputs)
-                if len(m.calls) > 1:
-                    output = f"×{len(m.calls)} {output}"
-            else:
-                inputs, output = "(not called)", ""
-            rows.append([label, type_name, _clip(inputs, widths["Input"]),
-                         _clip(output, widths["Output"]), total])
-        else:
-            own = ""
-            if m.param_names:
-                own = "lazy" if m.lazy_tensors and not m.own_params else humanize_count(
-                    m.own_params)
-            row = [label, type_name, own, total, _size_text(m)]
-            if mixed:
-                where = ",".join(m.dtypes) + ("@" + ",".join(m.devices) if m.devices else "")
-                row.append(_clip(where, widths["dtype@device"]))
-            row.append(_train_marker(m))
-            rows.append(row)
-    return header, rows
+    chosen, rows = module_table(report, depth=depth, tree=tree, columns=columns)
+    return [c.header for c in chosen], rows
 
 
-def _size_text(m: ModuleRecord) -> str:
-    size = humanize_bytes(m.param_bytes + m.buffer_bytes)
-    if not m.lazy_tensors:
-        return size
-    return UNKNOWN if m.param_bytes + m.buffer_bytes == 0 else f"≥ {size}"
+def _nocell(report: Report, m: ModuleRecord, call: CallRecord | None) -> str:
+    return ""  # pragma: no cover - the per-parameter view fills its cells itself
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _pcol(key: str, header: str, *, numeric: bool = False, priority: int = 40,
+          wrap: bool = False) -> Column:
+    return Column(key, header, _nocell, numeric=numeric, priority=priority, wrap=wrap)
 
 
-def _clip_middle(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    head = (limit - 1) // 2
-    return text[:head] + "…" + text[len(text) - (limit - 1 - head):]
+def params_table(report: Report) -> tuple[list[Column], list[list[str]]]:
+    """Columns and cells of the per-parameter view (every qualified name, aliases marked).
 
-
-def params_rows(report: Report) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the per-parameter view (every qualified name, aliases marked).
-
-    dtype and device columns appear only when the model mixes them; long names are clipped
-    in the middle (``decoder.block.1…bias.weight``) to fit 100 columns.
+    dtype and device columns appear only when the model mixes them; nothing is clipped.
     """
     mixed = _uniform(report) is None
     sharded = any(p.placements is not None for p in report.params)
-    header = ["Name", "Shape", *(["Local shard"] if sharded else []),
-              *(["dtype@device"] if mixed else []), "Numel", "Grad", "Kind", "Shared with"]
-    name_width = (28 if mixed else 40) - (18 if sharded else 0)
+    columns = [_pcol("name", "Name", priority=100, wrap=True),
+               _pcol("shape", "Shape", priority=90, wrap=True),
+               *([_pcol("local", "Local shard", priority=60, wrap=True)] if sharded else []),
+               *([_pcol("dtype_device", "dtype@device", priority=50)] if mixed else []),
+               _pcol("numel", "Numel", numeric=True, priority=85),
+               _pcol("grad", "Grad", priority=45),
+               _pcol("kind", "Kind", priority=55),
+               _pcol("shared", "Shared with", priority=70, wrap=True)]
     rows: list[list[str]] = []
     for p in report.params:
         shape = _lazy_shape(report, p) if p.lazy else _shape_text(p)
-        row = [_clip_middle(p.name, name_width), _clip(shape, 16)]
+        row = [escape_text(p.name), shape]
         if sharded:
-            row.append(_clip(_local_text(p), 16))
+            row.append(_local_text(p))
         if mixed:
-            row.append(_clip(f"{p.dtype}@{p.device}", 14))
+            row.append(f"{p.dtype}@{p.device}")
         numel = humanize_count(p.numel)
         if p.lazy and shape.startswith("~["):
             dims = [int(d) for d in shape[2:-1].split(", ") if d]
             numel = "~" + humanize_count(math.prod(dims))
         row += [numel, "yes" if p.requires_grad else "no", _kind_text(p),
-                _clip(_shared_with(report, p), 14)]
+                escape_text(_shared_with(report, p))]
         rows.append(row)
-    return header, rows
+    return columns, rows
 
 
-def _inferred_in(report: Report, path: str) -> int | None:
-    """Inferred elements of the lazy parameters under ``path`` (``None`` while unknown)."""
-    if not any(r.inferred for r in report.lazy):
-        return None
+def params_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-parameter view (every qualified name, aliases marked).
 
-    prefix = path + "." if path else ""
-    inside = [r for r in report.lazy if not path or r.path == path or r.path.startswith(prefix)]
-    return inferred_numel(inside, params=report.params)
+    >>> import torchscope
+    >>> params_rows(torchscope.summarize(torchscope.examples.MLP()))[1][0][:2]
+    ['hidden.weight', '[256, 20]']
+    """
+    columns, rows = params_table(report)
+    return [c.header for c in columns], rows
 
 
 def _lazy_shape(report: Report, p: ParamRecord) -> str:
@@ -314,13 +295,16 @@ def _shared_with(report: Report, p: ParamRecord) -> str:
     return ("↔ " + ", ".join(others)) if others else ""
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
 def totals_lines(report: Report) -> list[str]:
-    """The lines under the table: totals, lazy layers, trace mode, notes."""
+    """The lines under the table: totals, lazy layers, modes, trace mode, notes."""
     lines: list[str] = []
     total = f"{report.total_params:,}"
     if report.lazy_tensors:
-        layers = len(report.lazy)
-        total = f"≥ {report.total_params:,} + {layers} lazy layer{'s' if layers != 1 else ''}"
+        total = f"≥ {report.total_params:,} + {_plural(len(report.lazy), 'lazy layer')}"
         if report.inferred_params is not None:
             total += f" → {report.inferred_params:,} inferred"
             lines.append(f"Lazy: {report.lazy_tensors} uninitialized tensors; shapes inferred "
@@ -341,112 +325,300 @@ def totals_lines(report: Report) -> list[str]:
     if uniform is not None and uniform[0]:
         line += f"    All tensors: {uniform[0]} on {uniform[1]}"
     lines.append(line)
+    if mixed_modes(report):
+        in_eval = sum(1 for m in report.modules if not m.training)
+        lines.append(f"Modes: {_plural(len(report.modules) - in_eval, 'module')} in train mode, "
+                     f"{in_eval:,} in eval mode")
+    elif report.modules and not report.modules[0].training:
+        lines.append(f"Modes: all {_plural(len(report.modules), 'module')} in eval mode")
     if report.tied:
         names = sum(len(g.names) for g in report.tied)
-        lines.append(f"Tied: {len(report.tied)} group{'s' if len(report.tied) != 1 else ''} "
-                     f"({names} names), each counted once")
+        lines.append(f"Tied: {_plural(len(report.tied), 'group')} ({names} names), each "
+                     "counted once")
     if report.lazy and not report.mode:
-        lines.append("Lazy layers: " + ", ".join(r.path or "(root)" for r in report.lazy)
+        lines.append("Lazy layers: " + ", ".join(escape_text(r.path) or "(root)"
+                                                 for r in report.lazy)
                      + " — pass --input-size (Python: input_size=) to infer their shapes")
     if report.mode:
-        inputs = ", ".join(_spec_dtype_text(s) for s in report.inputs)
-        lines.append(f"Traced: {report.mode} forward, inputs {inputs or '(keywords only)'}")
-    lines.extend(report.notes)
+        inputs = [_spec_dtype_text(s) for s in report.inputs]
+        inputs += [f"{escape_text(k)}={_spec_dtype_text(v)}" for k, v in report.input_kwargs
+                   if v is not None]
+        lines.append(f"Traced: {report.mode} forward, inputs {', '.join(inputs) or '(none)'}")
+    lines.extend(escape_text(n) for n in report.notes)
     return lines
 
 
 def _spec_dtype_text(spec: Spec) -> str:
     if isinstance(spec, TensorSpec):
         return f"{spec.shape_str()} {spec.dtype}"
-    return _spec_text(spec)
+    return escape_text(spec_text(spec))
+
+
+# ------------------------------------------------------------------------------------------
+# fitting a table to a width: hide low-priority columns, wrap long cells at separators
+
+
+@dataclass(frozen=True, slots=True)
+class Fitted:
+    """A table fitted to a width: its columns, their widths, wrapped cells, hidden columns."""
+
+    columns: tuple[Column, ...]
+    widths: tuple[int, ...]
+    rows: tuple[tuple[str, ...], ...]
+    hidden: tuple[str, ...]
+
+
+def fit_table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int | None,
+              overhead: Callable[[int], int]) -> Fitted:
+    """Fit a table to ``width`` terminal cells without cutting a digit, a shape or a name.
+
+    Wrappable cells first wrap at separators down to a comfortable width (16 cells or their
+    longest piece); then columns hide by rising priority; then wrappable cells wrap down to
+    their longest piece; then more columns hide (never the first one). ``width=None``
+    (piped text) keeps everything on one line.
+
+    Args:
+        columns: the table's columns.
+        rows: whole cells, one list per row.
+        width: the terminal width, or ``None`` for no limit.
+        overhead: the table's own width (gaps, edges) for a number of columns.
+
+    Returns:
+        The fitted table.
+
+    >>> from torchscope.rendering._columns import COLUMNS
+    >>> cols = [COLUMNS["module"], COLUMNS["output_size"]]
+    >>> fit_table(cols, [["a", "[2, 8, 4096]"]], 12, lambda n: 2 * (n - 1)).rows
+    (('a', '[2, 8,\\n4096]'),)
+    """
+    keep = list(range(len(columns)))
+    natural = [max([cell_width(columns[i].header), *(cell_width(r[i]) for r in rows)])
+               for i in range(len(columns))]
+    pieces = [max([cell_width(columns[i].header), *(min_wrap_width(r[i]) for r in rows)])
+              if columns[i].wrap else natural[i] for i in range(len(columns))]
+
+    def shrink(cols: list[int], floor: Callable[[int], int]) -> dict[int, int]:
+        widths = {i: natural[i] for i in cols}
+        if width is None:
+            return widths
+        while sum(widths.values()) + overhead(len(cols)) > width:
+            over = sum(widths.values()) + overhead(len(cols)) - width
+            candidates = [i for i in cols if columns[i].wrap and widths[i] > floor(i)]
+            if not candidates:
+                break
+            i = max(candidates, key=lambda k: widths[k])
+            target = max(floor(i), widths[i] - over)
+            wrapped = max([cell_width(columns[i].header),
+                           *(widest_line(wrap_cell(r[i], target)) for r in rows)])
+            widths[i] = wrapped if wrapped < widths[i] else target
+            if wrapped >= natural[i] and target >= natural[i]:
+                break
+        return widths
+
+    def fits(widths: dict[int, int]) -> bool:
+        return width is None or sum(widths.values()) + overhead(len(widths)) <= width
+
+    hidden: list[int] = []
+    comfortable = lambda i: max(pieces[i], min(16, natural[i]))  # noqa: E731
+    tightest = lambda i: pieces[i]  # noqa: E731
+    widths = shrink(keep, comfortable)
+    for limit, floor in ((80, comfortable), (101, tightest)):
+        while not fits(widths):
+            droppable = [i for i in keep[1:] if columns[i].priority < limit]
+            if not droppable:
+                break
+            victim = min(reversed(droppable), key=lambda i: columns[i].priority)
+            keep.remove(victim)
+            hidden.append(victim)
+            widths = shrink(keep, floor)
+        if fits(widths):
+            break
+        widths = shrink(keep, tightest)
+        if fits(widths):
+            break
+    out_rows = tuple(
+        tuple("\n".join(wrap_cell(r[i], widths[i])) if columns[i].wrap else r[i] for i in keep)
+        for r in rows
+    )
+    return Fitted(tuple(columns[i] for i in keep), tuple(widths[i] for i in keep), out_rows,
+                  tuple(columns[i].header for i in sorted(hidden)))
+
+
+def _text_overhead(n: int) -> int:
+    return 2 * max(n - 1, 0)
+
+
+def _hidden_note(hidden: Sequence[str]) -> list[str]:
+    if not hidden:
+        return []
+    return [f"(hidden to fit the terminal: {', '.join(hidden)}; widen it, or choose columns "
+            "with --columns / columns=)"]
+
+
+def _resolve_width(width: int | str | None) -> int | None:
+    if width == "terminal":
+        return terminal_width()
+    if width is None or isinstance(width, int):
+        return width
+    raise TorchscopeError(f"width = {width!r} is not a number of columns; use an int, "
+                          "'terminal' or None (no limit)")
+
+
+def _text_table(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> str:
+    from tabulate import tabulate
+
+    if not rows:
+        return "  ".join(c.header for c in columns)
+    return str(tabulate([list(r) for r in rows], headers=[c.header for c in columns],
+                        tablefmt="simple", disable_numparse=True,
+                        colalign=["right" if c.numeric else "left" for c in columns]))
 
 
 # ------------------------------------------------------------------------------------------
 # formats
 
 
-def render_text(report: Report, *, depth: int | None = None, params: bool = False) -> str:
-    """Plain text (tabulate ``simple``), tree glyphs in the first column.
+def _table_of(report: Report, depth: int | None, params: bool, tree: bool,
+              columns: Sequence[str] | str | None) -> tuple[list[Column], list[list[str]]]:
+    if params:
+        return params_table(report)
+    return module_table(report, depth=depth, tree=tree, columns=columns)
+
+
+def render_text(report: Report, *, depth: int | None = None, params: bool = False,
+                columns: Sequence[str] | str | None = None,
+                width: int | str | None = None) -> str:
+    """Plain text (tabulate ``simple``), tree glyphs in the first column, nothing clipped.
 
     Args:
         report: the report to render.
         depth: show modules down to this depth; deeper ones fold into their parent's totals.
         params: the per-parameter view instead of the module table.
+        columns: column keys in order (``"input_size,output_size,num_params"``).
+        width: fit this many columns (``"terminal"``: the terminal's width); ``None`` (piped
+            output) never wraps or hides anything.
+
+    Returns:
+        The text, ending in a newline.
+
+    Raises:
+        TorchscopeError: an unknown column or width.
 
     >>> import torchscope
-    >>> render_text(torchscope.summarize(torchscope.examples.MLP())).splitlines()[0].split()
+    >>> text = render_text(torchscope.summarize(torchscope.examples.MLP()))
+    >>> text.splitlines()[0].split()
     ['Module', 'Type', 'Own', 'Total', 'Size', 'Train']
     """
-    from tabulate import tabulate
-
-    header, rows = params_rows(report) if params else tree_rows(report, depth=depth)
-    table = tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True)
-    parts = [table, "", *totals_lines(report)]
+    limit = _resolve_width(width)
+    cols, rows = _table_of(report, depth, params, True, columns)
+    fitted = fit_table(cols, rows, limit, _text_overhead)
+    table = _text_table(fitted.columns, fitted.rows)
+    lines = [*totals_lines(report), *_hidden_note(fitted.hidden)]
+    if limit is not None:
+        lines = [w for line in lines for w in wrap_words(line, limit, indent="  ")]
+    parts = [table, "", *lines]
     if report.findings:
-        parts += ["", findings_text(report.findings)]
+        parts += ["", findings_text(report.findings, width=limit)]
     return "\n".join(parts) + "\n"
 
 
-def render_markdown(report: Report, *, depth: int | None = None, params: bool = False) -> str:
+def render_markdown(report: Report, *, depth: int | None = None, params: bool = False,
+                    columns: Sequence[str] | str | None = None) -> str:
     """GitHub Markdown (tabulate ``github``), qualified paths in the first column.
 
     >>> import torchscope
-    >>> render_markdown(torchscope.summarize(torchscope.examples.MLP())).startswith("**MLP**")
+    >>> "| 2 (= 4) " in render_markdown(torchscope.summarize(torchscope.examples.SharedMLP()))
     True
     """
     from tabulate import tabulate
 
-    if params:
-        header, rows = params_rows(report)
-    else:
-        header, rows = tree_rows(report, depth=depth, tree=False)
-    rows = [[c.replace("|", "\\|") for c in row] for row in rows]
-    table = tabulate(rows, headers=header, tablefmt="github", disable_numparse=True)
-    lines = [f"**{report.root_type}**", "", table, ""]
+    cols, rows = _table_of(report, depth, params, False, columns)
+    cells = [[c.replace("|", "\\|") for c in row] for row in rows]
+    table = tabulate(cells, headers=[c.header for c in cols], tablefmt="github",
+                     disable_numparse=True,
+                     colalign=["right" if c.numeric else "left" for c in cols])
+    lines = [f"**{escape_markdown(report.root_type)}**", "", table, ""]
     lines += [f"- {line}" for line in totals_lines(report)]
     if report.findings:
-        lines += ["", "| Severity | Code | Where | Message |", "|---|---|---|---|"]
-        for f in report.findings:
-            lines.append(f"| {f.severity.value} | {f.code} | {f.path or f.location or ''} | "
-                         f"{f.message.replace('|', '/')} |")
+        lines += ["", findings_table(report.findings, fmt="markdown")]
     return "\n".join(lines) + "\n"
 
 
 def render_json(report: Report) -> str:
-    """The report as JSON (exact numbers; see :meth:`Report.to_dict`).
-
-    >>> import json, torchscope
-    >>> json.loads(render_json(torchscope.summarize(torchscope.examples.MLP())))["total_params"]
-    7946
-    """
+    """The report as JSON (exact numbers; see :meth:`Report.to_dict`)."""
     return report.to_json() + "\n"
 
 
-def rich_renderable(report: Report, *, depth: int | None = None,
-                    params: bool = False) -> RenderableType:
-    """A rich renderable: the tree-table, totals and findings."""
+class _FittedTable:
+    """A rich renderable that fits the module table to the console's width when printed."""
+
+    def __init__(self, title: str, columns: Sequence[Column], rows: Sequence[Sequence[str]],
+                 styles: Sequence[str | None]) -> None:
+        self.title = title
+        self.columns = list(columns)
+        self.rows = [list(r) for r in rows]
+        self.styles = list(styles)
+
+    def _table(self, widths: Sequence[int] | None, columns: Sequence[Column],
+               rows: Sequence[Sequence[str]]) -> Any:
+        from rich.table import Table
+
+        table = Table(title=plain(self.title), title_justify="left", expand=False,
+                      box=_box(), header_style="bold", pad_edge=False, collapse_padding=True)
+        for i, c in enumerate(columns):
+            table.add_column(plain(c.header), justify="right" if c.numeric else "left",
+                             no_wrap=True, overflow="fold",
+                             min_width=None if widths is None else widths[i])
+        for row, style in zip(rows, self.styles):
+            table.add_row(*(plain(cell) for cell in row), style=style)
+        return table
+
+    def _overhead(self, console: Any, options: Any) -> Callable[[int], int]:
+        from rich.table import Table
+
+        cache: dict[int, int] = {}
+
+        def overhead(n: int) -> int:
+            if n not in cache:
+                t = Table(box=_box(), pad_edge=False, collapse_padding=True)
+                for _ in range(n):
+                    t.add_column(no_wrap=True)
+                t.add_row(*(["x"] * n))
+                cache[n] = t.__rich_measure__(console, options).maximum - n
+            return cache[n]
+
+        return overhead
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        fitted = fit_table(self.columns, self.rows, options.max_width,
+                           self._overhead(console, options))
+        yield self._table(fitted.widths, fitted.columns, fitted.rows)
+        from rich.text import Text
+
+        for line in _hidden_note(fitted.hidden):
+            yield Text(line, style="dim")
+
+
+def rich_renderable(report: Report, *, depth: int | None = None, params: bool = False,
+                    columns: Sequence[str] | str | None = None) -> RenderableType:
+    """A rich renderable: the tree-table (fitted to the console when printed), totals and
+    findings; every name is shown as written (escaped, never read as markup).
+
+    >>> import torchscope
+    >>> type(rich_renderable(torchscope.summarize(torchscope.examples.MLP()))).__name__
+    'Group'
+    """
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
-    header, rows = params_rows(report) if params else tree_rows(report, depth=depth)
-    table = Table(title=f"{report.root_type}", title_justify="left", expand=False,
-                  box=_box(), header_style="bold", pad_edge=False, collapse_padding=True)
-    numeric = {"Own", "Total", "Size", "Params", "Numel"}
-    for name in header:
-        table.add_column(name, justify="right" if name in numeric else "left",
-                         no_wrap=True, overflow="ellipsis")
-    modules = _visible(report, depth)
-    for i, row in enumerate(rows):
-        style = None
-        if not params:
-            m = modules[i]
-            if m.lazy_tensors:
-                style = "yellow"
-            elif m.frozen:
-                style = "dim"
-        table.add_row(*row, style=style)
-    parts: list[RenderableType] = [table, Text("\n".join(totals_lines(report)))]
+    cols, rows = _table_of(report, depth, params, True, columns)
+    styles: list[str | None] = []
+    for m in ([] if params else _visible(report, depth)):
+        styles.append("yellow" if m.lazy_tensors else "dim" if m.frozen else None)
+    if params:
+        styles = [None] * len(rows)
+    parts: list[RenderableType] = [_FittedTable(report.root_type, cols, rows, styles),
+                                   Text("\n".join(totals_lines(report)))]
     if report.findings:
         parts.append(findings_table(report.findings, fmt="rich"))
     return Group(*parts)
@@ -458,26 +630,51 @@ def _box() -> Any:
     return box.SIMPLE_HEAD
 
 
-def findings_text(findings: Sequence[Finding]) -> str:
-    """Findings as plain text, wrapped at 100 columns: ``ERROR   code path: message`` and an
-    indented ``fix:`` line."""
-    import textwrap
+def findings_text(findings: Sequence[Finding], *, width: int | None = WIDTH) -> str:
+    """Findings as plain text, wrapped at word boundaries (an identifier is never split):
+    ``ERROR   code path: message`` and an indented ``fix:`` line.
 
+    >>> from torchscope.records import Finding, Severity
+    >>> print(findings_text([Finding("x", Severity.INFO, "a message", hint="do this")]))
+    INFO    x a message
+            fix: do this
+    """
+    limit = width or 10**6
     lines: list[str] = []
     for f in findings:
         where = f.location or f.path
-        where_text = f" {where}:" if where else ""
-        head = f"{f.severity.value.upper():7} {f.code}{where_text} {f.message}"
-        lines.extend(textwrap.wrap(head, WIDTH, subsequent_indent=" " * 8,
-                                   break_on_hyphens=False))
+        where_text = f" {escape_text(where)}:" if where else ""
+        head = f"{f.severity.value.upper():7} {f.code}{where_text} {escape_text(f.message)}"
+        lines.extend(wrap_words(head, limit, indent=" " * 8))
         if f.hint:
-            lines.extend(textwrap.wrap(f"fix: {f.hint}", WIDTH, initial_indent=" " * 8,
-                                       subsequent_indent=" " * 13, break_on_hyphens=False))
+            lines.extend(wrap_words(f"fix: {escape_text(f.hint)}", limit, first=" " * 8,
+                                    indent=" " * 13))
     return "\n".join(lines)
 
 
+class _Findings:
+    """Findings for rich: severity-coloured lines wrapped at words to the console's width."""
+
+    def __init__(self, findings: Sequence[Finding]) -> None:
+        self.findings = list(findings)
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.text import Text
+
+        styles = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+        yield Text("Findings", style="italic")
+        for f in self.findings:
+            text = findings_text([f], width=options.max_width)
+            yield Text(text, style=styles.get(f.severity.value, ""))
+
+
 def findings_table(findings: Sequence[Finding], *, fmt: str = "rich") -> Any:
-    """Findings as a rich ``Table`` (``fmt="rich"``), Markdown or plain text (a ``str``)."""
+    """Findings as a rich renderable (``fmt="rich"``), Markdown, JSON or plain text (a ``str``).
+
+    >>> from torchscope.records import Finding, Severity
+    >>> findings_table([Finding("x", Severity.INFO, "a|b")], fmt="markdown").splitlines()[2]
+    '| info       | x      |         | a\\|b      |       |'
+    """
     if fmt == "json":
         import json
 
@@ -488,25 +685,14 @@ def findings_table(findings: Sequence[Finding], *, fmt: str = "rich") -> Any:
     if fmt == "markdown":
         from tabulate import tabulate
 
-        rows = [[f.severity.value, f.code, f.location or f.path or "", f.message, f.hint or ""]
-                for f in findings]
+        rows = [[f.severity.value, escape_markdown(f.code),
+                 escape_markdown(f.location or f.path or ""), escape_markdown(f.message),
+                 escape_markdown(f.hint or "")] for f in findings]
         return tabulate(rows, headers=["Severity", "Code", "Where", "Message", "Fix"],
                         tablefmt="github", disable_numparse=True)
     if fmt == "text":
         return findings_text(findings)
-    from rich.table import Table
-
-    table = Table(title="Findings", title_justify="left", box=_box(), header_style="bold")
-    table.add_column("Severity", no_wrap=True)
-    table.add_column("Code", no_wrap=True)
-    table.add_column("Where", overflow="fold")
-    table.add_column("Message", overflow="fold")
-    styles = {"error": "bold red", "warning": "yellow", "info": "cyan"}
-    for f in findings:
-        message = f.message + (f"\nfix: {f.hint}" if f.hint else "")
-        table.add_row(f.severity.value, f.code, f.location or f.path or "", message,
-                      style=styles.get(f.severity.value))
-    return table
+    return _Findings(findings)
 
 
 # ------------------------------------------------------------------------------------------
@@ -515,63 +701,70 @@ def findings_table(findings: Sequence[Finding], *, fmt: str = "rich") -> Any:
 
 def make_console(*, file: Any = None, width: int | None = None, color: bool | None = None,
                  record: bool = False) -> Console:
-    """A rich console; ``color=False`` gives the colorless fixed-width one used for snapshots."""
+    """A rich console that writes to ``file`` (never to a notebook behind the caller's back);
+    ``color=False`` gives the colorless fixed-width one used for snapshots.
+
+    >>> make_console(width=80, color=False).width
+    80
+    """
     from rich.console import Console
 
     if color is False:
         return Console(file=file, width=width or WIDTH, color_system=None, force_terminal=False,
-                       no_color=True, highlight=False, record=record, emoji=False,
-                       legacy_windows=False)
-    return Console(file=file, width=width, record=record, highlight=False)
+                       force_jupyter=False, no_color=True, highlight=False, record=record,
+                       emoji=False, legacy_windows=False, markup=False)
+    return Console(file=file, width=width, record=record, highlight=False, force_jupyter=False,
+                   emoji=False, markup=False)
 
 
 def render_rich_text(report: Report, *, depth: int | None = None, params: bool = False,
-                     width: int = WIDTH) -> str:
-    """The rich rendering as colorless text of a fixed width (what a terminal shows)."""
+                     width: int = WIDTH, columns: Sequence[str] | str | None = None) -> str:
+    """The rich rendering as colorless text of a fixed width (what a terminal shows).
+
+    >>> import torchscope
+    >>> out = render_rich_text(torchscope.summarize(torchscope.examples.MLP()), width=60)
+    >>> max(len(line) for line in out.splitlines()) <= 60
+    True
+    """
     import io
 
     buf = io.StringIO()
     console = make_console(file=buf, width=width, color=False)
-    console.print(rich_renderable(report, depth=depth, params=params))
+    console.print(rich_renderable(report, depth=depth, params=params, columns=columns))
     return buf.getvalue()
 
 
 def render_html(report: Report) -> str:
     """HTML of the rich rendering, for Jupyter."""
-    import io
-
-    console = make_console(file=io.StringIO(), width=WIDTH, record=True)
-    console.print(rich_renderable(report))
-    return console.export_html(inline_styles=True)
+    return html_of(rich_renderable(report))
 
 
 def emit(renderable: Any, *, fmt: str = "text", file: Any = None) -> None:
-    """Print text, or a rich renderable when ``fmt == "rich"`` (to stdout by default)."""
+    """Print text, or a rich renderable when ``fmt == "rich"`` (to stdout by default).
+
+    >>> emit("hello")
+    hello
+    """
     out = file or sys.stdout
     if fmt == "rich" and not isinstance(renderable, str):
-        console = make_console(file=out, width=min(WIDTH, _terminal_width()))
+        console = make_console(file=out, width=terminal_width(out) or WIDTH)
         console.print(renderable)
         return
     text = renderable if isinstance(renderable, str) else _to_text(renderable)
     out.write(text if text.endswith("\n") else text + "\n")
 
 
-def _terminal_width() -> int:
-    import shutil
-
-    return shutil.get_terminal_size((WIDTH, 24)).columns
-
-
-def _to_text(renderable: Any) -> str:
+def _to_text(renderable: Any, width: int = WIDTH) -> str:
     import io
 
     buf = io.StringIO()
-    make_console(file=buf, width=WIDTH, color=False).print(renderable)
+    make_console(file=buf, width=width, color=False).print(renderable)
     return buf.getvalue()
 
 
 def print_report(report: Report, *, fmt: str = "rich", depth: int | None = None,
-                 params: bool = False, file: Any = None) -> None:
+                 params: bool = False, file: Any = None,
+                 columns: Sequence[str] | str | None = None) -> None:
     """Print a report in one of the formats ``rich``, ``text``, ``markdown``, ``json``.
 
     >>> import torchscope
@@ -582,13 +775,15 @@ def print_report(report: Report, *, fmt: str = "rich", depth: int | None = None,
     if fmt == "json":
         emit(render_json(report), fmt="text", file=file)
     elif fmt == "markdown":
-        emit(render_markdown(report, depth=depth, params=params), fmt="text", file=file)
+        emit(render_markdown(report, depth=depth, params=params, columns=columns), fmt="text",
+             file=file)
     elif fmt == "text":
-        emit(render_text(report, depth=depth, params=params), fmt="text", file=file)
+        emit(render_text(report, depth=depth, params=params, columns=columns), fmt="text",
+             file=file)
     elif fmt == "rich":
-        emit(rich_renderable(report, depth=depth, params=params), fmt="rich", file=file)
+        emit(rich_renderable(report, depth=depth, params=params, columns=columns), fmt="rich",
+             file=file)
     else:
-
         raise TorchscopeError(f"unknown format {fmt!r}: use rich, text, markdown or json")
 
 
@@ -596,7 +791,8 @@ def ties_rows(groups: Sequence[TiedGroup]) -> tuple[list[str], list[list[str]]]:
     """Header and rows listing tied groups: kind, unique size, devices and names."""
     header = ["#", "Kind", "Size", "Device", "Names"]
     rows = [
-        [str(i), g.kind.value, humanize_bytes(g.nbytes), ",".join(g.devices), " ↔ ".join(g.names)]
+        [str(i), g.kind.value, humanize_bytes(g.nbytes), ",".join(g.devices),
+         " ↔ ".join(escape_text(n) for n in g.names)]
         for i, g in enumerate(groups)
     ]
     return header, rows
@@ -607,26 +803,40 @@ def _simple_table(title: str, header: list[str], rows: list[list[str]], fmt: str
     if fmt in ("text", "markdown"):
         from tabulate import tabulate
 
+        if fmt == "markdown":
+            rows = [[c.replace("|", "\\|") for c in row] for row in rows]
         table = tabulate(rows, headers=header, disable_numparse=True,
-                         tablefmt="github" if fmt == "markdown" else "simple")
+                         tablefmt="github" if fmt == "markdown" else "simple",
+                         colalign=["right" if h in right else "left" for h in header])
         return f"{title}\n\n{table}"
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left", box=_box(), header_style="bold")
+    t = Table(title=plain(title), title_justify="left", box=_box(), header_style="bold")
     for name in header:
-        t.add_column(name, overflow="fold", justify="right" if name in right else "left")
+        t.add_column(plain(name), overflow="fold", justify="right" if name in right else "left")
     for row in rows:
-        t.add_row(*row)
+        t.add_row(*(plain(c) for c in row))
     return t
 
 
 def ties_table(groups: Sequence[TiedGroup], *, fmt: str = "rich") -> Any:
-    """Tied groups as a rich table (``fmt="rich"``) or text/Markdown (a ``str``)."""
+    """Tied groups as a rich table (``fmt="rich"``) or text/Markdown (a ``str``).
+
+    >>> import torchscope
+    >>> print(ties_table(torchscope.find_tied(torchscope.examples.SharedMLP()), fmt="text"))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    Tied tensors (2 groups, each counted once in the totals)
+    <BLANKLINE>
+      #  Kind      Size  Device    Names
+    ---  ------  ------  --------  --------------------
+      0  alias    256 B  cpu       2.weight ↔ 4.weight
+      1  alias     32 B  cpu       2.bias ↔ 4.bias
+    """
     header, rows = ties_rows(groups)
     if not rows:
         return "Tied tensors: none (every parameter and buffer has its own memory)"
-    return _simple_table("Tied tensors (each group counted once in the totals)", header, rows,
-                         fmt, right=("#", "Size"))
+    return _simple_table(f"Tied tensors ({_plural(len(rows), 'group')}, each counted once in "
+                         "the totals)", header, rows, fmt, right=("#", "Size"))
 
 
 def ties_renderable(report: Report, *, fmt: str = "rich") -> Any:
@@ -641,12 +851,17 @@ def lazy_table(records: Sequence[LazyRecord], *, fmt: str = "rich") -> Any:
     for r in records:
         inferred = ", ".join(f"{n} {list(shape)}" for n, shape, _ in r.inferred) or UNKNOWN
         known = ", ".join(f"{k}={v}" for k, v in r.known)
-        rows.append([r.path or "(root)", r.type_name, ", ".join(r.tensors), known, inferred])
+        rows.append([escape_text(r.path) or "(root)", escape_text(r.type_name),
+                     escape_text(", ".join(r.tensors)), escape_text(known), inferred])
     return _simple_table(f"Lazy modules ({len(records)})", header, rows, fmt)
 
 
 def html_of(renderable: Any) -> str:
-    """HTML of a rich renderable (or text), for Jupyter."""
+    """HTML of a rich renderable (or text), for Jupyter.
+
+    >>> html_of("a<b")
+    '<pre>a&lt;b</pre>'
+    """
     import html
     import io
 
@@ -657,5 +872,20 @@ def html_of(renderable: Any) -> str:
     return console.export_html(inline_styles=True)
 
 
-__all__ += ["findings_text", "html_of", "lazy_table", "ties_renderable", "ties_rows",
-            "ties_table", "totals_lines"]
+def mimebundle(obj: Any) -> dict[str, str]:
+    """What a notebook shows for a record: ``text/plain`` (the text rendering) and
+    ``text/html`` (the rich rendering), computed once, displayed once.
+
+    >>> import torchscope
+    >>> sorted(mimebundle(torchscope.summarize(torchscope.examples.MLP())))
+    ['text/html', 'text/plain']
+    """
+    from torchscope.rendering import render
+
+    text = render(obj, "text")
+    return {"text/plain": str(text), "text/html": html_of(render(obj, "rich"))}
+
+
+__all__ += ["Fitted", "findings_text", "fit_table", "html_of", "lazy_table", "mimebundle",
+            "module_table", "params_table", "ties_renderable", "ties_rows", "ties_table",
+            "totals_lines"]
