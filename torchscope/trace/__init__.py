@@ -38,14 +38,13 @@ from torch.nn.modules import module as _module_mod
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 from torch.overrides import TorchFunctionMode
 
-from torchscope._torch import fsdp_module_type, fsdp_resharded, gc_paused, is_lazy, unwrap_compiled
+from torchscope._torch import fsdp_module_type, fsdp_resharded, gc_paused, unwrap_compiled
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import (
     CallRecord,
     Finding,
     FlowEdge,
     SeqSpec,
-    Severity,
     Spec,
     TensorSpec,
     ValueSpec,
@@ -90,7 +89,8 @@ class TraceResult:
     module path (as ``named_modules()`` names it; a module reachable under several names gets
     its first name) with one :class:`~torchscope.records.CallRecord`, in call order;
     ``uncalled`` lists the paths never called; ``flow`` the data flow between calls (see
-    :func:`trace_forward` for the rule); ``findings`` e.g. ``unused-parameters``; ``notes`` say
+    :func:`trace_forward` for the rule); ``findings`` (none yet: parameters without
+    gradient are :func:`torchscope.find_unused_parameters`' job); ``notes`` say
     which mode ran and why.
     """
 
@@ -461,8 +461,9 @@ def _run(model: nn.Module, scan: _Scan, mode: str, args: tuple[Any, ...],
     modules, path_list = scan.modules, scan.paths
     paths = dict(zip(map(id, modules), path_list))
     recorder = _Recorder(paths)
-    guard = _Guard(modules, clone_buffers=target is model and mode == "real")
+    guard = _Guard(modules, watch=mode == "real")
     try:
+        guard.start()
         recorder.add_graph_input(args)
         recorder.add_graph_input(kwargs)
         with contextlib.ExitStack() as stack:
@@ -557,49 +558,10 @@ def _result(mode: str, target: nn.Module, modules: list[nn.Module], path_list: l
         e3(edge, None if dst is None else raw[dst][0])
         e4(edge, spec)
         add_edge(edge)
-    findings = _unused_findings(modules, path_list, called)
+    findings: tuple[Finding, ...] = ()  # parameters without gradient: torchscope.training
     return TraceResult(mode=mode, calls=tuple(calls), uncalled=uncalled, inputs=input_specs,
                        input_kwargs=kw_specs, outputs=outputs, flow=tuple(flow), findings=findings,
                        notes=tuple(notes))
-
-
-def _unused_findings(modules: list[nn.Module], path_list: list[str],
-                     called: set[str]) -> tuple[Finding, ...]:
-    """One finding per top-most never-called module holding trainable parameters that no
-    called module also holds (a tie)."""
-    if len(called) == len(path_list):
-        return ()
-    used: set[int] = set()
-    for m, path in zip(modules, path_list):
-        if path in called:
-            used.update(id(t) for t in m._parameters.values() if t is not None)
-    findings: list[Finding] = []
-    skip = "\0"  # pre-order: a subtree is contiguous, so one prefix to skip at a time
-    for m, path in zip(modules, path_list):
-        if path in called or path.startswith(skip):
-            continue
-        skip = path + "."
-        count = 0
-        names = 0
-        for p in m.parameters():
-            if p.requires_grad and id(p) not in used:
-                names += 1
-                if not is_lazy(p):
-                    count += p.numel()
-        if not names:
-            continue
-        findings.append(Finding(
-            code="unused-parameters",
-            severity=Severity.WARNING,
-            message=(f"{path} ({type(m).__name__}) was never called by the traced forward: "
-                     f"its {names} trainable parameter tensors ({count:,} values) get no "
-                     "gradient (unless the forward uses them without calling the module)"),
-            path=path,
-            hint=("DistributedDataParallel raises on parameters without gradient unless "
-                  "find_unused_parameters=True; or freeze them (requires_grad_(False)) or "
-                  "remove the module"),
-        ))
-    return tuple(findings)
 
 
 def _short_error(err: BaseException) -> str:
@@ -765,6 +727,13 @@ def trace_forward(
     model, compiled = unwrap_compiled(model)
     tensors = list(_tensors_in((args, kwargs)))
     scan = _scan(model)
+    for where, m in zip(scan.paths, scan.modules):
+        if isinstance(m, torch.jit.ScriptModule):
+            raise InputSpecError(
+                f"{where or '(root)'} ({type(m).__name__}) is a TorchScript module: module hooks "
+                "never run inside TorchScript, so its calls cannot be traced; summarize it "
+                "without inputs (static), or trace the nn.Module before torch.jit.script/trace"
+            )
     model_meta = scan.all_meta
 
     fsdp = fsdp_module_type()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import random
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import chain
@@ -15,13 +16,16 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules import module as _module_mod
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.hooks import RemovableHandle
 
 __all__ = ["meta_copy", "state_guard"]
 
+from torchscope._torch import is_lazy
+from torchscope.errors import InputSpecError
+
 # ---------------------------------------------------------------------------------------------
 # module tree
-from torchscope._torch import is_lazy
 
 
 def _tree(model: nn.Module) -> tuple[list[nn.Module], list[str]]:
@@ -73,30 +77,221 @@ def _is_data_tensor(t: torch.Tensor) -> bool:
     return fake is None or not isinstance(t, fake.FakeTensor)
 
 
-class _Guard:
-    """Saves what a forward may change and restores it (see :func:`state_guard`)."""
+# ---------------------------------------------------------------------------------------------
+# global state: modes, defaults, flags, RNGs
 
-    __slots__ = ("buffers", "cuda_rng", "flags", "global_dicts", "grad", "hook_dicts", "hook_id",
-                 "modules", "py_rng", "rng", "tensor_dicts", "tensor_marks")
 
-    def __init__(self, modules: list[nn.Module], *, clone_buffers: bool) -> None:
-        self.modules = modules
-        self.hook_id = RemovableHandle.next_id
-        self.flags = list(map(_TRAINING, modules))
+def _function_stack() -> list[Any]:
+    return [torch._C._get_function_stack_at(i)
+            for i in range(torch._C._len_torch_function_stack())]
+
+
+def _dispatch_stack() -> list[Any]:
+    return [torch._C._get_dispatch_stack_at(i)  # type: ignore[attr-defined]
+            for i in range(torch._C._len_torch_dispatch_stack())]  # type: ignore[attr-defined]
+
+
+def _set_function_stack(modes: list[Any]) -> None:
+    for _ in range(torch._C._len_torch_function_stack()):
+        torch._C._pop_torch_function_stack()
+    for m in modes:
+        torch._C._push_on_torch_function_stack(m)
+
+
+def _set_dispatch_stack(modes: list[Any]) -> None:
+    c: Any = torch._C
+    for _ in range(c._len_torch_dispatch_stack()):
+        c._pop_torch_dispatch_stack(None)
+    for m in modes:
+        c._push_on_torch_dispatch_stack(m)
+
+
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
+
+
+class _GlobalState:
+    """Process-wide state a forward may change: mode stacks, default dtype and device, grad,
+    determinism, anomaly and autocast flags, matmul precision, thread count and the RNGs of
+    torch (CPU and, when initialized, CUDA), Python and NumPy (when imported)."""
+
+    __slots__ = ("anomaly", "autocast", "autocast_cache", "cuda_rng", "default_device",
+                 "determinism", "dispatch_stack", "dtype", "function_stack", "grad",
+                 "matmul", "np_rng", "py_rng", "rng", "threads")
+
+    def __init__(self) -> None:
+        from torch.utils import _device
+
+        self.function_stack = _function_stack()
+        self.dispatch_stack = _dispatch_stack()
+        ctx = getattr(torch, "_GLOBAL_DEVICE_CONTEXT", None)
+        self.default_device = (getattr(ctx, "device_context", None), _device.CURRENT_DEVICE)
+        self.dtype = torch.get_default_dtype()
         self.grad = torch.is_grad_enabled()
+        self.determinism = (torch.are_deterministic_algorithms_enabled(),
+                            torch.is_deterministic_algorithms_warn_only_enabled())
+        self.anomaly = (torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled())
+        self.autocast = _autocast_state()
+        self.autocast_cache = torch.is_autocast_cache_enabled()
+        self.matmul = torch.get_float32_matmul_precision()
+        self.threads = torch.get_num_threads()
         self.rng = torch.get_rng_state()
         self.cuda_rng = (torch.cuda.get_rng_state_all()
                          if torch.cuda.is_available() and _cuda_initialized() else None)
         self.py_rng = random.getstate()
+        np = sys.modules.get("numpy")
+        self.np_rng = np.random.get_state() if np is not None else None
+
+    def restore(self) -> None:
+        from torch.utils import _device
+
+        if _dispatch_stack() != self.dispatch_stack:
+            _set_dispatch_stack(self.dispatch_stack)
+        if _function_stack() != self.function_stack:
+            _set_function_stack(self.function_stack)
+        ctx = getattr(torch, "_GLOBAL_DEVICE_CONTEXT", None)
+        if ctx is not None and getattr(ctx, "device_context", None) is not self.default_device[0]:
+            ctx.device_context = self.default_device[0]
+        _device.CURRENT_DEVICE = self.default_device[1]
+        if torch.get_default_dtype() is not self.dtype:
+            torch.set_default_dtype(self.dtype)
+        torch.set_grad_enabled(self.grad)
+        if (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled()) != self.determinism:
+            torch.use_deterministic_algorithms(self.determinism[0],
+                                               warn_only=self.determinism[1])
+        if (torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled()) != self.anomaly:
+            torch.set_anomaly_enabled(*self.anomaly)
+        if _autocast_state() != self.autocast:
+            for device, enabled, dtype in self.autocast:
+                torch.set_autocast_enabled(device, enabled)
+                torch.set_autocast_dtype(device, dtype)
+        if torch.is_autocast_cache_enabled() is not self.autocast_cache:
+            torch.set_autocast_cache_enabled(self.autocast_cache)
+        if torch.get_float32_matmul_precision() != self.matmul:
+            torch.set_float32_matmul_precision(self.matmul)
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        torch.set_rng_state(self.rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+        random.setstate(self.py_rng)
+        np = sys.modules.get("numpy")
+        if self.np_rng is not None and np is not None:
+            np.random.set_state(self.np_rng)
+
+
+def _autocast_state() -> list[tuple[str, bool, torch.dtype]]:
+    out: list[tuple[str, bool, torch.dtype]] = []
+    for device in _AUTOCAST_DEVICES:
+        try:
+            out.append((device, torch.is_autocast_enabled(device),
+                        torch.get_autocast_dtype(device)))
+        except (RuntimeError, TypeError, ValueError):  # a device type this build lacks
+            continue
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# copy on write: the values of the model's tensors
+
+
+#: per operator, the positions/names of the arguments it writes (schema ``Tensor(a!)``, and the
+#: running statistics that batch norm kernels update without saying so in their schema)
+_WRITES: dict[Any, tuple[tuple[int, str], ...]] = {}
+_UNDECLARED_WRITES = frozenset({"running_mean", "running_var"})
+
+
+def _written_args(func: Any) -> tuple[tuple[int, str], ...]:
+    found = _WRITES.get(func)
+    if found is None:
+        try:
+            arguments = func._schema.arguments
+        except AttributeError:
+            arguments = []
+        found = tuple(
+            (i, a.name) for i, a in enumerate(arguments)
+            if (a.alias_info is not None and a.alias_info.is_write)
+            or a.name in _UNDECLARED_WRITES
+        )
+        _WRITES[func] = found
+    return found
+
+
+def _storage_of(t: object) -> Any:
+    if not isinstance(t, torch.Tensor):
+        return None
+    try:
+        return t.untyped_storage()
+    except (RuntimeError, NotImplementedError, TypeError):  # sparse, wrapper subclasses
+        return None
+
+
+class _CopyOnWrite(TorchDispatchMode):
+    """Keeps a copy of a watched storage right before the first operator writes into it, so
+    the guard can put its bytes back (only what was written is copied, and the bytes go back
+    through the storage: no version counter moves)."""
+
+    def __init__(self, watched: dict[int, Any]) -> None:
+        super().__init__()
+        self.watched = watched  # data_ptr -> storage
+        self.saved: dict[int, tuple[Any, Any]] = {}
+
+    def _save(self, value: object) -> None:
+        if isinstance(value, (list, tuple)):
+            for v in value:
+                self._save(v)
+            return
+        storage = _storage_of(value)
+        if storage is None:
+            return
+        ptr = storage.data_ptr()
+        if ptr and ptr in self.watched and ptr not in self.saved:
+            self.saved[ptr] = (storage, storage.clone())
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        writes = _WRITES.get(func)
+        if writes is None:
+            writes = _written_args(func)
+        for i, name in writes:
+            self._save(args[i] if i < len(args) else kwargs.get(name))
+        return func(*args, **kwargs)
+
+
+class _Guard:
+    """Saves what a forward may change and restores it (see :func:`state_guard`).
+
+    ``watch``: the forward runs on the modules' own tensors, so their values, versions,
+    ``requires_grad`` flags, gradients and the modules' attributes are watched too; without it
+    (a copy of the model runs) only hooks, training flags, the tensor dicts and the global
+    state are.
+    """
+
+    __slots__ = ("attr_dicts", "cow", "global_dicts", "global_state", "grads", "hook_dicts",
+                 "hook_id", "modules", "sets", "tensor_dicts", "tensor_marks", "tensors",
+                 "flags")
+
+    def __init__(self, modules: list[nn.Module], *, watch: bool) -> None:
+        self.modules = modules
+        self.hook_id = RemovableHandle.next_id
+        self.flags = list(map(_TRAINING, modules))
+        self.global_state = _GlobalState()
         # (dict, shallow copy) of every non-empty hook dict, to put back hooks a forward removed
         self.hook_dicts: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
-        # (tensor dict, shallow copy) to undo reassigned, added or deleted parameters/buffers
+        # (dict, shallow copy) to undo reassigned, added or deleted parameters/buffers/children
         self.tensor_dicts: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        # (module __dict__, shallow copy): plain attributes set or replaced by a forward
+        self.attr_dicts: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        # (set, copy): non-persistent buffer names
+        self.sets: list[tuple[set[str], set[str]]] = []
+        # (tensor, version, requires_grad, grad) of every parameter and buffer (watch only)
+        self.tensors: list[tuple[torch.Tensor, int, bool, Any]] = []
+        self.grads: list[torch.Tensor] = []
+        self.cow: _CopyOnWrite | None = None
         dicts: list[dict[str, Any]] = []  # the tensor dicts, copied below in one pass
-        # (buffer, clone) to undo in-place updates (BatchNorm running statistics)
-        self.buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
         hook_dicts = self.hook_dicts
-        tensor_dicts = self.tensor_dicts
+        seen: set[int] = set()
         for m in modules:
             md = m.__dict__  # (item lookups: faster than attribute reads on a Module)
             try:
@@ -107,30 +302,58 @@ class _Guard:
                           or md["_load_state_dict_post_hooks"])
                 params = md["_parameters"]
                 bufs = md["_buffers"]
+                children = md["_modules"]
             except KeyError:  # a module missing some of torch's attributes (an old pickle)
                 hooked = True
                 params = getattr(m, "_parameters", None)
                 bufs = getattr(m, "_buffers", None)
+                children = getattr(m, "_modules", None)
             if hooked:
                 for name in _HOOK_DICTS:
                     d = md.get(name)
                     if d:
                         hook_dicts.append((d, dict(d)))
-            if params:
-                dicts.append(params)
-            if bufs:
-                dicts.append(bufs)
-                if clone_buffers:
-                    for b in bufs.values():
-                        if b is not None and _is_data_tensor(b):
-                            self.buffers.append((b, b.detach().clone()))
-        tensor_dicts.extend(zip(dicts, map(dict, dicts)))
+            dicts.append(params if params is not None else {})
+            dicts.append(bufs if bufs is not None else {})
+            dicts.append(children if children is not None else {})
+            if watch:
+                self.attr_dicts.append((md, dict(md)))
+                np_set = md.get("_non_persistent_buffers_set")
+                if isinstance(np_set, set):
+                    self.sets.append((np_set, set(np_set)))
+                for group in (params, bufs):
+                    if not group:
+                        continue
+                    for t in group.values():
+                        if t is None or id(t) in seen or not isinstance(t, torch.Tensor):
+                            continue
+                        seen.add(id(t))
+                        grad = t.grad if t.is_leaf else None
+                        self.tensors.append((t, t._version, t.requires_grad, grad))
+        self.tensor_dicts.extend(zip(dicts, map(dict, dicts)))
         self.tensor_marks = _tensor_marks(dicts)
         self.global_dicts = [(d, dict(d)) for d in _global_dicts() if d]
+        if watch:
+            watched: dict[int, Any] = {}
+            for t, _, _, grad in self.tensors:
+                for x in (t, grad):
+                    if x is None or not _is_data_tensor(x):
+                        continue
+                    storage = _storage_of(x)
+                    if storage is not None and storage.data_ptr():
+                        watched[storage.data_ptr()] = storage
+            if watched:
+                self.cow = _CopyOnWrite(watched)
+
+    def start(self) -> None:
+        """Begin copying on write (the mode goes on the dispatch stack until restore)."""
+        if self.cow is not None:
+            torch._C._push_on_torch_dispatch_stack(self.cow)  # type: ignore[attr-defined]
 
     def restore(self, *, own_hooks: int = 0) -> None:
         """Undo what happened since entry; ``own_hooks`` handles were registered (and removed)
         by torchscope itself in between, so they need no search."""
+        self.global_state.restore()  # first: takes the copy-on-write mode off the stack
         start = self.hook_id
         if RemovableHandle.next_id > start + own_hooks:
             # someone registered hooks: drop every hook added since entry, wherever it is
@@ -149,30 +372,53 @@ class _Guard:
             if len(d) != len(saved):  # a hook was removed: put the dict back as it was
                 d.clear()
                 d.update(saved)
-        # parameters and buffers: the same objects under the same names (checked for all dicts
-        # at once first: the common case, nothing changed)
+        # parameters, buffers and children: the same objects under the same names (checked for
+        # all dicts at once first: the common case, nothing changed)
         tensor_dicts = self.tensor_dicts
         if _tensor_marks([d for d, _ in tensor_dicts]) != self.tensor_marks:
             for current, saved in tensor_dicts:
                 if not _same_items(current, saved):
                     current.clear()
                     current.update(saved)
-        if self.buffers:  # ... with the same values (always copied back: batch_norm updates
-            # its running statistics in place without bumping the tensor's version counter)
+        for md, saved in self.attr_dicts:  # plain attributes set, replaced or deleted
+            if not _same_items(md, saved):
+                for key in [k for k in md if k not in saved]:
+                    del md[key]
+                for key, value in saved.items():
+                    if md.get(key, _MISSING) is not value:
+                        md[key] = value
+        for current_set, saved_set in self.sets:
+            if current_set != saved_set:
+                current_set.clear()
+                current_set.update(saved_set)
+        if self.cow is not None and self.cow.saved:  # values written in place: bytes back
             with torch.no_grad():
-                for b, saved_value in self.buffers:
-                    b.copy_(saved_value)
+                for storage, copy_ in self.cow.saved.values():
+                    storage.copy_(copy_)
+            self.cow.saved.clear()
+        if self.tensors:
+            moved_t: list[torch.Tensor] = []
+            moved_v: list[int] = []
+            for t, version, requires_grad, grad in self.tensors:
+                if t.requires_grad is not requires_grad and t.is_leaf:
+                    t.requires_grad_(requires_grad)
+                if t.is_leaf and t.grad is not grad:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        t.grad = grad
+                if t._version != version:
+                    moved_t.append(t)
+                    moved_v.append(version)
+            if moved_t:  # written and put back: autograd sees the tensor it saved
+                torch._C._autograd._unsafe_set_version_counter(  # type: ignore[attr-defined]
+                    tuple(moved_t), tuple(moved_v))
         if list(map(_TRAINING, self.modules)) != self.flags:
             for m, flag in zip(self.modules, self.flags):
                 if m.training is not flag:
                     m.training = flag
-        torch.set_rng_state(self.rng)
-        if self.cuda_rng is not None:
-            torch.cuda.set_rng_state_all(self.cuda_rng)
-        random.setstate(self.py_rng)
-        torch.set_grad_enabled(self.grad)
 
 
+_MISSING = object()
 _TRAINING = attrgetter("training")
 
 
@@ -210,13 +456,18 @@ def state_guard(model: nn.Module) -> Iterator[None]:
 
     On exit: every hook added since entry is removed (each module's hook dicts and the global
     ones in ``torch.nn.modules.module``) and every hook removed is put back; every module's
-    ``training`` flag is restored (mixed trees included); parameters and buffers are the same
-    objects under the same names; buffers updated in place (BatchNorm running statistics in
-    train mode) get their values back, bit for bit, from a copy taken on entry (buffers are
-    small; parameters are not copied: a forward that writes into its own parameters is not
-    undone); the global torch (and CUDA, if initialized) RNG state, Python's ``random`` state
-    and grad mode are restored. The guard never moves the model and keeps no reference to it
-    after exit.
+    ``training`` flag is restored (mixed trees included); parameters, buffers and submodules
+    are the same objects under the same names, plain attributes set in the block are removed
+    (replaced ones put back); tensors written in place (BatchNorm running statistics,
+    ``weight.data.clamp_()``, an ``Embedding`` renormalizing its weight, a gradient
+    accumulated) get their bytes back from a copy taken right before the first write — only
+    written tensors are copied, and untouched tensors keep their version counters, so a
+    backward pending outside the block still runs; ``requires_grad`` flags and ``.grad``
+    attributes are put back. Global state comes back too: torch function and dispatch mode
+    stacks, default dtype and device, grad mode, deterministic-algorithms, anomaly and autocast
+    flags, float32 matmul precision, thread count, and the torch (and CUDA, if initialized),
+    Python ``random`` and NumPy RNGs. The guard never moves the model and keeps no reference to
+    it after exit.
 
     Args:
         model: the module whose state to protect.
@@ -224,16 +475,25 @@ def state_guard(model: nn.Module) -> Iterator[None]:
     Returns:
         A context manager.
 
+    Raises:
+        InputSpecError: ``model`` is not an ``nn.Module``.
+
     >>> import torch
     >>> from torch import nn
     >>> bn = nn.BatchNorm1d(3).train()
     >>> with state_guard(bn):
     ...     _ = bn(torch.randn(4, 3))
-    >>> int(bn.num_batches_tracked)
-    0
+    >>> int(bn.num_batches_tracked), bn.running_mean._version
+    (0, 0)
     """
+    if not isinstance(model, nn.Module):
+        raise InputSpecError(
+            f"state_guard: model = {type(model).__name__} is not a torch.nn.Module; pass the "
+            "model whose state to protect"
+        )
     modules, _ = _tree(model)
-    guard = _Guard(modules, clone_buffers=True)
+    guard = _Guard(modules, watch=True)
+    guard.start()
     try:
         yield
     finally:
