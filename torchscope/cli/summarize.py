@@ -16,6 +16,7 @@ from torchscope.cli import (
 from torchscope.distributed import distributed_session, gather_report, is_primary
 from torchscope.errors import InputSpecError
 from torchscope.inspect import summarize
+from torchscope.rendering._cost import COLUMNS_REGISTERED, cost_block
 from torchscope.rendering._distributed import ranks_renderable
 from torchscope.rendering._report import emit, print_report, ties_renderable
 
@@ -33,6 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "device, numel, requires_grad and aliases")
     parser.add_argument("--ties", action="store_true",
                         help="also list the groups of tied (shared) tensors")
+    parser.add_argument("--cost", action="store_true",
+                        help="FLOPs (forward, backward) and memory of a training step per "
+                        "block, on meta tensors (needs --input-size)")
+    parser.add_argument("--optimizer", default=None, metavar="NAME",
+                        help="with --cost: adam, adamw, sgd or sgd-momentum, for the size of "
+                        "the optimizer state")
+    parser.add_argument("--train-dtype", default=None, metavar="DTYPE",
+                        help="with --cost: the dtype of training (bf16, fp16, float32)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 0:
         raise InputSpecError(f"--depth {args.depth} is negative: use 0 for the root only, 1, 2…")
     options = input_options(args)
+    if getattr(args, "cost", False):
+        options.update(cost=True, optimizer=args.optimizer, train_dtype=args.train_dtype)
+    elif getattr(args, "optimizer", None) or getattr(args, "train_dtype", None):
+        raise InputSpecError("--optimizer and --train-dtype apply to --cost: add --cost")
     # under torchrun: start the process group (and end it, also on failure); rank 0 prints
     with distributed_session() as distributed:
         try:
@@ -54,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
             return 0
         fmt = output_format(args)
         print_report(report, fmt=fmt, depth=args.depth, params=args.params)
+        if report.cost is not None and fmt != "json":
+            print()
+            emit(cost_block(report, fmt=fmt, table=not COLUMNS_REGISTERED), fmt=fmt)
         if report.ranks and fmt != "json":
             emit(ranks_renderable(report, fmt=fmt), fmt=fmt)
         if args.ties and fmt != "json":

@@ -20,7 +20,9 @@ import torch
 from torch import nn
 
 from torchscope._torch import gc_paused, unwrap_wrappers
+from torchscope.cost import estimate_cost
 from torchscope.distributed import gather_report
+from torchscope.errors import InputSpecError
 from torchscope.inspect._walk import (
     _module_records,
     _Node,
@@ -88,6 +90,9 @@ def summarize(
     mode: str = "auto",
     distributed: bool = False,
     follow_functions: bool = False,
+    cost: bool = False,
+    optimizer: str | None = None,
+    train_dtype: str | torch.dtype | None = None,
 ) -> Report:
     """Summarize a model: modules, parameters and buffers, ties, lazy layers and totals.
 
@@ -112,6 +117,11 @@ def summarize(
         follow_functions: the traced flow also follows tensors through torch functions, so
             residual connections are edges (see :func:`torchscope.trace_forward`); block
             diagrams want it.
+        cost: also count FLOPs and memory of one forward and backward (meta by default;
+            see :func:`torchscope.estimate_cost`) into ``report.cost``; needs example inputs.
+        optimizer: with ``cost``: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"sgd-momentum"``
+            or ``None``, for the optimizer state of the training step.
+        train_dtype: with ``cost``: the dtype of a training step (``"bf16"``).
 
     Returns:
         A :class:`~torchscope.records.Report` of plain records (no tensors, no modules).
@@ -130,7 +140,8 @@ def summarize(
         try:
             local = summarize(model, example_inputs, example_kwargs=example_kwargs,
                               input_size=input_size, dtypes=dtypes, device=device, mode=mode,
-                              follow_functions=follow_functions)
+                              follow_functions=follow_functions, cost=cost, optimizer=optimizer,
+                              train_dtype=train_dtype)
         except Exception as err:
             gather_report(err)  # every rank raises, naming the failed ranks: nobody waits
             raise
@@ -171,6 +182,15 @@ def summarize(
                              follow_functions=follow_functions)
         findings.extend(report.findings)
         notes.extend(report.notes)
+        if cost:
+            report = replace(report, cost=estimate_cost(
+                model, example_inputs, example_kwargs=example_kwargs, input_size=input_size,
+                dtypes=dtypes, device=device, mode=mode, optimizer=optimizer,
+                train_dtype=train_dtype))
+    elif cost:
+        raise InputSpecError(
+            "summarize(cost=True) needs example inputs to count FLOPs and activations: pass "
+            "example_inputs or input_size=[(2, 20)] (CLI: --input-size 2,20)")
     findings.extend(tie_findings)
     if report.lazy:
 

@@ -22,6 +22,11 @@ from torchscope.records._checkpoint import (
     ShapeMismatch as ShapeMismatch,
     UntiedInFile as UntiedInFile,
 )
+from torchscope.records._cost import (
+    OPTIMIZERS as OPTIMIZERS,
+    CallCost as CallCost,
+    CostReport as CostReport,
+)
 from torchscope.records._core import (
     SCHEMA_VERSION as SCHEMA_VERSION,
     CallRecord as CallRecord,
@@ -77,10 +82,13 @@ __all__ = [
     "ModuleChange",
     "TensorChange",
     "TieChange",
+    "OPTIMIZERS",
+    "CallCost",
     "CallRecord",
     "CheckpointDiff",
     "CheckpointEntry",
     "CheckpointInfo",
+    "CostReport",
     "DtypeMismatch",
     "Finding",
     "FlowEdge",

@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from torchscope.records._cost import CostReport
+
 __all__ = [
     "SCHEMA_VERSION",
     "CallRecord",
@@ -305,6 +307,7 @@ class Report:
     ranks: tuple[RankRecord, ...] = ()
     notes: tuple[str, ...] = ()
     schema_version: int = field(default=SCHEMA_VERSION)
+    cost: CostReport | None = None
 
     # -- access -----------------------------------------------------------------------------
     def module(self, path: str) -> ModuleRecord:

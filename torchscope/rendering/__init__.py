@@ -21,6 +21,7 @@ from typing import Any, Literal, get_args
 
 from torchscope._units import humanize_bytes as humanize_bytes, humanize_count as humanize_count
 from torchscope.errors import TorchscopeError
+from torchscope.records import CostReport
 from torchscope.records import (
     ArchitectureDiff,
     CheckpointDiff,
@@ -34,6 +35,7 @@ from torchscope.records import (
     record_dict,
 )
 from torchscope.rendering import _checkpoint, _diff, _init, _report, _syncs
+from torchscope.rendering import _cost
 from torchscope.rendering._report import (
     WIDTH as WIDTH,
     emit as emit,
@@ -75,11 +77,14 @@ _Renderer = Callable[..., Any]
 def _report_renderer(obj: Report, fmt: str, **options: Any) -> Any:
     if fmt == "json":
         return _report.render_json(obj)
+    out: Any
     if fmt == "markdown":
-        return _report.render_markdown(obj, **options)
-    if fmt == "text":
-        return _report.render_text(obj, **options)
-    return _report.rich_renderable(obj, **options)
+        out = _report.render_markdown(obj, **options)
+    elif fmt == "text":
+        out = _report.render_text(obj, **options)
+    else:
+        out = _report.rich_renderable(obj, **options)
+    return _cost.with_cost_block(out, obj, fmt)
 
 
 def _sync_renderer(obj: SyncReport, fmt: str, **options: Any) -> Any:
@@ -120,6 +125,7 @@ def _json(payload: dict[str, Any]) -> str:
 # record type -> renderer(obj, fmt, **options); a record type's subclasses use its renderer
 _RENDERERS: dict[type, _Renderer] = {
     Report: _report_renderer,
+    CostReport: lambda obj, fmt, **o: _cost.render_cost(obj, fmt=fmt, **o),
     InitReport: lambda obj, fmt, **o: _init.render_init(obj, fmt=fmt, **o),
     SyncReport: _sync_renderer,
     CheckpointInfo: lambda obj, fmt, **o: _checkpoint.render_info(obj, fmt=fmt, **o),
