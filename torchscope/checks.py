@@ -1,0 +1,162 @@
+"""``torchscope.check``: every check torchscope has, on one model, as one
+:class:`~torchscope.records.CheckResult` — exactly what ``python -m torchscope check`` prints.
+
+Static checks always run (devices, ties, lazy layers). With example inputs one forward runs
+with gradients enabled and no backward: the parameters the outputs' autograd graph does not
+reach (DistributedDataParallel's definition of unused), and in real mode the host-device
+synchronizations of that forward. ``backward=True`` adds one real backward and its gradient
+flow; ``nonfinite=True`` the search for the first NaN/Inf of one step.
+
+>>> import torchscope
+>>> torchscope.check(torchscope.examples.SharedMLP()).findings[0].code
+'tie-shared'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from torch import nn
+
+from torchscope.devices import check_devices
+from torchscope.errors import InputSpecError
+from torchscope.lazy import check_lazy
+from torchscope.records import CheckResult, Finding, Severity
+from torchscope.syncs import detect_syncs
+from torchscope.trace import MODES
+from torchscope.trace._inputs import _tensors_in
+from torchscope.training import find_nonfinite, gradient_flow, unused_in_forward
+from torchscope.training._common import LossFn, check_model, resolve_inputs
+from torchscope.tying import check_ties
+
+__all__ = ["check"]
+
+_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+def _static(model: nn.Module, inputs: Any) -> list[Finding]:
+    found = [*check_devices(model, inputs), *check_ties(model), *check_lazy(model)]
+    return list(dict.fromkeys(found))  # check_devices repeats check_ties' tie-devices
+
+
+def check(
+    model: nn.Module,
+    example_inputs: object = None,
+    *,
+    example_kwargs: object = None,
+    input_size: object = None,
+    dtypes: object = None,
+    device: object = None,
+    mode: str = "auto",
+    backward: bool = False,
+    nonfinite: bool = False,
+    loss_fn: LossFn | None = None,
+) -> CheckResult:
+    """Run every check on ``model`` and return the findings, errors first.
+
+    Without inputs: devices, tied tensors, lazy layers. With inputs (tensors or
+    ``input_size``): one forward with gradients enabled and no backward finds the trainable
+    parameters that get no gradient (``unused-parameters``); when that forward is real it runs
+    under the sync detector (``sync``). ``mode="auto"`` runs real for given or built tensors
+    (meta for a model on meta); ``meta``/``fake`` need no memory but cannot see syncs. A
+    device mismatch between inputs and model stops before the forward.
+
+    Args:
+        model: the module.
+        example_inputs: a tensor or a tuple of positional inputs.
+        example_kwargs: keyword inputs.
+        input_size: instead of tensors, one shape per input (zeros).
+        dtypes: one dtype per size (``"long"`` for token ids).
+        device: where built inputs go (the model is never moved).
+        mode: ``"auto"``, ``"real"``, ``"meta"`` or ``"fake"`` for the forward.
+        backward: one real backward too: gradient flow findings, and parameters without
+            gradient become errors (a training step under DistributedDataParallel would fail).
+        nonfinite: search one real step for the first NaN/Inf.
+        loss_fn: ``loss_fn(output) -> scalar`` for the backward; default: every output.
+
+    Returns:
+        A :class:`~torchscope.records.CheckResult`.
+
+    Raises:
+        InputSpecError: bad inputs or mode.
+        ForwardError: the forward raised.
+
+    >>> import torchscope
+    >>> r = torchscope.check(torchscope.examples.MLP(), input_size=[(2, 20)])
+    >>> r.mode, r.ok, [f.code for f in r.findings]
+    ('real', True, [])
+    """
+    model = check_model(model, "check")
+    if mode not in MODES:
+        raise InputSpecError(f"check: mode = {mode!r} is not one of {', '.join(MODES)}")
+    inputs: tuple[Any, ...] | None = None
+    kwargs: dict[str, Any] = {}
+    if example_inputs is not None or input_size is not None or example_kwargs:
+        inputs, kwargs = resolve_inputs("check", example_inputs, example_kwargs, input_size,
+                                        dtypes, device)
+    findings = _static(model, inputs)
+    notes: list[str] = []
+    ran: str | None = None
+    gradients = None
+    nonfinite_report = None
+    if inputs is None:
+        notes.append("no --input-size: no forward ran (no unused-parameter or sync checks)")
+        if backward or nonfinite:
+            notes.append("--backward and --nonfinite need example inputs")
+    elif any(f.code == "devices-input" for f in findings):
+        notes.append("the forward stopped at a device mismatch: fix it to run the other checks")
+    else:
+        ran, traced = _forward_checks(model, inputs, kwargs, mode, backward, loss_fn, notes)
+        findings += traced
+        if backward:
+            gradients = gradient_flow(model, inputs, example_kwargs=kwargs, loss_fn=loss_fn)
+            unused = any(f.code == "unused-parameters" for f in findings)
+            findings += [f for f in gradients.findings
+                         if not (unused and f.code == "gradients-none")]
+            notes.append("one real backward: gradient flow (the model's .grad fields were put "
+                         "back)")
+        if nonfinite:
+            nonfinite_report = find_nonfinite(model, inputs, example_kwargs=kwargs,
+                                              loss_fn=loss_fn)
+            findings += nonfinite_report.findings
+            if not nonfinite_report.found:
+                notes.append("no NaN or Inf in one real forward and backward")
+    findings.sort(key=lambda f: _ORDER[f.severity])
+    return CheckResult(model_type=type(model).__name__, findings=tuple(findings),
+                       notes=tuple(notes), mode=ran, backward=backward, gradients=gradients,
+                       nonfinite=nonfinite_report)
+
+
+def _forward_checks(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any],
+                    mode: str, backward: bool, loss_fn: LossFn | None,
+                    notes: list[str]) -> tuple[str, list[Finding]]:
+    """The forward with gradients: unused parameters, and syncs when it is real."""
+    params = list(model.parameters())
+    model_meta = bool(params) and all(t.is_meta for t in params)
+    if mode == "auto":
+        tensors = list(_tensors_in((inputs, kwargs)))
+        mode = "meta" if model_meta or (tensors and all(t.is_meta for t in tensors)) else "real"
+    syncs = detect_syncs()
+
+    def wrap(current: str) -> AbstractContextManager[Any] | None:
+        return _entered(syncs) if current == "real" else None
+
+    severity = Severity.ERROR if backward else Severity.WARNING
+    report = unused_in_forward(model, inputs, kwargs, mode=mode, loss_fn=loss_fn, wrap=wrap,
+                               severity=severity)
+    notes.extend(report.notes)
+    if report.mode != "real":
+        notes.append(f"the forward ran in {report.mode} mode: syncs need a real forward "
+                     "(--mode real)")
+        return report.mode, list(report.findings)
+    notes.append("syncs: one real forward under the detector"
+                 + (" (no GPU: what would synchronize on one)" if syncs.include_cpu else ""))
+    return "real", [*report.findings, *syncs.findings()]
+
+
+@contextmanager
+def _entered(syncs: Any) -> Iterator[None]:
+    with syncs:
+        yield

@@ -1,0 +1,175 @@
+"""What the training-step analyses share: example inputs, the default loss, the user's
+``file:line``, parameter names with their aliases and the ``.grad`` save/restore."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchscope._torch import dtype_name, is_lazy
+from torchscope.errors import InputSpecError
+from torchscope.records._training import TensorStats
+from torchscope.trace import build_inputs
+from torchscope.trace._inputs import _tensors_in
+
+__all__ = [
+    "LossFn",
+    "default_loss",
+    "grads_kept",
+    "param_aliases",
+    "resolve_inputs",
+    "stats_of",
+    "user_location",
+]
+
+#: ``loss_fn(output) -> scalar tensor``
+LossFn = Callable[[Any], torch.Tensor]
+
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def check_model(model: object, where: str) -> nn.Module:
+    """``model`` itself, or an :class:`InputSpecError` naming what was passed instead."""
+    if not isinstance(model, nn.Module):
+        raise InputSpecError(
+            f"{where}: model = {type(model).__name__} is not a torch.nn.Module; pass the model "
+            "itself"
+        )
+    return model
+
+
+def resolve_inputs(where: str, example_inputs: object, example_kwargs: object,
+                   input_size: object, dtypes: object,
+                   device: object) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Positional and keyword inputs from tensors or from sizes (zeros, see
+    :func:`torchscope.build_inputs`).
+
+    Raises:
+        InputSpecError: neither or both of ``example_inputs`` and ``input_size``, or keyword
+            inputs that are not a dict.
+    """
+    if example_kwargs is not None and not isinstance(example_kwargs, Mapping):
+        raise InputSpecError(
+            f"{where}: example_kwargs = {type(example_kwargs).__name__} is not a dict of keyword "
+            "inputs; pass e.g. {'attention_mask': mask}"
+        )
+    kwargs = dict(example_kwargs or {})
+    if example_inputs is not None and input_size is not None:
+        raise InputSpecError(f"{where}: both example_inputs and input_size were given; pass one")
+    if example_inputs is None:
+        if input_size is None:
+            if kwargs:
+                return (), kwargs
+            raise InputSpecError(
+                f"{where} needs example inputs: pass example_inputs (a tensor or a tuple) or "
+                "input_size=[(2, 20)]"
+            )
+        return build_inputs(input_size, dtypes, device=device), kwargs
+    if isinstance(example_inputs, Mapping):
+        raise InputSpecError(
+            f"{where}: example_inputs is a dict; pass keyword inputs as example_kwargs=..."
+        )
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), kwargs
+    return (example_inputs,), kwargs
+
+
+def output_tensors(output: object) -> list[torch.Tensor]:
+    """The floating-point tensors of a model's output that require a gradient."""
+    return [t for t in _tensors_in(output)
+            if t.requires_grad and (t.is_floating_point() or t.is_complex())]
+
+
+def default_loss(output: object) -> torch.Tensor:
+    """The sum of every floating-point output tensor that requires a gradient (each summed
+    in float32), so that every output takes part in the backward.
+
+    Raises:
+        InputSpecError: no output tensor requires a gradient.
+
+    >>> default_loss((torch.ones(2, requires_grad=True), 3)).item()
+    2.0
+    """
+    tensors = output_tensors(output)
+    if not tensors:
+        raise InputSpecError(
+            "the model's output holds no tensor that requires a gradient, so no backward can "
+            "run: pass loss_fn=lambda out: ... returning a scalar that depends on the parameters"
+        )
+    total = tensors[0].float().sum()
+    for t in tensors[1:]:
+        total = total + t.float().sum()
+    return total
+
+
+def user_location(skip_torchscope: bool = True) -> str | None:
+    """``file:line`` of the innermost frame outside torch (and torchscope)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not (name.startswith(_TORCH_DIR) or (skip_torchscope and name.startswith(_OWN_DIR))
+                or name.startswith("<frozen")):
+            from torchscope.records._syncs import short_path
+
+            return f"{short_path(name)}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+def param_aliases(model: nn.Module) -> dict[int, list[str]]:
+    """``id(parameter)`` -> every qualified name it has, in ``named_parameters()`` order."""
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    return names
+
+
+def owner_path(name: str) -> str:
+    """The module path of a qualified parameter name (``""`` for the root)."""
+    return name.rpartition(".")[0]
+
+
+def stats_of(t: torch.Tensor) -> TensorStats:
+    """Shape, dtype, min/max/mean of the finite values and NaN/Inf counts of ``t``."""
+    shape = tuple(int(d) for d in t.shape)
+    dtype = dtype_name(t.dtype)
+    if t.is_meta or is_lazy(t) or not (t.is_floating_point() or t.is_complex()):
+        if t.is_meta or is_lazy(t):
+            return TensorStats(shape, dtype, None, None, None, 0, 0)
+        v = t.detach().double()
+        return TensorStats(shape, dtype, float(v.min()) if v.numel() else None,
+                           float(v.max()) if v.numel() else None,
+                           float(v.mean()) if v.numel() else None, 0, 0)
+    with torch.no_grad():
+        v = t.detach()
+        if v.is_complex():
+            v = v.abs()
+        v = v.double()
+        nan = int(torch.isnan(v).sum())
+        inf = int(torch.isinf(v).sum())
+        finite = v[torch.isfinite(v)]
+        if finite.numel() == 0:
+            return TensorStats(shape, dtype, None, None, None, nan, inf)
+        return TensorStats(shape, dtype, float(finite.min()), float(finite.max()),
+                           float(finite.mean()), nan, inf)
+
+
+@contextmanager
+def grads_kept(params: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Set each parameter's ``.grad`` to ``None`` for the block and put the very same objects
+    back afterwards (also when the block raises)."""
+    saved = [p.grad for p in params]
+    try:
+        for p in params:
+            p.grad = None
+        yield
+    finally:
+        for p, g in zip(params, saved):
+            p.grad = g
