@@ -13,6 +13,7 @@ JSON document carries ``schema_version``. Records display themselves through
 
 from __future__ import annotations
 
+from torchscope.records._check import CheckResult as CheckResult
 from torchscope.records._checkpoint import (
     CheckpointDiff as CheckpointDiff,
     CheckpointEntry as CheckpointEntry,
@@ -66,6 +67,18 @@ from torchscope.records._init import (
     InitRule as InitRule,
     InitStatus as InitStatus,
 )
+from torchscope.records._training import (
+    BlockGradient as BlockGradient,
+    GradientReport as GradientReport,
+    NonfiniteReport as NonfiniteReport,
+    OptimizerGroup as OptimizerGroup,
+    OptimizerReport as OptimizerReport,
+    ParamGradient as ParamGradient,
+    TensorStats as TensorStats,
+    UnusedParam as UnusedParam,
+    UnusedReason as UnusedReason,
+    UnusedReport as UnusedReport,
+)
 from torchscope.records._syncs import (
     SyncKind as SyncKind,
     SyncReport as SyncReport,
@@ -116,6 +129,17 @@ __all__ = [
     "TiedGroup",
     "UntiedInFile",
     "ValueSpec",
+    "BlockGradient",
+    "CheckResult",
+    "GradientReport",
+    "NonfiniteReport",
+    "OptimizerGroup",
+    "OptimizerReport",
+    "ParamGradient",
+    "TensorStats",
+    "UnusedParam",
+    "UnusedReason",
+    "UnusedReport",
     "inferred_numel",
     "record_dict",
     "record_json",

@@ -25,6 +25,11 @@ from torchscope.records import CostReport
 from torchscope.records import (
     ArchitectureDiff,
     CheckpointDiff,
+    CheckResult,
+    GradientReport,
+    NonfiniteReport,
+    OptimizerReport,
+    UnusedReport,
     CheckpointInfo,
     Finding,
     InitReport,
@@ -34,7 +39,7 @@ from torchscope.records import (
     TiedGroup,
     record_dict,
 )
-from torchscope.rendering import _checkpoint, _diff, _init, _report, _syncs
+from torchscope.rendering import _check, _checkpoint, _diff, _init, _report, _syncs, _training
 from torchscope.rendering import _cost
 from torchscope.rendering._report import (
     WIDTH as WIDTH,
@@ -131,6 +136,11 @@ _RENDERERS: dict[type, _Renderer] = {
     CheckpointInfo: lambda obj, fmt, **o: _checkpoint.render_info(obj, fmt=fmt, **o),
     CheckpointDiff: lambda obj, fmt, **o: _checkpoint.render_diff(obj, fmt=fmt, **o),
     ArchitectureDiff: lambda obj, fmt, **o: _diff.render_diff(obj, fmt=fmt, **o),
+    CheckResult: lambda obj, fmt, **o: _check.render_check(obj, fmt=fmt, **o),
+    UnusedReport: lambda obj, fmt, **o: _training.render_unused(obj, fmt=fmt, **o),
+    NonfiniteReport: lambda obj, fmt, **o: _training.render_nonfinite(obj, fmt=fmt, **o),
+    GradientReport: lambda obj, fmt, **o: _training.render_gradients(obj, fmt=fmt, **o),
+    OptimizerReport: lambda obj, fmt, **o: _training.render_optimizer(obj, fmt=fmt, **o),
 }
 # tuples of records (what find_tied, find_lazy and check_* return), by their item type
 _SEQUENCE_RENDERERS: dict[type, _Renderer] = {
