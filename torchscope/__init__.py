@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         diff_checkpoint as diff_checkpoint,
         inspect_checkpoint as inspect_checkpoint,
     )
+    from torchscope.cost import estimate_cost as estimate_cost
     from torchscope.devices import (
         check_devices as check_devices,
         device_map as device_map,
@@ -72,6 +73,8 @@ if TYPE_CHECKING:
         CheckpointDiff as CheckpointDiff,
         CheckpointEntry as CheckpointEntry,
         CheckpointInfo as CheckpointInfo,
+        CallCost as CallCost,
+        CostReport as CostReport,
         DtypeMismatch as DtypeMismatch,
         Finding as Finding,
         FlowEdge as FlowEdge,
@@ -142,6 +145,8 @@ _EXPORTS: dict[str, str] = {
     "CheckpointDiff": "records",
     "CheckpointEntry": "records",
     "CheckpointInfo": "records",
+    "CallCost": "records",
+    "CostReport": "records",
     "DtypeMismatch": "records",
     "Finding": "records",
     "FlowEdge": "records",
@@ -205,6 +210,8 @@ _EXPORTS: dict[str, str] = {
     "InitRuleWarning": "init",
     "apply_init": "init",
     "load_policy": "init",
+    # cost: FLOPs and memory
+    "estimate_cost": "cost",
     # devices
     "check_devices": "devices",
     "device_map": "devices",
