@@ -21,7 +21,7 @@ once with ``pytest --torchscope-update`` and commit it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ __all__ = [
 SNAPSHOT_DIR = "__snapshots__"
 
 _UPDATE = "--torchscope-update"
+_USED = "torchscope_snapshot"
+_WRITTEN = "torchscope_snapshot_written"
 
 
 class _State:
@@ -50,6 +52,7 @@ class _State:
         self.incomplete: set[Path] = set()  # modules with a deselected, failed or skipped item
         self.passed: set[str] = set()
         self.item_module: dict[str, Path] = {}
+        self.filtered = False  # tests deselected where this session cannot see which
 
 
 _STATE_KEY = pytest.StashKey[_State]()
@@ -97,7 +100,6 @@ def model_snapshot(request: pytest.FixtureRequest) -> Iterator[Callable[..., Non
     file. ``summarize_options`` (``input_size=``, ``dtypes=``, ``mode=``…) go to
     :func:`torchscope.summarize`. Call it once per name in a test.
     """
-    state = _state(request.config)
     update = bool(request.config.getoption(_UPDATE))
     folder = _snapshot_folder(Path(str(request.path)))
     seen: set[str] = set()
@@ -117,14 +119,15 @@ def model_snapshot(request: pytest.FixtureRequest) -> Iterator[Callable[..., Non
             )
         seen.add(file_name)
         path = folder / f"{file_name}.json"
-        state.used.add(path.resolve())
+        # reports carry the user properties to the session (also from xdist workers)
+        request.node.user_properties.append((_USED, str(path.resolve())))
         report = stable_report(summarize(model, example_inputs, **options))
         if update:
             folder.mkdir(parents=True, exist_ok=True)
             text = report.to_json() + "\n"
             if not path.exists() or path.read_text(encoding="utf-8") != text:
                 path.write_text(text, encoding="utf-8")
-                state.written.append(path)
+                request.node.user_properties.append((_WRITTEN, str(path.resolve())))
             return
         if not path.exists():
             pytest.fail(
@@ -155,12 +158,25 @@ class _SessionHooks:
         self.config = config
         self.state = _state(config)
 
+    def _add_items(self, nodeids: Iterable[str]) -> None:
+        root = Path(str(self.config.rootpath))
+        for nodeid in nodeids:
+            module = (root / nodeid.split("::", 1)[0]).resolve()
+            self.state.module_items.setdefault(module, set()).add(nodeid)
+            self.state.item_module[nodeid] = module
+
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """Remember which test module each collected test belongs to."""
-        for item in session.items:
-            module = Path(str(item.path)).resolve()
-            self.state.module_items.setdefault(module, set()).add(item.nodeid)
-            self.state.item_module[item.nodeid] = module
+        self._add_items(item.nodeid for item in session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """Under xdist: the tests a worker collected (deselected ones are not among them)."""
+        self._add_items(ids)
+        option = self.config.option
+        if any(getattr(option, name, None) for name in ("keyword", "markexpr", "deselect",
+                                                         "lf", "last_failed")):
+            self.state.filtered = True
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         """A module with deselected tests (``-k``, ``-m``) cannot tell unused snapshots."""
@@ -168,7 +184,13 @@ class _SessionHooks:
             self.state.incomplete.add(Path(str(item.path)).resolve())
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Note passed tests; a failed or skipped one may not have reached its snapshot."""
+        """Note used and written snapshots and passed tests; a failed or skipped test may not
+        have reached its snapshot."""
+        for key, value in report.user_properties:
+            if key == _USED:
+                self.state.used.add(Path(str(value)))
+            elif key == _WRITTEN and Path(str(value)) not in self.state.written:
+                self.state.written.append(Path(str(value)))
         if report.when == "call" and report.passed:
             self.state.passed.add(report.nodeid)
         elif report.failed or report.skipped:
@@ -186,7 +208,8 @@ def _unused(state: _State) -> list[Path]:
     folders: set[Path] = set()
     for module, nodeids in state.module_items.items():
         folders.add(module.parent / SNAPSHOT_DIR)
-        complete = module not in state.incomplete and nodeids <= state.passed
+        complete = (not state.filtered and module not in state.incomplete
+                    and nodeids <= state.passed)
         folder = _snapshot_folder(module)
         if complete and folder.is_dir():
             out += [p for p in sorted(folder.glob("*.json")) if p.resolve() not in state.used]
