@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         diff_checkpoint as diff_checkpoint,
         inspect_checkpoint as inspect_checkpoint,
     )
+    from torchscope.checks import check as check
     from torchscope.cost import estimate_cost as estimate_cost
     from torchscope.devices import (
         check_devices as check_devices,
@@ -69,7 +70,9 @@ if TYPE_CHECKING:
     )
     from torchscope.records import (
         ArchitectureDiff as ArchitectureDiff,
+        BlockGradient as BlockGradient,
         CallRecord as CallRecord,
+        CheckResult as CheckResult,
         CheckpointDiff as CheckpointDiff,
         CheckpointEntry as CheckpointEntry,
         CheckpointInfo as CheckpointInfo,
@@ -78,6 +81,7 @@ if TYPE_CHECKING:
         DtypeMismatch as DtypeMismatch,
         Finding as Finding,
         FlowEdge as FlowEdge,
+        GradientReport as GradientReport,
         InitEntry as InitEntry,
         InitReport as InitReport,
         InitRule as InitRule,
@@ -85,7 +89,11 @@ if TYPE_CHECKING:
         LazyRecord as LazyRecord,
         MapSpec as MapSpec,
         ModuleRecord as ModuleRecord,
+        NonfiniteReport as NonfiniteReport,
+        OptimizerGroup as OptimizerGroup,
+        OptimizerReport as OptimizerReport,
         OptimizerState as OptimizerState,
+        ParamGradient as ParamGradient,
         ParamKind as ParamKind,
         ParamRecord as ParamRecord,
         RankRecord as RankRecord,
@@ -97,9 +105,13 @@ if TYPE_CHECKING:
         SyncReport as SyncReport,
         SyncSite as SyncSite,
         TensorSpec as TensorSpec,
+        TensorStats as TensorStats,
         TiedGroup as TiedGroup,
         TieKind as TieKind,
         UntiedInFile as UntiedInFile,
+        UnusedParam as UnusedParam,
+        UnusedReason as UnusedReason,
+        UnusedReport as UnusedReport,
         ValueSpec as ValueSpec,
         inferred_numel as inferred_numel,
     )
@@ -128,6 +140,13 @@ if TYPE_CHECKING:
         state_guard as state_guard,
         trace_forward as trace_forward,
     )
+    from torchscope.training import (
+        check_optimizer as check_optimizer,
+        find_nonfinite as find_nonfinite,
+        find_unused_parameters as find_unused_parameters,
+        gradient_flow as gradient_flow,
+        watch_gradients as watch_gradients,
+    )
     from torchscope.tying import (
         TieSnapshot as TieSnapshot,
         check_ties as check_ties,
@@ -141,7 +160,9 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     # records: plain values, no tensors or modules
     "ArchitectureDiff": "records",
+    "BlockGradient": "records",
     "CallRecord": "records",
+    "CheckResult": "records",
     "CheckpointDiff": "records",
     "CheckpointEntry": "records",
     "CheckpointInfo": "records",
@@ -150,6 +171,7 @@ _EXPORTS: dict[str, str] = {
     "DtypeMismatch": "records",
     "Finding": "records",
     "FlowEdge": "records",
+    "GradientReport": "records",
     "InitEntry": "records",
     "InitReport": "records",
     "InitRule": "records",
@@ -157,7 +179,11 @@ _EXPORTS: dict[str, str] = {
     "LazyRecord": "records",
     "MapSpec": "records",
     "ModuleRecord": "records",
+    "NonfiniteReport": "records",
+    "OptimizerGroup": "records",
+    "OptimizerReport": "records",
     "OptimizerState": "records",
+    "ParamGradient": "records",
     "ParamKind": "records",
     "ParamRecord": "records",
     "RankRecord": "records",
@@ -169,9 +195,13 @@ _EXPORTS: dict[str, str] = {
     "SyncReport": "records",
     "SyncSite": "records",
     "TensorSpec": "records",
+    "TensorStats": "records",
     "TieKind": "records",
     "TiedGroup": "records",
     "UntiedInFile": "records",
+    "UnusedParam": "records",
+    "UnusedReason": "records",
+    "UnusedReport": "records",
     "ValueSpec": "records",
     "inferred_numel": "records",
     # errors
@@ -212,6 +242,13 @@ _EXPORTS: dict[str, str] = {
     "load_policy": "init",
     # cost: FLOPs and memory
     "estimate_cost": "cost",
+    # checks and training-step debugging
+    "check": "checks",
+    "check_optimizer": "training",
+    "find_nonfinite": "training",
+    "find_unused_parameters": "training",
+    "gradient_flow": "training",
+    "watch_gradients": "training",
     # devices
     "check_devices": "devices",
     "device_map": "devices",
@@ -240,7 +277,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 _SUBMODULES = ("examples", "records", "errors", "inspect", "rendering", "cli", "distributed",
-               "devices", "syncs", "tying", "lazy", "init", "checkpoint", "trace")
+               "devices", "syncs", "tying", "lazy", "init", "checkpoint", "trace", "checks", "training")
 
 __all__ = sorted([*_EXPORTS, "__version__", "examples"])
 
