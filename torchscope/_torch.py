@@ -29,6 +29,7 @@ __all__ = [
     "fsdp_resharded",
     "gc_paused",
     "is_lazy",
+    "named_modules",
     "parse_dtype",
     "unwrap_compiled",
     "unwrap_wrappers",
@@ -53,6 +54,32 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def named_modules(model: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+    """``model.named_modules()`` without recursion: the same pre-order paths, each module once.
+
+    Torch's own generator recurses once per level (2,000 nested blocks raise RecursionError);
+    this one keeps an explicit stack, so depth costs nothing and a module graph with a cycle
+    (a child holding its parent) ends, as every module is visited once.
+
+    >>> [p for p, _ in named_modules(torch.nn.Sequential(torch.nn.Linear(1, 1)))]
+    ['', '0']
+    """
+    seen: set[int] = set()
+    stack: list[tuple[str, nn.Module]] = [(prefix, model)]
+    while stack:
+        path, module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        yield path, module
+        children = module._modules
+        if children:
+            base = path + "." if path else ""
+            for name, child in reversed(list(children.items())):
+                if child is not None and id(child) not in seen:
+                    stack.append((base + name, child))
 
 
 # ---------------------------------------------------------------------------------------------

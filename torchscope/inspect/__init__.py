@@ -1,8 +1,8 @@
 """Static traversal: the module tree, every parameter and buffer with its aliases, and totals.
 
-Totals count each unique byte range of storage once (docs/architecture.md, "Shared tensors"): a block's
-total is tie-aware inside that block, the model's total over the model. Parameters and buffers,
-trainable and frozen are counted separately. Uninitialized (lazy) tensors are counted apart
+Totals count each unique byte range of storage once (docs/architecture.md, "Shared tensors"):
+a block's total is tie-aware inside that block, the model's total over the model. Parameters and
+buffers, trainable and frozen are counted separately. Uninitialized (lazy) tensors are counted apart
 (``lazy_tensors``): their size is unknown, never 0.
 
 >>> import torchscope
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from torchscope._torch import gc_paused, unwrap_wrappers
+from torchscope._units import humanize_bytes
 from torchscope.cost import estimate_cost
 from torchscope.distributed import gather_report
 from torchscope.errors import InputSpecError
@@ -29,7 +30,7 @@ from torchscope.inspect._walk import (
     _params_and_ties,
     _walk_nodes,
 )
-from torchscope.lazy import check_lazy, inferred_numel, lazy_record, trace_lazy
+from torchscope.lazy import inferred_numel, lazy_finding, lazy_record, trace_lazy
 from torchscope.records import (
     Finding,
     LazyRecord,
@@ -37,10 +38,10 @@ from torchscope.records import (
     ParamKind,
     ParamRecord,
     Report,
+    Severity,
     Spec,
 )
 from torchscope.trace import trace_forward
-from torchscope.tying import check_ties
 
 __all__ = ["list_parameters", "summarize", "walk"]
 
@@ -59,7 +60,7 @@ def walk(model: nn.Module) -> Iterator[ModuleRecord]:
     ('MLP', 7946)
     """
     with gc_paused():
-        records = _module_records(_walk_nodes(model))
+        records = _module_records(_walk_nodes(_check_model(model, "walk")))
     yield from records
 
 
@@ -75,7 +76,7 @@ def list_parameters(model: nn.Module) -> tuple[ParamRecord, ...]:
     ('2.weight', ('4.weight',))
     """
     with gc_paused():
-        params, _ = _params_and_ties(_walk_nodes(model))
+        params, _, _ = _params_and_ties(_walk_nodes(_check_model(model, "list_parameters")))
     return params
 
 
@@ -135,8 +136,8 @@ def summarize(
     >>> r.total_params, sum(p.numel for p in r.params)
     (121, 121)
     """
+    _check_model(model, "summarize")
     if distributed:
-
         try:
             local = summarize(model, example_inputs, example_kwargs=example_kwargs,
                               input_size=input_size, dtypes=dtypes, device=device, mode=mode,
@@ -147,20 +148,21 @@ def summarize(
             raise
         return gather_report(local)
     model, unwrapped = unwrap_wrappers(model)  # torch.compile, DDP, DataParallel
+    # the one walk of the module tree: records, ties and their findings, lazy layers
     with gc_paused():
         w = _walk_nodes(model)
         modules = _module_records(w)
-        params, tied = _params_and_ties(w)
-        # check_ties walks again; without shared memory, several names or a model that
-        # declares tied weights it has nothing to find
-        tie_findings = check_ties(model) if w.maybe_tied or w.declares_ties else ()
+        params, tied, tie_findings = _params_and_ties(w, findings=True)
         root = modules[0]
-        lazy = _lazy_records(w.nodes)  # before the trace: inferred shapes come from it
+        lazy, lazy_findings = _lazy_records(w.nodes)  # before the trace: it infers shapes
+        cycles, packed = w.cycles, w.packed
         del w
     # the collector, running again, visits every record built above at the next allocation
     # (building the report below): its cost is part of this call, as it is in the benchmark
     notes: list[str] = list(unwrapped)
-    findings: list[Finding] = []
+    findings: list[Finding] = [_cycle_finding(edge, ancestor) for edge, ancestor in cycles]
+    if packed:
+        notes.append(_packed_note(packed))
     report = Report(
         root_type=root.type_name,
         modules=tuple(modules),
@@ -192,18 +194,62 @@ def summarize(
             "summarize(cost=True) needs example inputs to count FLOPs and activations: pass "
             "example_inputs or input_size=[(2, 20)] (CLI: --input-size 2,20)")
     findings.extend(tie_findings)
-    if report.lazy:
-
-        findings.extend(check_lazy(model))
+    findings.extend(lazy_findings)
     return replace(report, findings=tuple(findings), notes=tuple(notes))
 
 
-def _lazy_records(nodes: list[_Node]) -> tuple[LazyRecord, ...]:
-    if not any(node.lazy for node in nodes[:1]):  # the root's count covers the whole tree
-        return ()
+def _check_model(model: object, where: str) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise InputSpecError(
+            f"{where}: model = {_shown(model)} ({type(model).__name__}) is not a "
+            "torch.nn.Module; pass the model itself (an nn.Module instance)"
+        )
+    return model
 
-    records = (lazy_record(node.module, node.path) for node in nodes if node.own_lazy)
-    return tuple(r for r in records if r is not None)
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _cycle_finding(edge: str, ancestor: str) -> Finding:
+    return Finding(
+        code="module-cycle", severity=Severity.ERROR,
+        message=(f"{edge} is the module at {ancestor or '(root)'}, its own ancestor: the module "
+                 "graph has a cycle, so state_dict(), named_parameters(remove_duplicate=False), "
+                 "deepcopy and to() recurse forever; everything else was inspected once"),
+        path=edge,
+        hint=(f"keep a back-reference out of the module tree: object.__setattr__(module, name, "
+              f"value) or a weakref instead of registering {ancestor or 'the root'} as a child"),
+    )
+
+
+def _packed_note(packed: list[tuple[str, int, int]]) -> str:
+    known = [(p, n, b) for p, n, b in packed if n >= 0]
+    where = ", ".join(p or "(root)" for p, _, _ in packed[:3]) + (
+        f" and {len(packed) - 3} more" if len(packed) > 3 else "")
+    if len(known) < len(packed):
+        size = "of unknown size"
+    else:
+        numel = sum(n for _, n, _ in known)
+        size = f"{numel:,} elements, {humanize_bytes(sum(b for _, _, b in known))},"
+    return (f"quantized weights packed outside parameters and buffers ({size} in "
+            f"{len(packed)} module{'s' if len(packed) > 1 else ''}: {where}) are not counted "
+            "in the totals")
+
+
+def _lazy_records(nodes: list[_Node]) -> tuple[tuple[LazyRecord, ...], tuple[Finding, ...]]:
+    if not any(node.lazy for node in nodes[:1]):  # the root's count covers the whole tree
+        return (), ()
+    records: list[LazyRecord] = []
+    findings: list[Finding] = []
+    for node in nodes:
+        if node.own_lazy:
+            record = lazy_record(node.module, node.path)
+            if record is not None:
+                records.append(record)
+                findings.append(lazy_finding(record, node.module))
+    return tuple(records), tuple(findings)
 
 
 def _with_trace(report: Report, model: nn.Module, example_inputs: Any, **options: Any) -> Report:

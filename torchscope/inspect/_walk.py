@@ -20,8 +20,8 @@ from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
 from torchscope._torch import device_name, dtensor_type, dtype_name, fsdp_module_type, is_lazy
-from torchscope.records import ModuleRecord, ParamKind, ParamRecord, TiedGroup
-from torchscope.tying import declares_ties, tied_groups, unique_size
+from torchscope.records import Finding, ModuleRecord, ParamKind, ParamRecord, TiedGroup
+from torchscope.tying import declares_ties, stored_bytes, tied_groups, ties_of, unique_size
 
 __all__: list[str] = []
 
@@ -199,7 +199,8 @@ if not _check_drafts():  # pragma: no cover - CPython with unchanged records tak
 
 Names = dict[int, list[tuple[str, ParamKind]]]
 
-_LAZY, _DTENSOR = 1, 2  # tensor classes that take the careful path (0: a plain tensor)
+_LAZY, _DTENSOR, _SPARSE = 1, 2, 3  # tensors that take the careful path (0: a plain tensor)
+_STRIDED = torch.strided
 Tags = tuple[str, ...]
 NameSet = tuple[str, ...]
 
@@ -219,6 +220,10 @@ class _Walk:
         self.params: list[ParamRecord] = []  # first sight of every parameter, in order
         self.buffers: list[ParamRecord] = []  # ... and of every buffer
         self.merged: dict[tuple[NameSet, NameSet], NameSet] = {}
+        # (path of the edge, path of the ancestor it leads back to) for every cycle
+        self.cycles: list[tuple[str, str]] = []
+        # (module path, numel, nbytes) of quantized weights packed outside parameters
+        self.packed: list[tuple[str, int, int]] = []
 
 
 def _walk_nodes(model: nn.Module) -> _Walk:
@@ -240,7 +245,7 @@ def _walk_nodes(model: nn.Module) -> _Walk:
     type_kinds: dict[type, int] = {}
     dtype_info: dict[torch.dtype, tuple[str, int, NameSet]] = {}
     device_info: dict[torch.device, tuple[str, NameSet]] = {}
-    declares: dict[type, bool] = {}
+    declares: dict[type, int] = {}
     shapes: dict[torch.Size, tuple[int, ...]] = {}
     local_names: dict[tuple[str, ...], tuple[str, ...]] = {}
     param_kind, buffer_kind, nonpersistent_kind = _PARAM, _BUF, _NPBUF
@@ -248,6 +253,9 @@ def _walk_nodes(model: nn.Module) -> _Walk:
     while stack:
         module, path, depth, parent = pop()
         node = seen.get(id(module))
+        if node is not None and _is_ancestor(node, parent):  # a cycle: not followed
+            w.cycles.append((path, node.path))
+            continue
         if node is not None:  # registered under a second name: an alias of that module
             if node.aliases is None:
                 node.aliases = []
@@ -261,13 +269,19 @@ def _walk_nodes(model: nn.Module) -> _Walk:
         seen[id(module)] = node
         cls = type(module)
         tied = declares.get(cls)
-        if tied is None:
-            tied = declares[cls] = declares_ties(cls)
+        if tied is None:  # 1: declares tied weights, 2: may hold packed quantized weights
+            tied = declares[cls] = (1 if declares_ties(cls)
+                                    else 2 if _QUANTIZED in cls.__module__ else 0)
         if tied:
-            w.declares_ties = True
+            if tied == 1:
+                w.declares_ties = True
+            else:
+                _note_packed(w, module, path)
         prefix = path + "." if path else ""
         params = module._parameters
         buffers = module._buffers
+        if type(params) is not dict or type(buffers) is not dict:  # TorchScript wrappers
+            params, buffers = dict(params.items()), dict(buffers.items())
         if params or buffers:
             nonpersistent = module._non_persistent_buffers_set
             dtypes: NameSet = ()
@@ -306,6 +320,8 @@ def _walk_nodes(model: nn.Module) -> _Walk:
                             else 0)
                     if special == _LAZY:
                         node.own_lazy += 1
+                    elif v.layout is not _STRIDED or v.is_nested:
+                        special = _SPARSE
                     tid = id(v)
                     if special:
                         if tid in odd_seen:  # another name of a tensor seen before
@@ -320,6 +336,8 @@ def _walk_nodes(model: nn.Module) -> _Walk:
                         if special == _DTENSOR:
                             _add_simple(node, v, kind, dtensor)
                             _note_storage(w, _local(v, dtensor), tid, first)
+                        elif special == _SPARSE:
+                            _add_simple(node, v, kind, dtensor)
                         continue
                     n = v.numel()
                     nbytes = n * dinfo[1]
@@ -402,11 +420,18 @@ def _merge(a: NameSet, b: NameSet, cache: dict[tuple[NameSet, NameSet], NameSet]
 
 def _special_record(t: torch.Tensor, name: str, path: str, kind: ParamKind, special: int,
                     dtensor: type | None) -> ParamRecord:
-    """The parameter record of a lazy tensor or a DTensor (sizes unknown / global layout)."""
+    """The parameter record of a lazy tensor, a DTensor, a sparse or a nested tensor (sizes
+    unknown / global layout / stored bytes; a nested tensor has no single shape)."""
     if special == _LAZY:
         return ParamRecord(
             name, (), path, None, dtype_name(t.dtype), device_name(t.device),
             None, None, bool(t.requires_grad), True, None, kind,
+        )
+    if special == _SPARSE:
+        shape = None if t.is_nested else tuple(t.shape)
+        return ParamRecord(
+            name, (), path, shape, dtype_name(t.dtype), device_name(t.device),
+            t.numel(), stored_bytes(t), bool(t.requires_grad), False, None, kind,
         )
     global_shape, local_shape, placements, mesh = _layout(t)
     local = _local(t, dtensor)
@@ -436,7 +461,10 @@ def _add_simple(node: _Node, t: torch.Tensor, kind: ParamKind, dtensor: type | N
                 sign: int = 1) -> None:
     """Add (or with ``sign=-1`` take back) one tensor to the node's simple sums."""
     n = t.numel()
-    nbytes = (n if dtensor is None else _local(t, dtensor).numel()) * t.element_size()
+    if t.layout is not _STRIDED or t.is_nested:
+        nbytes = stored_bytes(t)
+    else:
+        nbytes = (n if dtensor is None else _local(t, dtensor).numel()) * t.element_size()
     if kind is _PARAM:
         node.s_params += sign * n
         node.s_pbytes += sign * nbytes
@@ -473,12 +501,57 @@ def _node_tensors(node: _Node) -> Iterator[tuple[str, torch.Tensor, ParamKind]]:
 
 
 def _alias_names(module: nn.Module, path: str, names: Names, shared: set[int]) -> None:
-    for mod_name, sub in module.named_modules(prefix=path, remove_duplicate=False):
+    """Every name under a second registration of ``module`` (as ``named_parameters(
+    remove_duplicate=False)`` lists them), iteratively; edges back to an ancestor (a cycle)
+    are not followed."""
+    for mod_name, sub in _all_paths(module, path):
         prefix = mod_name + "." if mod_name else ""
         for k, t, kind in _own_items(sub._parameters, sub._buffers,
                                      sub._non_persistent_buffers_set):
             names.setdefault(id(t), []).append((prefix + k, kind))
             shared.add(id(t))
+
+
+def _all_paths(module: nn.Module, path: str) -> Iterator[tuple[str, nn.Module]]:
+    """``named_modules(prefix=path, remove_duplicate=False)`` without recursion, stopping at
+    edges that lead back to an ancestor."""
+    stack: list[tuple[str, nn.Module, frozenset[int]]] = [(path, module, frozenset())]
+    while stack:
+        here, sub, above = stack.pop()
+        yield here, sub
+        above = above | {id(sub)}
+        base = here + "." if here else ""
+        for name, child in reversed(list(sub._modules.items())):
+            if child is not None and id(child) not in above:
+                stack.append((base + name, child, above))
+
+
+def _is_ancestor(node: _Node, parent: _Node | None) -> bool:
+    """Whether ``node`` is ``parent`` or one of its ancestors."""
+    while parent is not None:
+        if parent is node:
+            return True
+        parent = parent.parent
+    return False
+
+
+_QUANTIZED = ".quantized"  # torch.ao.nn.quantized(.dynamic) modules pack their weights
+
+
+def _note_packed(w: _Walk, module: nn.Module, path: str) -> None:
+    """Record the weights a quantized module holds packed (a ``torch.ScriptObject``, neither
+    parameter nor buffer), read through the module's own ``_weight_bias()``."""
+    packed = module.__dict__.get("_packed_params")
+    getter = getattr(module, "_weight_bias", None)
+    if not isinstance(packed, torch.ScriptObject) or not callable(getter):
+        return
+    try:
+        tensors = [t for t in getter() if isinstance(t, torch.Tensor)]
+    except (RuntimeError, TypeError, ValueError):
+        w.packed.append((path, -1, -1))  # present but unreadable: unknown, never 0
+        return
+    w.packed.append((path, sum(t.numel() for t in tensors),
+                     sum(t.numel() * t.element_size() for t in tensors)))
 
 
 def _own_items(
@@ -630,14 +703,19 @@ def _module_records(w: _Walk) -> list[ModuleRecord]:
     return out
 
 
-def _params_and_ties(w: _Walk) -> tuple[tuple[ParamRecord, ...], tuple[TiedGroup, ...]]:
+def _params_and_ties(
+    w: _Walk, *, findings: bool = False,
+) -> tuple[tuple[ParamRecord, ...], tuple[TiedGroup, ...], tuple[Finding, ...]]:
     """Parameter records (parameters first, then buffers, in traversal order, as
-    ``named_parameters``/``named_buffers`` list them) and the tied groups among them."""
-    if not w.shared:  # every tensor has one name and its own memory
-        return (*w.params, *w.buffers), ()
+    ``named_parameters``/``named_buffers`` list them), the tied groups among them and, with
+    ``findings``, :func:`~torchscope.check_ties`'s findings, all from the one walk."""
+    with_findings = findings and (w.maybe_tied or w.declares_ties)
+    if not w.shared and not with_findings:  # every tensor has one name and its own memory
+        return (*w.params, *w.buffers), (), ()
     nodes, shared_ids = w.nodes, w.shared
     names = _all_names(w)
     records: list[ParamRecord] = []
+    tensors: list[torch.Tensor] = []
     seen: set[int] = set()
     dtensor = dtensor_type()
     shared_entries: list[tuple[torch.Tensor, list[str], int]] = []
@@ -653,6 +731,7 @@ def _params_and_ties(w: _Walk) -> tuple[tuple[ParamRecord, ...], tuple[TiedGroup
                 if tid in seen:
                     continue
                 seen.add(tid)
+                tensors.append(t)
                 all_names = names[tid]
                 name = all_names[0][0]
                 aliases = tuple(n for n, _ in all_names[1:]) if len(all_names) > 1 else ()
@@ -675,16 +754,29 @@ def _params_and_ties(w: _Walk) -> tuple[tuple[ParamRecord, ...], tuple[TiedGroup
                         placements, mesh,
                     ))
                     continue
+                if t.layout is not _STRIDED or t.is_nested:
+                    records.append(replace(
+                        _special_record(t, name, path, kind, _SPARSE, dtensor), aliases=aliases))
+                    continue
                 records.append(ParamRecord(
                     name, aliases, path, tuple(t.shape), dtype_name(t.dtype),
                     device_name(t.device), n, n * t.element_size(), t.requires_grad, False,
                     None, kind,
                 ))
-    tied = tied_groups(shared_entries)
-    position_of = {entry_names[0]: position for _t, entry_names, position in shared_entries}
+    tie_findings: tuple[Finding, ...] = ()
+    if with_findings:
+        owners = [(n.path + "." if n.path else "", n.module) for n in nodes
+                  if declares_ties(type(n.module)) is True]
+        letter = {_PARAM: "p", _BUF: "b", _NPBUF: "n"}
+        tied, tie_findings = ties_of(
+            tensors, [[(n, letter[k]) for n, k in names[id(t)]] for t in tensors], owners)
+        position_of = {r.name: i for i, r in enumerate(records)}
+    else:
+        tied = tied_groups(shared_entries)
+        position_of = {entry_names[0]: pos for _t, entry_names, pos in shared_entries}
     for index, group in enumerate(tied):
         for name in group.names:
             position = position_of.get(name)
             if position is not None:
                 records[position] = replace(records[position], tie_group=index)
-    return tuple(records), tied
+    return tuple(records), tied, tie_findings

@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn.modules import module as _module_mod
 from torch.nn.parameter import is_lazy
 
-from torchscope._torch import dtype_name, unwrap_compiled
+from torchscope._torch import dtype_name, named_modules, unwrap_compiled
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.lazy._undo import _FailureSite, _Rollback, _SideEffects
 from torchscope.records import (
@@ -52,6 +52,7 @@ __all__ = [
     "infer_lazy_shapes",
     "inferred_numel",
     "known_attributes",
+    "lazy_finding",
     "lazy_record",
     "materialize",
     "trace_lazy",
@@ -163,7 +164,7 @@ def find_lazy(model: nn.Module) -> tuple[LazyRecord, ...]:
     """
     model = _check_model(model, "find_lazy")
     out: list[LazyRecord] = []
-    for path, module in model.named_modules():
+    for path, module in named_modules(model):
         record = lazy_record(module, path)
         if record is not None:
             out.append(record)
@@ -509,26 +510,33 @@ def check_lazy(model: nn.Module) -> tuple[Finding, ...]:
     ['0', '2']
     """
     model = _check_model(model, "check_lazy")
-    findings: list[Finding] = []
-    for rec in find_lazy(model):
-        module = model.get_submodule(rec.path)
-        params = [n for n in rec.tensors if n in module._parameters]
-        buffers = [n for n in rec.tensors if n not in module._parameters]
-        what: list[str] = []
-        if params:
-            what.append(f"parameter{'s' if len(params) > 1 else ''} {', '.join(params)}")
-        if buffers:
-            what.append(f"buffer{'s' if len(buffers) > 1 else ''} {', '.join(buffers)}")
-        where = rec.path or "(root)"
-        consequence = ("an optimizer built now holds placeholders; DDP refuses them" if params
-                       else "a state_dict saved now holds no values for them")
-        findings.append(Finding(
-            code="lazy-uninitialized",
-            severity=Severity.WARNING,
-            message=f"{where} ({rec.type_name}) has uninitialized {' and '.join(what)}: "
-                    f"{consequence}",
-            path=rec.path,
-            hint=("run one dry forward first: torchscope.materialize(model, example_inputs) "
-                  "(or model(x) under torch.no_grad())"),
-        ))
-    return tuple(findings)
+    return tuple(lazy_finding(rec, model.get_submodule(rec.path)) for rec in find_lazy(model))
+
+
+def lazy_finding(rec: LazyRecord, module: nn.Module) -> Finding:
+    """:func:`check_lazy`'s finding for one record of :func:`find_lazy` and its module.
+
+    >>> import torchscope
+    >>> m = torchscope.examples.LazyMLP()
+    >>> lazy_finding(find_lazy(m)[0], m[0]).code
+    'lazy-uninitialized'
+    """
+    params = [n for n in rec.tensors if n in module._parameters]
+    buffers = [n for n in rec.tensors if n not in module._parameters]
+    what: list[str] = []
+    if params:
+        what.append(f"parameter{'s' if len(params) > 1 else ''} {', '.join(params)}")
+    if buffers:
+        what.append(f"buffer{'s' if len(buffers) > 1 else ''} {', '.join(buffers)}")
+    where = rec.path or "(root)"
+    consequence = ("an optimizer built now holds placeholders; DDP refuses them" if params
+                   else "a state_dict saved now holds no values for them")
+    return Finding(
+        code="lazy-uninitialized",
+        severity=Severity.WARNING,
+        message=f"{where} ({rec.type_name}) has uninitialized {' and '.join(what)}: "
+                f"{consequence}",
+        path=rec.path,
+        hint=("run one dry forward first: torchscope.materialize(model, example_inputs) "
+              "(or model(x) under torch.no_grad())"),
+    )

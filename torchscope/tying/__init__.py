@@ -19,6 +19,7 @@ from torchscope.tying._checks import (
     check_ties as check_ties,
     compare_ties as compare_ties,
     snapshot_ties as snapshot_ties,
+    ties_of as ties_of,
     watch_ties as watch_ties,
 )
 from torchscope.tying._core import (
@@ -27,6 +28,7 @@ from torchscope.tying._core import (
     find_tied as find_tied,
     merge_ranges as merge_ranges,
     storage_key as storage_key,
+    stored_bytes as stored_bytes,
     tensor_extent as tensor_extent,
     tied_groups as tied_groups,
     unique_size as unique_size,
@@ -42,8 +44,10 @@ __all__ = [
     "merge_ranges",
     "snapshot_ties",
     "storage_key",
+    "stored_bytes",
     "tensor_extent",
     "tied_groups",
+    "ties_of",
     "unique_size",
     "watch_ties",
 ]

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined,unused-ignore]
 
@@ -38,7 +39,7 @@ from torchscope.tying._core import (
     _walk,
 )
 
-__all__ = ["TieSnapshot", "check_ties", "compare_ties", "snapshot_ties", "watch_ties"]
+__all__ = ["TieSnapshot", "check_ties", "compare_ties", "snapshot_ties", "ties_of", "watch_ties"]
 
 _LIST = 3  # groups named in one message before "… and N more"
 
@@ -78,8 +79,11 @@ class _Model:
     @classmethod
     def of(cls, model: nn.Module, *, details: bool) -> _Model:
         with gc_paused():
-            walk = _walk(model, details=details)
-            groups = _groups(walk.tensors, walk.all_names, _candidates(walk.tensors, walk.extra))
+            return cls.of_walk(_walk(model, details=details))
+
+    @classmethod
+    def of_walk(cls, walk: _Walk) -> _Model:
+        groups = _groups(walk.tensors, walk.all_names, _candidates(walk.tensors, walk.extra))
         index = {name: i for i, name in enumerate(walk.names)}
         for i, more in walk.extra.items():
             for name in more:
@@ -123,7 +127,49 @@ def check_ties(model: nn.Module) -> tuple[Finding, ...]:
     >>> [f.code for f in torchscope.check_ties(m)]
     ['tie-shared-storage', 'tie-safetensors']
     """
-    state = _Model.of(model, details=True)
+    if not isinstance(model, nn.Module):
+        raise TorchscopeError(
+            f"check_ties needs an nn.Module, got {type(model).__name__}: pass the model")
+    return _findings(_Model.of(model, details=True))
+
+
+def ties_of(
+    tensors: Sequence[torch.Tensor], names: Sequence[Sequence[tuple[str, str]]],
+    owners: Sequence[tuple[str, nn.Module]],
+) -> tuple[tuple[TiedGroup, ...], tuple[Finding, ...]]:
+    """:func:`~torchscope.find_tied`'s groups and :func:`check_ties`'s findings from a walk
+    done by the caller (so that a summary reads the module tree once).
+
+    Args:
+        tensors: every tensor object once, in ``named_parameters`` then ``named_buffers``
+            order.
+        names: per tensor, every ``(name, kind)`` it is reachable under, kind ``"p"``
+            (parameter), ``"b"`` (buffer) or ``"n"`` (non-persistent buffer).
+        owners: ``(name prefix, module)`` of the modules that declare tied weights
+            (transformers' ``_tied_weights_keys``), prefix ``""`` or ending in ``"."``.
+
+    Returns:
+        ``(groups, findings)``; group ``k`` holds the names of ``tensors`` that share memory.
+
+    >>> w = torch.zeros(4)
+    >>> groups, findings = ties_of([w, w[1:]], [[("a", "b")], [("b", "b")]], [])
+    >>> [g.kind.value for g in groups], [f.code for f in findings]
+    (['overlap'], ['tie-overlap', 'tie-safetensors'])
+    """
+    walk = _Walk()
+    for i, (t, entries) in enumerate(zip(tensors, names)):
+        walk.tensors.append(t)
+        walk.names.append(entries[0][0])
+        if len(entries) > 1:
+            walk.extra[i] = [n for n, _ in entries[1:]]
+        for name, kind in entries:
+            walk.kinds[name] = kind
+    walk.owners.extend(owners)
+    state = _Model.of_walk(walk)
+    return tuple(g for _, g in state.groups), _findings(state)
+
+
+def _findings(state: _Model) -> tuple[Finding, ...]:
     findings = _declared_findings(state)
     unsafe: list[tuple[str, ...]] = []
     refused: list[tuple[str, ...]] = []

@@ -33,6 +33,7 @@ __all__ = [
     "find_tied",
     "merge_ranges",
     "storage_key",
+    "stored_bytes",
     "tensor_extent",
     "tied_groups",
     "unique_size",
@@ -58,6 +59,30 @@ def storage_key(t: torch.Tensor) -> StorageKey:
     if ptr == 0:
         return (str(t.device), 0, storage._cdata)
     return (str(t.device), ptr, 0)
+
+
+def _unstrided(t: torch.Tensor) -> bool:
+    """Sparse (COO, CSR, CSC, BSR, BSC) and nested tensors: no single strided storage."""
+    return t.layout is not torch.strided or t.is_nested
+
+
+def stored_bytes(t: torch.Tensor) -> int:
+    """Bytes ``t`` holds: a dense tensor ``numel * itemsize``; a sparse tensor its values and
+    index tensors; a nested tensor its packed values (its per-component sizes not included).
+
+    >>> stored_bytes(torch.eye(3).to_sparse())  # 3 values (4 B) + 2x3 int64 indices
+    60
+    """
+    layout = t.layout
+    if layout is torch.sparse_coo:
+        return stored_bytes(t._values()) + stored_bytes(t._indices())
+    if layout in (torch.sparse_csr, torch.sparse_bsr):
+        return (stored_bytes(t.values()) + stored_bytes(t.crow_indices())
+                + stored_bytes(t.col_indices()))
+    if layout in (torch.sparse_csc, torch.sparse_bsc):
+        return (stored_bytes(t.values()) + stored_bytes(t.ccol_indices())
+                + stored_bytes(t.row_indices()))
+    return t.numel() * t.element_size()
 
 
 def tensor_extent(t: torch.Tensor) -> tuple[int, int]:
@@ -247,8 +272,8 @@ def _by_storage(tensors: Iterable[tuple[int, torch.Tensor]]) -> dict[object, lis
     """Indices grouped by the storage holding their bytes (lazy and empty tensors left out)."""
     out: dict[object, list[int]] = {}
     for i, t in tensors:
-        if isinstance(t, UninitializedTensorMixin):
-            continue
+        if isinstance(t, UninitializedTensorMixin) or _unstrided(t):
+            continue  # sparse and nested tensors tie by identity only
         m = _memory(t)
         if m.numel() == 0:
             continue
@@ -276,6 +301,11 @@ def unique_size(tensors: Sequence[torch.Tensor]) -> tuple[int, int]:
     """
     numel = 0
     nbytes = 0
+    odd = {id(t): t for t in tensors if not isinstance(t, UninitializedTensorMixin)
+           and _unstrided(t)}  # sparse and nested: each tensor object once
+    for t in odd.values():
+        numel += t.numel()
+        nbytes += stored_bytes(t)
     for indices in _by_storage(enumerate(tensors)).values():
         for cluster in _clusters([_memory(tensors[i]) for i in indices]):
             numel += cluster.numel
@@ -307,6 +337,8 @@ class _Walk:
         return [self.names[i], *more] if more else [self.names[i]]
 
 
+_Link = tuple[nn.Module, "_Link | None"]
+
 _DECLARES: dict[type, bool] = {}
 
 
@@ -326,10 +358,20 @@ def _walk(model: nn.Module, *, details: bool = False) -> _Walk:
     ids: dict[int, int] = {}
     tensors, names, extra, kinds = walk.tensors, walk.names, walk.extra, walk.kinds
     with_buffers: list[tuple[nn.Module, str]] = []
-    stack: list[tuple[nn.Module, str]] = [(model, "")]
+    # (module, name prefix, (module, parent link) chain): the chain finds cycles
+    stack: list[tuple[nn.Module, str, _Link]] = [(model, "", (model, None))]
     pop, push = stack.pop, stack.append
+    seen: set[int] = set()
     while stack:
-        module, prefix = pop()
+        module, prefix, link = pop()
+        if id(module) in seen:  # a second registration: a cycle when it is its own ancestor
+            up = link[1]
+            while up is not None and up[0] is not module:
+                up = up[1]
+            if up is not None:
+                continue
+        else:
+            seen.add(id(module))
         if details and declares_ties(type(module)):
             walk.owners.append((prefix, module))
         params = module._parameters
@@ -353,7 +395,7 @@ def _walk(model: nn.Module, *, details: bool = False) -> _Walk:
         if children:
             for name, child in reversed(children.items()):
                 if child is not None:
-                    push((child, prefix + name + "."))
+                    push((child, prefix + name + ".", (child, link)))
     for module, prefix in with_buffers:
         nonpersistent = module._non_persistent_buffers_set
         for k, b in module._buffers.items():
@@ -459,6 +501,8 @@ def _groups(tensors: Sequence[torch.Tensor], names: Callable[[int], list[str]],
 def _alias_bytes(t: torch.Tensor) -> int:
     if isinstance(t, UninitializedTensorMixin):
         return 0  # size unknown until materialized
+    if _unstrided(t):
+        return stored_bytes(t)
     m = _memory(t)
     if m.is_contiguous():
         return m.numel() * m.element_size()
