@@ -59,6 +59,8 @@ from torchscope.trace._guard import (
 )
 from torchscope.trace._inputs import (
     _build_spec,
+    _input_plan,
+    _make_inputs,
     _map_tensors,
     _parse_device,
     _tensors_in,
@@ -426,16 +428,25 @@ def _scan(model: nn.Module) -> _Scan:
 
 
 def _run(model: nn.Module, scan: _Scan, mode: str, args: tuple[Any, ...],
-         kwargs: dict[str, Any], built: bool, device: torch.device | None,
-         notes: list[str], follow_functions: bool = False) -> TraceResult:
-    """Trace one forward in ``mode``; raises :class:`_ModeFailed` when the forward raises."""
+         kwargs: dict[str, Any], plan: list[tuple[tuple[int, ...], torch.dtype]] | None,
+         device: torch.device | None, notes: list[str],
+         follow_functions: bool = False) -> TraceResult:
+    """Trace one forward in ``mode``; raises :class:`_ModeFailed` when the forward raises.
+
+    ``plan``: the (shape, dtype) of inputs to build, made here for the mode that runs: on
+    meta, as fake tensors, or (real mode only) with memory on the device given or the
+    model's."""
     fake_mode: Any = None
     target = model
+    model_dev = scan.device if scan.device is not None and scan.device.type != "meta" else None
+    here = device if device is not None and device.type != "meta" else model_dev
     try:
         if mode == "meta":
             # a copy also when the model is on meta already: a forward may cache things in
             # plain attributes (rotary tables, masks), which the state guard does not cover
             target = meta_copy(model)
+            if plan is not None:
+                args = _make_inputs(plan, torch.device("meta"))
             args = _map_tensors(args, _to_meta)
             kwargs = _map_tensors(kwargs, _to_meta)
         elif mode == "fake":
@@ -443,16 +454,20 @@ def _run(model: nn.Module, scan: _Scan, mode: str, args: tuple[Any, ...],
 
             fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
             target = _fake_copy(model, fake_mode)
-            if built and device is None:
-                args = _to_device(args, scan.device)
+            if plan is not None:
+                with fake_mode:
+                    args = _make_inputs(plan, here or torch.device("cpu"))
             args = _map_tensors(args, fake_mode.from_tensor)
             kwargs = _map_tensors(kwargs, fake_mode.from_tensor)
-        elif scan.has_lazy:
-            target = _shallow_copy(model)
-            notes.append("the model has uninitialized (lazy) tensors: traced a copy sharing its "
-                         "initialized tensors, so the model stays uninitialized")
-        elif built and device is None:
-            args = _to_device(args, scan.device)
+        else:
+            if plan is not None:
+                args = _make_inputs(plan, here or torch.device("cpu"))
+            if scan.has_lazy:
+                target = _shallow_copy(model)
+                notes.append("the model has uninitialized (lazy) tensors: traced a copy sharing "
+                             "its initialized tensors, so the model stays uninitialized")
+    except InputSpecError:
+        raise
     except Exception as err:  # the copy could not be made (deepcopy of an odd attribute)
         raise _ModeFailed(mode, err, None, type(model).__name__, stage="copy") from err
 
@@ -507,14 +522,6 @@ def _quiet_logger(name: str) -> Iterator[None]:
 
 def _to_meta(t: torch.Tensor) -> torch.Tensor:
     return t if t.is_meta else t.to("meta")
-
-
-def _to_device(args: tuple[Any, ...], dev: torch.device | None) -> tuple[Any, ...]:
-    """Built inputs follow the model's device (CPU builds need no move)."""
-    if dev is None or dev.type in ("cpu", "meta"):
-        return args
-    moved: tuple[Any, ...] = _map_tensors(args, lambda t: t.to(dev))
-    return moved
 
 
 # Frozen slotted dataclasses set each field through ``object.__setattr__`` by name; setting the
@@ -694,6 +701,12 @@ def trace_forward(
         )
     kwargs = dict(example_kwargs or {})
     dev = _parse_device(device) if device is not None else None
+    if mode == "real" and dev is not None and dev.type == "meta":
+        raise InputSpecError(
+            "mode = 'real' with device = 'meta': a real forward needs inputs with data; use "
+            "mode='meta' (shapes without memory) or a device such as 'cpu'"
+        )
+    plan_inputs: list[tuple[tuple[int, ...], torch.dtype]] | None = None
     built = example_inputs is None
     if not built and input_size is not None:
         raise InputSpecError(
@@ -708,8 +721,8 @@ def trace_forward(
                 )
             args: tuple[Any, ...] = ()
         else:
-            args = build_inputs(input_size, dtypes,
-                                device=dev if dev is not None and dev.type != "meta" else None)
+            args = ()
+            plan_inputs = _input_plan(input_size, dtypes)  # checked; built per mode in _run
     else:
         if dtypes is not None:
             raise InputSpecError(
@@ -767,7 +780,7 @@ def trace_forward(
     for i, current in enumerate(plan):
         try:
             with gc_paused():
-                result = _run(model, scan, current, args, kwargs, built, dev, notes,
+                result = _run(model, scan, current, args, kwargs, plan_inputs, dev, notes,
                               follow_functions)
         except _ModeFailed as failed:
             if i + 1 < len(plan):

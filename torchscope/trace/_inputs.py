@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -176,13 +177,112 @@ def _parse_shape(value: object, where: str) -> tuple[int, ...]:
 
 
 def _parse_device(device: object) -> torch.device:
+    """``device`` as a ``torch.device`` this build of torch and this machine have."""
+    if not isinstance(device, (str, torch.device)) or (isinstance(device, str)
+                                                       and len(device) > 64):
+        shown = repr(device) if isinstance(device, str) and len(device) <= 64 else (
+            type(device).__name__)
+        raise InputSpecError(
+            f"device = {shown} is not a torch device; use e.g. 'cpu', 'cuda:0' or 'meta'"
+        )
     try:
-        parsed: torch.device = torch.device(cast(Any, device))
-        return parsed
-    except (RuntimeError, TypeError) as err:
+        parsed: torch.device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
         raise InputSpecError(
             f"device = {device!r} is not a torch device; use e.g. 'cpu', 'cuda:0' or 'meta'"
-        ) from err
+        ) from None
+    kind = parsed.type
+    if kind in ("cpu", "meta"):
+        return parsed
+    available, count = _device_count(kind)
+    if not available:
+        raise InputSpecError(
+            f"device = {str(device)!r}: this torch build ({torch.__version__}) or machine has no "
+            f"{kind} device; use 'cpu' or 'meta', or run where {kind} is available"
+        )
+    if parsed.index is not None and parsed.index >= count:
+        raise InputSpecError(
+            f"device = {str(device)!r}: this machine has {count} {kind} device(s) "
+            f"({kind}:0 to {kind}:{count - 1}); use one of them"
+        )
+    return parsed
+
+
+def _device_count(kind: str) -> tuple[bool, int]:
+    """Whether devices of type ``kind`` are usable here, and how many (no device is
+    initialized for the question)."""
+    try:
+        if kind == "mps":
+            mps_ok = bool(torch.backends.mps.is_available())
+            return mps_ok, 1 if mps_ok else 0
+        module: Any = getattr(torch, kind, None)
+        if module is None:
+            return False, 0
+        available = getattr(module, "is_available", None)
+        if available is None or not available():
+            return False, 0
+        counter = getattr(module, "device_count", None)
+        count = int(counter()) if counter is not None else 1
+        return count > 0, count
+    except Exception:  # a backend that fails to answer is not usable either
+        return False, 0
+
+
+_QUANTIZED = frozenset(getattr(torch, n) for n in ("qint8", "quint8", "qint32", "quint4x2",
+                                                    "quint2x4") if hasattr(torch, n))
+
+#: The largest byte count torch can address (numel * element size must stay below it).
+_MAX_BYTES = 2**63 - 1
+
+
+def _check_buildable(sizes: list[tuple[int, ...]], types: list[torch.dtype]) -> None:
+    """Refuse sizes that overflow and dtypes torch cannot make zeros of, before any memory."""
+    for i, (size, dt) in enumerate(zip(sizes, types)):
+        numel = 1
+        for d in size:
+            numel *= d
+        itemsize = dt.itemsize
+        if numel * itemsize > _MAX_BYTES or any(d > _MAX_BYTES for d in size):
+            shown = ",".join(map(str, size))
+            if len(shown) > 80:
+                shown = shown[:79] + "…"
+            raise InputSpecError(
+                f"input_size[{i}] = ({shown}) overflows: more than 2**63 bytes of "
+                f"{dtype_name(dt)}; give sizes whose product fits, e.g. (2, 20)"
+            )
+        try:
+            if dt in _QUANTIZED:
+                raise TypeError("quantized")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.zeros(size, dtype=dt, device="meta")
+        except (RuntimeError, NotImplementedError, TypeError, ValueError):
+            raise InputSpecError(
+                f"dtypes[{i}] = {dtype_name(dt)!r}: torch cannot build example inputs of this "
+                "dtype from sizes; use a plain dtype (float32, bfloat16, long, bool) or pass "
+                "example_inputs"
+            ) from None
+
+
+def _input_plan(input_size: object, dtypes: object) -> list[tuple[tuple[int, ...], torch.dtype]]:
+    """The checked (shape, dtype) of each input to build; nothing is allocated."""
+    sizes = _parse_sizes(input_size)
+    types = _parse_dtypes(dtypes, len(sizes))
+    _check_buildable(sizes, types)
+    return list(zip(sizes, types))
+
+
+def _make_inputs(plan: list[tuple[tuple[int, ...], torch.dtype]],
+                 device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Zeros of the planned shapes and dtypes on ``device`` (under a fake mode: fake ones)."""
+    try:
+        return tuple(torch.zeros(size, dtype=dt, device=device) for size, dt in plan)
+    except (RuntimeError, TypeError) as err:  # out of memory on a real device
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputSpecError(
+            f"cannot build inputs of sizes {[list(s) for s, _ in plan]} on device "
+            f"{str(device)!r} ({first[:120]}); use smaller sizes or mode='meta'"
+        ) from None
 
 
 def _parse_sizes(input_size: object) -> list[tuple[int, ...]]:
@@ -240,13 +340,6 @@ def build_inputs(input_size: object, dtypes: object = None, *,
     >>> [tuple(t.shape) for t in build_inputs([(2, 20), (2,)], ["float32", "long"])]
     [(2, 20), (2,)]
     """
-    sizes = _parse_sizes(input_size)
-    types = _parse_dtypes(dtypes, len(sizes))
+    plan = _input_plan(input_size, dtypes)
     dev = _parse_device(device) if device is not None else torch.device("cpu")
-    try:
-        return tuple(torch.zeros(size, dtype=dt, device=dev) for size, dt in zip(sizes, types))
-    except (RuntimeError, TypeError) as err:
-        raise InputSpecError(
-            f"cannot build inputs of sizes {sizes} on device {str(dev)!r}: {err}; "
-            "use a device this machine has"
-        ) from err
+    return _make_inputs(plan, dev)
