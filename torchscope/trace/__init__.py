@@ -38,7 +38,7 @@ from torch.nn.modules import module as _module_mod
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 from torch.overrides import TorchFunctionMode
 
-from torchscope._torch import fsdp_module_type, fsdp_resharded, gc_paused, unwrap_compiled
+from torchscope._torch import fsdp_module_type, fsdp_resharded, gc_paused, is_lazy, unwrap_compiled
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import (
     CallRecord,
@@ -503,8 +503,55 @@ def _run(model: nn.Module, scan: _Scan, mode: str, args: tuple[Any, ...],
         kw_specs = tuple((k, _build_spec(v, recorder.specs)) for k, v in kwargs.items())
     finally:
         guard.restore(own_hooks=2)
+    if mode != "real":
+        notes.extend(_blind_spots(mode, modules, recorder))
     return _result(mode, target, modules, path_list, recorder, input_specs, kw_specs, outputs,
                    notes)
+
+
+def _blind_spots(mode: str, modules: list[nn.Module], recorder: _Recorder) -> list[str]:
+    """What a meta or fake forward could not check and a real one would: inputs whose
+    floating dtype differs from the module's own parameters (a real Linear raises on bfloat16
+    inputs into float32 weights; meta kernels do not check), and indices (token ids,
+    positions) into embeddings, whose values meta and fake tensors do not have."""
+    by_id = {id(m): m for m in modules}
+    mismatched: list[str] = []
+    indexed: list[str] = []
+    seen: set[str] = set()
+    for path, ins, kws, _, mid in recorder.calls:
+        if path in seen:
+            continue
+        seen.add(path)
+        module = by_id.get(mid)
+        if module is None:
+            continue
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            indexed.append(path or "<root>")
+            continue
+        own = {p.dtype for p in module._parameters.values()
+               if p is not None and not is_lazy(p) and p.is_floating_point()}
+        if not own:
+            continue
+        given = {s.dtype for s in (*ins, *(v for _, v in kws))
+                 if isinstance(s, TensorSpec) and s.dtype.startswith(("float", "bfloat"))}
+        wrong = sorted(given - {str(d).removeprefix("torch.") for d in own})
+        if wrong:
+            mismatched.append(f"{path or '<root>'} ({'/'.join(wrong)} into "
+                              f"{'/'.join(sorted(str(d).removeprefix('torch.') for d in own))})")
+    notes: list[str] = []
+    if mismatched:
+        shown = ", ".join(mismatched[:3]) + (f" and {len(mismatched) - 3} more"
+                                             if len(mismatched) > 3 else "")
+        notes.append(f"{mode} tensors do not check dtypes: {shown} got inputs of another dtype "
+                     "than their parameters, which a real forward may refuse; run mode='real' "
+                     "to be sure")
+    if indexed:
+        shown = ", ".join(indexed[:3]) + (f" and {len(indexed) - 3} more"
+                                          if len(indexed) > 3 else "")
+        notes.append(f"{mode} tensors have no values: the indices into {shown} (token ids, "
+                     "positions) were not checked against their sizes; a real forward raises "
+                     "on an index out of range (run mode='real' to be sure)")
+    return notes
 
 
 @contextmanager
