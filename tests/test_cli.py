@@ -50,7 +50,7 @@ BAD_TARGETS = {
     "missing module": ("no.such.module:thing", "cannot import module 'no.such.module'"),
     "missing attribute": ("torchscope.examples:Nope", "has no attribute 'Nope'"),
     "not a module": ("torchscope.cli:DEFAULT_TARGET", "is a str, not a module"),
-    "factory returns no module": ("torchscope.cli:build_parser", "returned a ArgumentParser"),
+    "factory returns no module": ("torchscope.cli:prog_name", "returned a str"),
     "no object named": ("model.py", "names a file but no object"),
     "missing file": ("does/not/exist.py:build", "does not exist"),
     "no colon": ("MLP", "is not package.module:name"),

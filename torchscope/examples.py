@@ -21,6 +21,7 @@ __all__ = [
     "CenteredLayer",
     "FixedHiddenMLP",
     "LazyMLP",
+    "LongNames",
     "MyLinear",
     "MySequential",
     "NestMLP",
@@ -140,6 +141,53 @@ class MyLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(torch.matmul(x, self.weight) + self.bias)
+
+
+class DecoderLayerWithAnExtremelyDescriptiveTypeName(nn.Module):
+    """A residual feed-forward block that also returns its key and value (GPT-2 style)."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.key_value_projection_for_the_attention_cache = nn.Linear(width, 2 * width)
+        self.position_wise_feed_forward_network = nn.Sequential(
+            nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        key, value = self.key_value_projection_for_the_attention_cache(x).chunk(2, dim=-1)
+        return x + self.position_wise_feed_forward_network(x), (key, value)
+
+
+class LongNames(nn.Module):
+    """Long module and type names, wide shapes and nested outputs: what tables must not cut.
+
+    Input ``[batch, seq, 4096]``; output ``{logits: [batch, seq, 40960], past_key_values:
+    (([…], […]), ([…], […]))}`` like a transformers causal LM.
+
+    >>> out = LongNames()(torch.zeros(1, 2, 4096))
+    >>> out["logits"].shape, len(out["past_key_values"])
+    (torch.Size([1, 2, 40960]), 2)
+    """
+
+    def __init__(self, hidden_size: int = 4096, width: int = 64, vocab_size: int = 40960,
+                 num_layers: int = 2) -> None:
+        super().__init__()
+        self.input_projection_from_hidden_states = nn.Linear(hidden_size, width)
+        self.decoder_layers_with_long_names = nn.ModuleList(
+            DecoderLayerWithAnExtremelyDescriptiveTypeName(width) for _ in range(num_layers)
+        )
+        self.final_layer_norm_before_the_head = nn.LayerNorm(width)
+        self.language_model_head_over_the_vocabulary = nn.Linear(width, vocab_size, bias=False)
+
+    def forward(self, hidden_states: torch.Tensor) -> dict[str, object]:
+        x = self.input_projection_from_hidden_states(hidden_states)
+        past = []
+        for layer in self.decoder_layers_with_long_names:
+            x, key_value = layer(x)
+            past.append(key_value)
+        logits = self.language_model_head_over_the_vocabulary(
+            self.final_layer_norm_before_the_head(x))
+        return {"logits": logits, "past_key_values": tuple(past)}
 
 
 def fsdp_mlp() -> nn.Module:

@@ -1,9 +1,11 @@
 """The command line: ``python -m torchscope <command> [TARGET] [options]``.
 
-Each command lives in ``torchscope/_cmd_<name>.py`` with ``add_arguments(parser)`` and
+Each command lives in ``torchscope/cli/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> exit code``; this module registers them, resolves targets and example-input
-options shared by all of them, and turns a :class:`~torchscope.errors.TorchscopeError` into a
-short message on stderr and exit code 2.
+options shared by all of them (``--input-size``, keyword inputs ``--input name=1,128:long``,
+``--columns``, ``--format``), shows progress on a terminal, suggests the closest command or
+option on a typo, and turns a :class:`~torchscope.errors.TorchscopeError` into a short message
+on stderr and exit code 2.
 
 >>> from torchscope.cli import parse_shape
 >>> parse_shape("1,3,224,224")
@@ -13,14 +15,17 @@ short message on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import importlib
 import importlib.util
 import json
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from torchscope import __version__
 from torchscope._torch import parse_dtype
@@ -28,9 +33,11 @@ from torchscope.errors import InputSpecError, TargetError, TorchscopeError
 from torchscope.rendering import Format
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 __all__ = [
+    "add_columns_argument",
     "add_format_argument",
     "add_input_arguments",
     "add_target_arguments",
@@ -40,7 +47,10 @@ __all__ = [
     "main",
     "output_format",
     "parse_dtype",
+    "parse_input",
     "parse_shape",
+    "progress",
+    "prog_name",
     "resolve_target",
 ]
 
@@ -92,15 +102,27 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="SHAPE",
-        help="shape of one positional input, e.g. 1,3,224,224; repeat for several inputs. "
-        "Inputs are zeros (also for integer dtypes)",
+        help="shape of one positional input, e.g. 1,3,224,224; repeat for several inputs; "
+        "name=SHAPE[:DTYPE] makes a keyword input (as --input). Inputs are zeros (also for "
+        "integer dtypes)",
+    )
+    group.add_argument(
+        "--input",
+        action="append",
+        default=None,
+        dest="input_size",
+        metavar="[NAME=]SHAPE[:DTYPE]",
+        help="one input: input_ids=1,128:long is the keyword input input_ids of shape (1, 128) "
+        "and dtype int64 (T5/BART: also decoder_input_ids=1,16:long); without NAME= a "
+        "positional input. DTYPE: float32, bf16, fp16, half, long, int64, bool…",
     )
     group.add_argument(
         "--dtype",
         action="append",
         default=None,
         metavar="DTYPE",
-        help="dtype per input (float32, long, bfloat16…); one value applies to all inputs",
+        help="dtype per positional input (float32, long, bf16, fp16…); one value applies to "
+        "all of them",
     )
     group.add_argument("--device", default=None, help="device for the built inputs (never moves "
                        "the model)")
@@ -119,7 +141,22 @@ def add_format_argument(parser: argparse.ArgumentParser) -> None:
         "--format",
         choices=FORMATS,
         default=None,
-        help="output format (default: rich on a terminal, text when piped)",
+        help="output format (default: rich on a terminal, text when piped); json always "
+        "carries schema_version",
+    )
+
+
+def add_columns_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--columns KEY,KEY…``: which columns of the module table, in which order."""
+    from torchscope.rendering._columns import COLUMNS
+
+    parser.add_argument(
+        "--columns",
+        default=None,
+        metavar="KEYS",
+        help="columns of the table in order, comma-separated (torchinfo's col_names): "
+        + ", ".join(k for k in COLUMNS if k != "module")
+        + "; default: those that say something about this model",
     )
 
 
@@ -138,8 +175,17 @@ def output_format(args: argparse.Namespace) -> Format:
 def parse_shape(text: str) -> tuple[int, ...]:
     """Parse ``1,3,224,224`` (also ``1x3x224x224`` or ``(1, 3, 224, 224)``) into a shape.
 
+    Args:
+        text: the shape as written on the command line.
+
+    Returns:
+        The shape.
+
     Raises:
         InputSpecError: not a list of non-negative integers.
+
+    >>> parse_shape("2x20")
+    (2, 20)
     """
     cleaned = text.strip().strip("()[]").replace("x", ",").replace(" ", "")
     parts = [p for p in cleaned.split(",")]
@@ -152,22 +198,83 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if not dims or any(d < 0 for d in dims):
         raise InputSpecError(
             f"--input-size {text!r} is not a shape: expected comma-separated non-negative "
-            "integers, e.g. --input-size 1,3,224,224"
+            "integers, e.g. --input-size 1,3,224,224 (a keyword input: input_ids=1,128:long)"
         )
     return dims
 
 
 
 
+_NAME = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
+
+
+def parse_input(text: str) -> tuple[str | None, tuple[int, ...], torch.dtype | None]:
+    """Parse one ``--input``: ``[NAME=]SHAPE[:DTYPE]`` into (name or None, shape, dtype or None).
+
+    The dtype goes through :func:`torchscope._torch.parse_dtype`, the one dtype parser of the
+    CLI and the Python API (``bf16``, ``fp16``, ``half``, ``long``, ``int64``, torch names).
+
+    Args:
+        text: e.g. ``input_ids=1,128:long`` or ``2,20``.
+
+    Returns:
+        The keyword name (``None`` for a positional input), the shape and the dtype.
+
+    Raises:
+        InputSpecError: a malformed shape or an unknown dtype.
+
+    >>> parse_input("input_ids=1,128:long")
+    ('input_ids', (1, 128), torch.int64)
+    >>> parse_input("2,20")
+    (None, (2, 20), None)
+    """
+    name: str | None = None
+    match = _NAME.match(text)
+    if match:
+        name, text = match.group(1), match.group(2)
+    shape_text, sep, dtype_text = text.partition(":")
+    shape = parse_shape(shape_text)
+    dtype = parse_dtype(dtype_text, where=f"the dtype of --input {text!r}") if sep else None
+    return name, shape, dtype
+
+
 def input_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword options for ``summarize``/``trace_forward`` from the input arguments.
+
+    Positional ``--input-size``/``--input`` values become ``input_size`` (and ``dtypes``);
+    named ones (``input_ids=1,128:long``) become ``example_kwargs`` of zeros, built on the meta
+    device with ``--mode meta`` (no memory) and on ``--device`` (default CPU) otherwise.
+
+    Args:
+        args: the parsed arguments.
+
+    Returns:
+        The options.
 
     Raises:
         InputSpecError: malformed ``--input-size``/``--dtype``, or ``--dtype`` without sizes.
     """
-    sizes = [parse_shape(s) for s in (getattr(args, "input_size", None) or [])]
+    sizes: list[tuple[int, ...]] = []
+    inline: list[torch.dtype | None] = []
+    named: dict[str, tuple[tuple[int, ...], torch.dtype | None]] = {}
+    for text in getattr(args, "input_size", None) or []:
+        name, shape, dtype = parse_input(text)
+        if name is None:
+            sizes.append(shape)
+            inline.append(dtype)
+        elif name in named:
+            raise InputSpecError(f"--input {name}= is given twice; give each keyword input once")
+        else:
+            named[name] = (shape, dtype)
     dtype_names = getattr(args, "dtype", None) or []
     dtypes = [parse_dtype(d, where="--dtype") for d in dtype_names]
+    if dtypes and any(d is not None for d in inline):
+        raise InputSpecError("give dtypes either inline (--input 2,20:long) or with --dtype, "
+                             "not both")
+    if any(d is not None for d in inline):
+        import torch
+
+        dtypes = [d or torch.float32 for d in inline]
     if dtypes and not sizes:
         raise InputSpecError("--dtype needs --input-size: give the shape of each input first")
     if dtypes and len(dtypes) not in (1, len(sizes)):
@@ -178,13 +285,29 @@ def input_options(args: argparse.Namespace) -> dict[str, Any]:
     if len(dtypes) == 1 and len(sizes) > 1:
         dtypes = dtypes * len(sizes)
     options: dict[str, Any] = {}
-    if sizes:
-        options["input_size"] = sizes
+    mode = getattr(args, "mode", "auto") or "auto"
+    if named:
+        import torch
+
+        where = "meta" if mode == "meta" else (getattr(args, "device", None) or "cpu")
+        try:
+            options["example_kwargs"] = {
+                k: torch.zeros(shape, dtype=dtype or torch.float32, device=where)
+                for k, (shape, dtype) in named.items()
+            }
+        except (RuntimeError, ValueError) as err:
+            raise InputSpecError(
+                f"cannot build the keyword inputs on device {where!r}: {err}; use --device cpu "
+                "or --mode meta"
+            ) from None
+    if sizes or named:
+        if sizes:
+            options["input_size"] = sizes
         if dtypes:
             options["dtypes"] = dtypes
-        if getattr(args, "device", None):
+        if getattr(args, "device", None) and sizes:
             options["device"] = args.device
-        options["mode"] = getattr(args, "mode", "auto") or "auto"
+        options["mode"] = mode
     elif getattr(args, "device", None) or getattr(args, "mode", "auto") not in (None, "auto"):
         raise InputSpecError(
             "--device and --mode apply to example inputs: add --input-size, e.g. "
@@ -357,27 +480,121 @@ def _command_module(name: str) -> Any:
     return importlib.import_module(module_name)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with one subparser per command."""
-    parser = argparse.ArgumentParser(
-        prog="python -m torchscope",
+def prog_name() -> str:
+    """How the user started torchscope: ``torchscope`` (the console script) or
+    ``python -m torchscope``.
+
+    >>> prog_name() in ("torchscope", "python -m torchscope")
+    True
+    """
+    argv0 = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if argv0 in ("__main__.py", "-m", "-c", "") or argv0.startswith("python"):
+        return "python -m torchscope"
+    return "torchscope"
+
+
+def _plain_doc(doc: str | None) -> str | None:
+    """A module docstring for ``--help``: reST double backticks and ``:func:`` roles dropped."""
+    if doc is None:
+        return None
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", doc)
+    return text.replace("``", "")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a suggestion on a typo: ``did you mean summarize?``."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = ""
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            options = re.findall(r"'?([\w-]+)'?", choice.group(2))
+            close = difflib.get_close_matches(choice.group(1), options, n=1, cutoff=0.5)
+            if close:
+                hint = f" (did you mean {close[0]}?)"
+        unknown = re.search(r"unrecognized arguments: (\S+)", message)
+        if unknown and unknown.group(1).startswith("-"):
+            flag = unknown.group(1).split("=", 1)[0]
+            known = [o for a in self._actions for o in a.option_strings]
+            for sub in self._subparsers._group_actions if self._subparsers else ():
+                for p in getattr(sub, "choices", {}).values():
+                    known += [o for a in p._actions for o in a.option_strings]
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+            if close:
+                hint = f" (did you mean {close[0]}?)"
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}{hint}\n")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions keep their lines (examples stay one per line); option help wraps."""
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per command.
+
+    Args:
+        prog: the program name in usage lines (default: :func:`prog_name`).
+
+    Returns:
+        The parser.
+
+    >>> build_parser("torchscope").format_usage().split()[:2]
+    ['usage:', 'torchscope']
+    """
+    prog = prog or prog_name()
+    parser = _Parser(
+        prog=prog,
         description="Inspect and debug PyTorch models: blocks, parameters, shapes, ties, lazy "
         "layers, devices, syncs, checkpoints and block diagrams.",
+        formatter_class=_HelpFormatter,
     )
 
     parser.add_argument("--version", action="version", version=f"torchscope {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (_, help_text) in _COMMANDS.items():
         module = _command_module(name)
-        cmd = sub.add_parser(name, help=help_text, description=module.__doc__)
+        doc = _plain_doc(module.__doc__)
+        cmd = sub.add_parser(name, help=help_text, formatter_class=_HelpFormatter,
+                             description=doc.replace("python -m torchscope", prog) if doc else doc)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
 
 
+@contextlib.contextmanager
+def progress(message: str) -> Iterator[None]:
+    """A spinner with ``message`` on stderr while the block runs, only on a terminal.
+
+    Piped or redirected stderr gets nothing, so logs and captured output stay clean.
+
+    >>> with progress("tracing"):
+    ...     pass
+    """
+    stream = sys.stderr
+    try:
+        interactive = stream.isatty()
+    except (AttributeError, ValueError):
+        interactive = False
+    if not interactive:
+        yield
+        return
+    from rich.console import Console
+
+    console = Console(file=stream, stderr=True, highlight=False, markup=False,
+                      force_jupyter=False)
+    with console.status(message, spinner="dots"):
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 findings/failed check, 2 bad input)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["syncs"] and "-m" in argv:  # what follows -m MODULE is the module's
+        at = argv.index("-m") + 2
+        if at < len(argv) and argv[at] != "--":
+            argv.insert(at, "--")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 
 from torchscope.cli import (
+    add_columns_argument,
     add_format_argument,
     add_input_arguments,
     add_target_arguments,
     input_options,
     load_target,
     output_format,
+    progress,
 )
 from torchscope.distributed import distributed_session, gather_report, is_primary
 from torchscope.errors import InputSpecError
@@ -27,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
     add_input_arguments(parser)
     add_format_argument(parser)
+    add_columns_argument(parser)
     parser.add_argument("--depth", type=int, default=None, metavar="N",
                         help="show blocks down to depth N; deeper blocks fold into their totals")
     parser.add_argument("--params", action="store_true",
@@ -57,16 +60,20 @@ def run(args: argparse.Namespace) -> int:
     # under torchrun: start the process group (and end it, also on failure); rank 0 prints
     with distributed_session() as distributed:
         try:
-            model = load_target(args)
+            with progress(f"importing {args.target or 'the example MLP'}…"):
+                model = load_target(args)
         except Exception as err:
             if distributed:
                 gather_report(err)  # every rank raises, naming the failed ranks: nobody waits
             raise
-        report = summarize(model, distributed=distributed, **options)
+        traced = "tracing a forward" if "mode" in options else "walking the modules"
+        with progress(f"{traced} of {type(model).__name__}…"):
+            report = summarize(model, distributed=distributed, **options)
         if not is_primary():
             return 0
         fmt = output_format(args)
-        print_report(report, fmt=fmt, depth=args.depth, params=args.params)
+        print_report(report, fmt=fmt, depth=args.depth, params=args.params,
+                     columns=args.columns)
         if report.cost is not None and fmt != "json":
             print()
             emit(cost_block(report, fmt=fmt, table=not COLUMNS_REGISTERED), fmt=fmt)

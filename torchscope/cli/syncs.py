@@ -1,11 +1,22 @@
-"""Run a Python script under the host-device synchronization detector (like ``python -m
-cProfile``) and print, when it ends, every line that made (or, without an accelerator, would
-make) the host wait for the device, with counts and fixes — also when the script raises or is
-interrupted. Options go before the script; everything after it is the script's own arguments."""
+"""Run a Python script or module under the host-device synchronization detector (like
+``python -m cProfile``) and print, when it ends, every line that made (or, without an
+accelerator, would make) the host wait for the device, with counts and fixes — also when the
+script raises or is interrupted.
+
+torchscope's options go before the script: everything after SCRIPT (or after -m MODULE) is
+passed to the script as its own arguments, even when it looks like an option.
+
+Examples:
+
+    python -m torchscope syncs train.py --epochs 1
+    python -m torchscope syncs -m docs.examples.train
+    python -m torchscope syncs --format json -o syncs.json -m package.module --lr 0.1
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from torchscope.cli import add_format_argument, output_format
 from torchscope.errors import TargetError
@@ -22,9 +33,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default=None, metavar="FILE",
                         help="write the report to FILE instead of stdout (keeps it apart from "
                         "the script's own output)")
-    parser.add_argument("script", metavar="SCRIPT", help="path to the Python script to run")
+    parser.add_argument("-m", dest="module", default=None, metavar="MODULE",
+                        help="run a module like python -m MODULE (from the current folder); "
+                        "what follows is the module's arguments")
+    parser.add_argument("script", metavar="SCRIPT", nargs="?", default=None,
+                        help="path to the Python script to run")
     parser.add_argument("script_args", nargs=argparse.REMAINDER, metavar="ARGS",
-                        help="arguments passed to the script as sys.argv[1:]")
+                        help="arguments passed to the script as sys.argv[1:] (everything after "
+                        "SCRIPT or -m MODULE, options included)")
+
+
+def _module_spec(name: str) -> Any:
+    """The import spec of module ``name``, found from the current folder like ``python -m``."""
+    import importlib.util
+    import os
+    import sys
+
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as err:
+        raise TargetError(f"-m {name!r}: {err}; give an importable module such as "
+                          "docs.examples.train") from None
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    if spec is None:
+        raise TargetError(f"-m {name!r}: no module of that name from {cwd!r}; check the spelling "
+                          "or run from the folder that holds the package")
+    return spec
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,13 +74,24 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
 
-    path = args.script
-    if not os.path.isfile(path):
-        raise TargetError(f"script {path!r} does not exist; give the path of a Python file")
+    module_name: str | None = args.module
+    script_args = list(args.script_args)
+    if module_name is not None:
+        if args.script is not None:
+            script_args.insert(0, args.script)
+        spec = _module_spec(module_name)
+        path = spec.origin or module_name
+        folder = os.getcwd()
+    else:
+        if args.script is None:
+            raise TargetError("syncs needs a script: give SCRIPT (train.py) or -m MODULE")
+        path = args.script
+        if not os.path.isfile(path):
+            raise TargetError(f"script {path!r} does not exist; give the path of a Python file")
+        folder = os.path.dirname(os.path.abspath(path))
     fmt = output_format(args) if not args.output or args.format else "text"
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
-    sys.argv = [path, *args.script_args]
-    folder = os.path.dirname(os.path.abspath(path))
+    sys.argv = [path, *script_args]
     if sys.path:
         sys.path[0] = folder
     else:  # pragma: no cover
@@ -51,7 +102,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         with report:
             try:
-                runpy.run_path(path, run_name="__main__")
+                if module_name is not None:
+                    runpy.run_module(module_name, run_name="__main__", alter_sys=True)
+                else:
+                    runpy.run_path(path, run_name="__main__")
             except SystemExit as exc:
                 if exc.code is None:
                     code = 0

@@ -363,12 +363,17 @@ class Report:
     def __str__(self) -> str:
         from torchscope.rendering import render
 
-        return str(render(self, "text"))
+        return str(render(self, "text", width="terminal"))  # piped: never wrapped
 
     def __rich__(self) -> Any:
         from torchscope.rendering import render
 
         return render(self, "rich")
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        from torchscope.rendering import mimebundle
+
+        return mimebundle(self)  # one display per notebook cell: text/plain and text/html
 
     def _repr_html_(self) -> str:
         from torchscope.rendering import render_html

@@ -46,14 +46,17 @@ from torchscope.rendering._report import (
     emit as emit,
     findings_table as findings_table,
     make_console as make_console,
+    mimebundle as mimebundle,
     print_report as print_report,
     render_json as render_json,
     render_markdown as render_markdown,
     render_text as render_text,
     spec_str as spec_str,
 )
+from torchscope.rendering._columns import COLUMNS as COLUMNS, register_column as register_column
 
 __all__ = [
+    "COLUMNS",
     "FORMATS",
     "WIDTH",
     "Format",
@@ -62,7 +65,9 @@ __all__ = [
     "humanize_bytes",
     "humanize_count",
     "make_console",
+    "mimebundle",
     "print_report",
+    "register_column",
     "render",
     "render_html",
     "render_json",

@@ -418,24 +418,22 @@ def fit_table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: i
     def fits(widths: dict[int, int]) -> bool:
         return width is None or sum(widths.values()) + overhead(len(widths)) <= width
 
-    hidden: list[int] = []
     comfortable = lambda i: max(pieces[i], min(16, natural[i]))  # noqa: E731
     tightest = lambda i: pieces[i]  # noqa: E731
     widths = shrink(keep, comfortable)
-    for limit, floor in ((80, comfortable), (101, tightest)):
-        while not fits(widths):
-            droppable = [i for i in keep[1:] if columns[i].priority < limit]
-            if not droppable:
-                break
-            victim = min(reversed(droppable), key=lambda i: columns[i].priority)
-            keep.remove(victim)
-            hidden.append(victim)
-            widths = shrink(keep, floor)
-        if fits(widths):
-            break
-        widths = shrink(keep, tightest)
-        if fits(widths):
-            break
+    if not fits(widths):
+        # add columns by falling priority while they fit (wrapped to a comfortable width);
+        # a wide column that does not fit is hidden, narrower ones after it may still fit
+        keep = [0]
+        for i in sorted(range(1, len(columns)), key=lambda k: -columns[k].priority):
+            trial = sorted([*keep, i])
+            if fits(shrink(trial, comfortable)) or fits(shrink(trial, tightest)) and (
+                    columns[i].priority >= 80):
+                keep = trial
+        widths = shrink(keep, comfortable)
+        if not fits(widths):
+            widths = shrink(keep, tightest)
+    hidden = [i for i in range(len(columns)) if i not in keep]
     out_rows = tuple(
         tuple("\n".join(wrap_cell(r[i], widths[i])) if columns[i].wrap else r[i] for i in keep)
         for r in rows
@@ -562,6 +560,7 @@ class _FittedTable:
     def _table(self, widths: Sequence[int] | None, columns: Sequence[Column],
                rows: Sequence[Sequence[str]]) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(title=plain(self.title), title_justify="left", expand=False,
                       box=_box(), header_style="bold", pad_edge=False, collapse_padding=True)
@@ -570,7 +569,8 @@ class _FittedTable:
                              no_wrap=True, overflow="fold",
                              min_width=None if widths is None else widths[i])
         for row, style in zip(rows, self.styles):
-            table.add_row(*(plain(cell) for cell in row), style=style)
+            # cells are escaped already; Text never reads them as markup
+            table.add_row(*(Text(cell) for cell in row), style=style)
         return table
 
     def _overhead(self, console: Any, options: Any) -> Callable[[int], int]:
