@@ -664,6 +664,9 @@ def _unique_size(tensors: Sequence[torch.Tensor]) -> tuple[int, int]:
     return plain_numel + sum({id(t): t.numel() for t in sharded}.values()), nbytes
 
 
+_SCRIPTED = ("torchscript",)
+
+
 def _module_records(w: _Walk) -> list[ModuleRecord]:
     _account(w)
     fsdp = fsdp_module_type()  # None unless FSDP was imported: no module can be one then
@@ -681,9 +684,12 @@ def _module_records(w: _Walk) -> list[ModuleRecord]:
             info = type_info[cls] = (
                 cls_name, cls_name.startswith("Parametrized"),
                 ("compiled",) if cls_name == "OptimizedModule"
-                else ("fsdp",) if fsdp is not None and issubclass(cls, fsdp) else empty,
+                else ("fsdp",) if fsdp is not None and issubclass(cls, fsdp)
+                else _SCRIPTED if issubclass(cls, torch.jit.ScriptModule) else empty,
             )
         cls_name, maybe_parametrized, tags = info
+        if tags is _SCRIPTED:  # TorchScript: the class it was made from
+            cls_name = str(getattr(module, "original_name", cls_name))
         if maybe_parametrized and hasattr(module, "parametrizations"):
             tags = ("parametrized",)
         parent = node.parent

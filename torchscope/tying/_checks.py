@@ -35,6 +35,7 @@ from torchscope.tying._core import (
     _groups,
     _is_dense,
     _memory,
+    _unstrided,
     _Walk,
     _walk,
 )
@@ -215,8 +216,8 @@ def _findings(state: _Model) -> tuple[Finding, ...]:
             ))
         saved = [n for n in group.names if kinds.get(n) in ("p", "b")]
         if len(saved) > 1 and "meta" not in group.devices and not any(
-            isinstance(t, UninitializedTensorMixin) for t in tensors
-        ):
+            isinstance(t, UninitializedTensorMixin) or _unstrided(t) for t in tensors
+        ):  # safetensors stores neither placeholders nor sparse or nested tensors
             (unsafe if _covers_storage(state, saved) else refused).append(tuple(saved))
     if unsafe:
         findings.append(Finding(
