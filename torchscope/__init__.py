@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         inspect_checkpoint as inspect_checkpoint,
     )
     from torchscope.checks import check as check
+    from torchscope.compat import summary as summary
     from torchscope.cost import estimate_cost as estimate_cost
     from torchscope.devices import (
         check_devices as check_devices,
@@ -215,6 +216,7 @@ _EXPORTS: dict[str, str] = {
     # static traversal and summaries
     "list_parameters": "inspect",
     "summarize": "inspect",
+    "summary": "compat",
     "walk": "inspect",
     # forward tracing
     "TraceResult": "trace",
