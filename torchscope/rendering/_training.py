@@ -106,7 +106,8 @@ def render_gradients(report: GradientReport, *, fmt: str = "text", params: bool 
     if fmt == "json":
         return record_json(report)
     rows = [[b.block, str(b.params), str(b.none_grads), _num(b.grad_norm), _num(b.param_norm),
-             _num(b.ratio), _pct(b.zero_share), "yes" if b.finite else "NO"]
+             _num(b.ratio), _pct(b.zero_share),
+             "-" if b.grad_norm is None else "yes" if b.finite else "NO"]
             for b in report.blocks]
     loss = f", loss {report.loss:.4g}" if report.loss is not None else ""
     parts: list[Any] = [_simple_table(

@@ -243,8 +243,8 @@ def unused_findings(unused: tuple[UnusedParam, ...], *,
         findings.append(Finding(
             code="unused-parameters",
             severity=severity,
-            message=(f"{path or '(root)'}{kind}: {len(items)} trainable tensor"
-                     f"{'s' * (len(items) != 1)} ({count:,} values) get no gradient — "
+            message=(f"{len(items)} trainable tensor{'s' * (len(items) != 1)} of "
+                     f"{path or '(root)'}{kind} ({count:,} values) get no gradient — "
                      f"{reason.value}: {shown}"),
             path=path,
             hint=_HINTS[reason] + _DDP,
