@@ -227,7 +227,7 @@ def _summary(state: _State, terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_sep("-", "torchscope model snapshots")
         for path in state.written:
             terminalreporter.write_line(f"model snapshot written: {_shown(path, config)}")
-    unused = _unused(state)
+    unused = sorted(set(_unused(state)))
     if unused:
         terminalreporter.write_sep("-", "torchscope model snapshots")
         for path in unused:
