@@ -1,0 +1,142 @@
+"""``torchscope.check`` and the ``check`` command: one CheckResult, exactly what the command
+prints, in every format; --backward and --nonfinite; exit codes 0, 1 and 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from models import assert_same_state, state_fingerprint
+from torch import nn
+
+import torchscope
+from torchscope import examples
+from torchscope.cli import main
+from torchscope.errors import InputSpecError
+from torchscope.records import CheckResult, Severity
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["check", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(("target", "sizes", "flags"), [
+    ("torchscope.examples:FixedHiddenMLP", ["2,20"], []),
+    ("torchscope.examples:SharedMLP", [], []),
+    ("docs/examples/unused.py:Discarded", ["2,8"], []),
+    ("docs/examples/unused.py:Discarded", ["2,8"], ["--backward"]),
+    ("docs/examples/nan.py:build", ["2,8"], ["--nonfinite"]),
+    ("torchscope.examples:NestMLP", ["2,20"], ["--mode", "meta"]),
+])
+def test_cli_prints_exactly_the_api_findings(target: str, sizes: list[str], flags: list[str],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [target, *(a for s in sizes for a in ("--input-size", s)), *flags]
+    code, out, _ = run_cli([*argv, "--format", "json"], capsys)
+    data = json.loads(out)
+    model = torchscope.cli.resolve_target(target)
+    mode = flags[flags.index("--mode") + 1] if "--mode" in flags else "auto"
+    result = torchscope.check(model, input_size=[tuple(map(int, s.split(","))) for s in sizes]
+                              or None, mode=mode, backward="--backward" in flags,
+                              nonfinite="--nonfinite" in flags)
+    assert [(f["code"], f["path"], f["location"]) for f in data["findings"]] == [
+        (f.code, f.path, f.location) for f in result.findings]
+    assert data["notes"] == list(result.notes)
+    assert data["schema_version"] == torchscope.records.SCHEMA_VERSION
+    assert code == result.exit_code == data["exit_code"] == (1 if result.errors else 0)
+    assert data["errors"] == result.errors
+
+
+def test_discarded_layer_with_backward_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["docs/examples/unused.py:Discarded", "--input-size", "2,8",
+                            "--backward", "--format", "text"], capsys)
+    assert code == 1
+    assert "ERROR   unused-parameters aux_head:" in out
+    assert "output not used: aux_head.weight, aux_head.bias" in out
+    assert "Gradient flow" in out
+    assert out.rstrip().endswith("Discarded: 1 error, 0 warnings, 0 info")
+    # without --backward the same parameters are a warning (no training step was asked for)
+    code, out, _ = run_cli(["docs/examples/unused.py:Discarded", "--input-size", "2,8",
+                            "--format", "text"], capsys)
+    assert code == 0 and "WARNING unused-parameters aux_head:" in out
+
+
+def test_multihead_attention_has_no_unused_parameters(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # guards: nn.MultiheadAttention's out_proj was reported as unused (it is used functionally)
+    code, out, _ = run_cli(["docs/examples/mha.py:build", "--input-size", "2,5,32",
+                            "--backward", "--format", "json"], capsys)
+    assert code == 0
+    assert json.loads(out)["findings"] == []
+
+
+def test_nonfinite_names_module_and_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["docs/examples/nan.py:build", "--input-size", "2,8",
+                            "--nonfinite", "--format", "json"], capsys)
+    assert code == 1
+    data = json.loads(out)
+    (finding,) = [f for f in data["findings"] if f["code"] == "nonfinite"]
+    assert finding["path"] == "0" and finding["location"].startswith("docs/examples/nan.py:")
+    assert data["nonfinite"]["module_type"] == "Standardize"
+
+
+@pytest.mark.parametrize("fmt", ["rich", "text", "markdown", "json"])
+def test_render_every_format(fmt: str) -> None:
+    result = torchscope.check(examples.FixedHiddenMLP(), input_size=[(2, 20)], backward=True)
+    assert isinstance(result, CheckResult)
+    out = torchscope.render(result, fmt)  # type: ignore[arg-type]
+    if fmt == "json":
+        data = json.loads(out)
+        assert data["schema_version"] == torchscope.records.SCHEMA_VERSION
+        assert data["gradients"]["blocks"][0]["block"] == "linear"
+    elif fmt != "rich":
+        assert "devices-plain-tensor" in out and "FixedHiddenMLP: 0 errors" in out
+    assert str(result) == torchscope.render(result, "text")
+
+
+def test_result_record() -> None:
+    result = torchscope.check(examples.SharedMLP())
+    assert result.mode is None and result.ok and result.exit_code == 0
+    assert result.notes[0].startswith("no --input-size")
+    assert result.findings[0].severity is Severity.INFO or result.warnings >= 0
+    assert result.to_dict()["errors"] == 0
+    half = examples.MLP()
+    half.output.to("meta")
+    bad = torchscope.check(half)
+    assert not bad.ok and bad.errors == 1 and bad.findings[0].code == "devices-meta"
+
+
+def test_check_keeps_every_promise() -> None:
+    model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Dropout(0.3), nn.Linear(8, 2))
+    model[0].weight.grad = torch.ones(8, 8)
+    grad = model[0].weight.grad
+    x = torch.randn(4, 8)
+    before = state_fingerprint(model)
+    result = torchscope.check(model, x, backward=True, nonfinite=True)
+    assert result.ok and result.gradients is not None and result.nonfinite is not None
+    assert_same_state(before, state_fingerprint(model))
+    assert model[0].weight.grad is grad and bool((grad == 1).all())
+    assert model[3].weight.grad is None
+
+
+def test_bad_input_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(["torchscope.examples:MLP", "--input-size", "2,x"], capsys)
+    assert code == 2 and out == "" and "is not a shape" in err
+    with pytest.raises(InputSpecError, match=r"check: mode = 'slow' is not one of"):
+        torchscope.check(examples.MLP(), input_size=[(2, 20)], mode="slow")
+
+
+def test_acceptance_command_json_has_schema_version() -> None:
+    proc = subprocess.run([sys.executable, "-m", "torchscope", "check",
+                           "torchscope.examples:FixedHiddenMLP", "--input-size", "2,20",
+                           "--format", "json"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "schema_version" in json.loads(proc.stdout)
