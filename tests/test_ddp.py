@@ -82,7 +82,7 @@ def _t5() -> nn.Module:
     from transformers import T5Config, T5ForConditionalGeneration
 
     return T5ForConditionalGeneration(T5Config(num_layers=2, d_model=64, d_ff=128, num_heads=2,
-                                               d_kv=32, vocab_size=100))  # type: ignore[call-arg]
+                                               d_kv=32, vocab_size=100))  # type: ignore[call-arg,unused-ignore]
 
 
 def _t5_inputs() -> Inputs:

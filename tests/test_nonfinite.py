@@ -18,7 +18,7 @@ from torchscope.errors import ForwardError, InputSpecError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from docs.examples import nan  # noqa: E402
+from docs.examples import nan
 
 
 def line_of(func: object, text: str) -> int:

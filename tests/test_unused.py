@@ -18,7 +18,7 @@ from torchscope.records import Severity, UnusedReason
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from docs.examples import mha, unused  # noqa: E402
+from docs.examples import mha, unused
 
 
 def reasons(report: torchscope.UnusedReport) -> dict[str, str]:
