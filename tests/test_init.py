@@ -597,9 +597,12 @@ def test_a_raising_callable_is_reported_with_the_tensor_and_grad_mode_restored()
         raise ValueError("no")
 
     m = examples.MLP()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
     with pytest.raises(InitPolicyError, match=r"callable .*boom raised ValueError on "
-                       r"output\.weight: no; 2 tensor\(s\) before it"):
+                       r"output\.weight: no; every tensor was put back as it was"):
         apply_init(m, [("hidden.*", "zeros"), ("output.weight", boom), ("*", "keep")])
+    # all or nothing: the zeros of the rule before the raising callable are undone
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     assert torch.is_grad_enabled()
     assert issubclass(InitPolicyError, TorchscopeError)
 

@@ -32,6 +32,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -120,6 +121,10 @@ def _units(model: nn.Module) -> list[_Unit]:
     return units
 
 
+#: tensors of at most this many values are also initialized for trial on a real CPU tensor
+_TRIAL_NUMEL = 1 << 16
+
+
 def _check_fn(init: Initializer, t: torch.Tensor, name: str, where: str) -> None:
     """Run a ``torch.nn.init`` initializer on a meta tensor like ``t``: bad arguments fail here."""
     assert init.fn is not None
@@ -128,6 +133,10 @@ def _check_fn(init: Initializer, t: torch.Tensor, name: str, where: str) -> None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             init.fn(trial, *init.args, **dict(init.kwargs))
+        if math.prod(t.shape) <= _TRIAL_NUMEL:  # values too (meta kernels skip value checks)
+            with torch.random.fork_rng(devices=[]):
+                init.fn(torch.empty(tuple(t.shape), dtype=t.dtype), *init.args,
+                        **dict(init.kwargs))
     except NotImplementedError:  # an op without a meta kernel: cannot check ahead, not wrong
         return
     except Exception as err:
@@ -302,6 +311,11 @@ def apply_init(
         raise InitPolicyError(
             f"seed={seed!r} is not an integer in [0, 2**64); give e.g. seed=0, or None"
         )
+    for flag, value in (("dry_run", dry_run), ("strict", strict)):
+        if not isinstance(value, bool):
+            raise InitPolicyError(
+                f"apply_init: {flag} = {value!r} is not a bool; pass {flag}=True or False"
+            )
     rules = parse_policy(policy)
     modules = dict(model.named_modules(remove_duplicate=False))
     matcher = Matcher(modules)
@@ -409,18 +423,22 @@ def _apply(
         if u.rule.init.kind == "reset":
             module = _owner(modules, u.name)[0]
             reset_ids.setdefault(id(module), set()).add(id(u.tensor))
-    with _seeded(seed, [u.tensor for u in now]), torch.no_grad():
-        done_reset: set[int] = set()
-        for done, u in enumerate(now):
-            assert u.rule is not None
-            init = u.rule.init
-            if init.kind == "reset":
-                module = _owner(modules, u.name)[0]
-                if id(module) not in done_reset:
-                    _reset(module, reset_ids[id(module)])
-                    done_reset.add(id(module))
-            else:
-                _apply_one(init, u.tensor, u.name, done)
+    # a callable (or a reset_parameters) can raise half-way: keep the values it may change,
+    # so a failure leaves the model as it was (torch.nn.init initializers were checked ahead)
+    risky = any(u.rule is not None and u.rule.init.kind in ("callable", "reset") for u in now)
+    saved = ([(u.tensor, u.tensor.detach().clone()) for u in now] if risky else [])
+    try:
+        _fill(now, modules, reset_ids, seed)
+    except BaseException as err:
+        with torch.no_grad():
+            for t, value in saved:
+                t.copy_(value)
+        if saved and isinstance(err, InitPolicyError):
+            raise InitPolicyError(
+                f"{str(err).split('; ')[0]}; every tensor was put back as it was — fix the "
+                "initializer"
+            ) from err.__cause__
+        raise
     # lazy tensors: one self-removing hook per lazy module, after the module's own hook
     deferred: dict[int, tuple[nn.Module, list[tuple[str, str, Initializer]]]] = {}
     for u, s in zip(units, statuses):
@@ -437,6 +455,22 @@ def _apply(
             "module(s) will be initialized right after their first forward materializes them"
         )
     return notes
+
+
+def _fill(now: Sequence[_Unit], modules: Mapping[str, nn.Module],
+          reset_ids: dict[int, set[int]], seed: int | None) -> None:
+    with _seeded(seed, [u.tensor for u in now]), torch.no_grad():
+        done_reset: set[int] = set()
+        for done, u in enumerate(now):
+            assert u.rule is not None
+            init = u.rule.init
+            if init.kind == "reset":
+                module = _owner(modules, u.name)[0]
+                if id(module) not in done_reset:
+                    _reset(module, reset_ids[id(module)])
+                    done_reset.add(id(module))
+            else:
+                _apply_one(init, u.tensor, u.name, done)
 
 
 def _entry(unit: _Unit, modules: Mapping[str, nn.Module], status: InitStatus) -> InitEntry:

@@ -13,10 +13,15 @@ import ast
 import difflib
 import fnmatch
 import inspect
+import math
 import os
 import re
+import signal
+import stat
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -107,7 +112,10 @@ class Rule:
 
 
 def rule_where(index: int, selector: object) -> str:
-    return f"policy rule #{index} ({selector!r})"
+    shown = repr(selector)
+    if len(shown) > 80:
+        shown = shown[:79] + "…"
+    return f"policy rule #{index} ({shown})"
 
 
 def parse_initializer(spec: object, where: str) -> Initializer:
@@ -131,9 +139,15 @@ def parse_initializer(spec: object, where: str) -> Initializer:
             "'normal(std=0.02)', 'reset', 'keep' or a callable taking the tensor"
         )
     text = spec.strip()
+    if len(text) > _MAX_INIT_CHARS:
+        raise InitPolicyError(
+            f"{where}: initializer {text[:40]!r}… is {len(text):,} characters long (at most "
+            f"{_MAX_INIT_CHARS}); write a name with a few literal arguments, e.g. "
+            "'normal(std=0.02)'"
+        )
     try:
         node = ast.parse(text, mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
         raise InitPolicyError(
             f"{where}: initializer {spec!r} is not a name or a call with literal arguments; "
             "write e.g. 'xavier_uniform' or \"kaiming_normal(mode='fan_out')\""
@@ -193,9 +207,59 @@ def parse_initializer(spec: object, where: str) -> Initializer:
         raise InitPolicyError(
             f"{where}: bad arguments in initializer {spec!r} ({err}); {name} takes {takes}"
         ) from None
+    bound = inspect.signature(fn).bind(None, *args, **kwargs)
+    bound.apply_defaults()
+    _check_values(name, bound.arguments, spec, where)
     shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
     canon = f"{name}({', '.join(shown)})" if shown else name
     return Initializer("fn", canon, fn=fn, args=tuple(args), kwargs=tuple(kwargs.items()))
+
+
+#: the longest initializer string accepted (a name and a few literal arguments)
+_MAX_INIT_CHARS = 500
+
+#: per initializer, (argument, lowest value allowed) for arguments that must not be negative
+_NON_NEGATIVE = {
+    "normal": ("std",), "trunc_normal": ("std",), "sparse": ("sparsity", "std"),
+    "xavier_uniform": ("gain",), "xavier_normal": ("gain",),
+}
+#: per initializer, (low, high) argument pairs that must be ordered (low < high)
+_ORDERED = {"uniform": ("a", "b"), "trunc_normal": ("a", "b")}
+
+
+def _check_values(name: str, bound: Mapping[str, Any], spec: object, where: str) -> None:
+    """Refuse argument values an initializer would reject or turn into garbage: infinite or
+    NaN numbers, negative spreads, bounds in the wrong order, a sparsity outside [0, 1]."""
+    values = {k: v for k, v in bound.items() if k != "tensor" and v is not None}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InitPolicyError(
+                f"{where}: initializer {spec!r} has {key}={value!r}; give a finite number"
+            )
+    for key in _NON_NEGATIVE.get(name, ()):
+        value = values.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise InitPolicyError(
+                f"{where}: initializer {spec!r} has {key}={value!r}; {key} cannot be negative"
+            )
+    if name == "sparse":
+        value = values.get("sparsity")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 1:
+            raise InitPolicyError(
+                f"{where}: initializer {spec!r} has sparsity={value!r}; give a fraction in "
+                "[0, 1]"
+            )
+    pair = _ORDERED.get(name)
+    if pair is not None:
+        low, high = values.get(pair[0]), values.get(pair[1])
+        if (isinstance(low, (int, float)) and isinstance(high, (int, float))
+                and not low <= high):
+            raise InitPolicyError(
+                f"{where}: initializer {spec!r} has {pair[0]}={low!r} > {pair[1]}={high!r}; "
+                f"give {pair[0]} < {pair[1]}, e.g. '{name}(-0.1, 0.1)'"
+            )
 
 
 def _callable_name(fn: object) -> str:
@@ -232,8 +296,17 @@ def _type_selector(module_type: object, role: object, where: str) -> Selector:
 def _parse_selector(key: object, where: str) -> Selector:
     if isinstance(key, str):
         if key.startswith("re:"):
+            if len(key) > _MAX_PATTERN_CHARS:
+                raise InitPolicyError(
+                    f"{where[:60]}…: a pattern of {len(key):,} characters (at most "
+                    f"{_MAX_PATTERN_CHARS}); write a shorter pattern"
+                )
             try:
                 regex = re.compile(key[3:])
+            except (RecursionError, OverflowError, MemoryError):
+                raise InitPolicyError(
+                    f"{where}: the pattern nests too deeply to compile; write a simpler one"
+                ) from None
             except re.error as err:
                 raise InitPolicyError(
                     f"{where}: {key!r} is not a valid regular expression ({err}); fix the "
@@ -245,6 +318,11 @@ def _parse_selector(key: object, where: str) -> Selector:
             return _type_selector(tname, role or None, where)
         if not key:
             raise InitPolicyError(f"{where}: an empty pattern matches nothing; write e.g. '*.bias'")
+        if len(key) > _MAX_PATTERN_CHARS:
+            raise InitPolicyError(
+                f"{where[:60]}…: a pattern of {len(key):,} characters (at most "
+                f"{_MAX_PATTERN_CHARS}); write a shorter pattern"
+            )
         return Selector("glob", key, pattern=key)
     if isinstance(key, type):
         return _type_selector(key, None, where)
@@ -364,15 +442,25 @@ def load_policy(path: str | os.PathLike[str]) -> list[dict[str, str]]:
                 f"reading policy file {str(path)!r} needs Python 3.11+ (stdlib tomllib) or the "
                 "tomli package on Python 3.10: pip install tomli"
             ) from None
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise InitPolicyError(
+            f"load_policy: path = {type(path).__name__} is not a file path; give the path of a "
+            ".toml file as a str or pathlib.Path"
+        )
     file = Path(path)
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
+        data = tomllib.loads(_read_policy_text(file))
     except FileNotFoundError:
         raise InitPolicyError(
             f"policy file {str(file)!r} does not exist; give the path of a .toml file"
         ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise InitPolicyError(f"cannot read policy file {str(file)!r}: {err}") from None
+    except (RecursionError, MemoryError):
+        raise InitPolicyError(
+            f"policy file {str(file)!r} nests arrays or tables too deeply to read; a policy "
+            "is a flat list of [[rule]] tables"
+        ) from None
     except tomllib.TOMLDecodeError as err:
         raise InitPolicyError(
             f"policy file {str(file)!r} is not valid TOML ({err}); rules are [[rule]] tables "
@@ -410,6 +498,37 @@ def load_policy(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     return out
 
 
+#: the largest policy file read (a policy is a few rules)
+MAX_POLICY_BYTES = 1 << 20
+
+
+def _read_policy_text(file: Path) -> str:
+    """The text of a policy file, read only when it is a regular file of at most
+    :data:`MAX_POLICY_BYTES` (a FIFO would block, ``/dev/zero`` never ends)."""
+    info = os.stat(file)
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO"
+                if stat.S_ISFIFO(info.st_mode) else "a device or socket")
+        raise InitPolicyError(
+            f"policy file {str(file)!r} is {kind}, not a regular file; give the path of a .toml "
+            "file"
+        )
+    if info.st_size > MAX_POLICY_BYTES:
+        raise InitPolicyError(
+            f"policy file {str(file)!r} is {info.st_size:,} bytes (at most "
+            f"{MAX_POLICY_BYTES:,}); a policy is a few [[rule]] tables"
+        )
+    fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(MAX_POLICY_BYTES + 1)
+    if len(data) > MAX_POLICY_BYTES:
+        raise InitPolicyError(
+            f"policy file {str(file)!r} is more than {MAX_POLICY_BYTES:,} bytes; a policy is a "
+            "few [[rule]] tables"
+        )
+    return data.decode("utf-8")
+
+
 # ---------------------------------------------------------------------------------------------
 # matching
 
@@ -439,7 +558,7 @@ class Matcher:
             )
         if sel.kind == "regex":
             assert sel.regex is not None
-            return sel.regex.search(name) is not None
+            return _search(sel, name)
         path, _, role = name.rpartition(".")
         if sel.role is not None and not fnmatch.fnmatchcase(role, sel.role):
             return False
@@ -450,3 +569,99 @@ class Matcher:
         if cls not in self._names:
             self._names[cls] = _class_names(cls)
         return sel.module_type in self._names[cls]
+
+
+# ---------------------------------------------------------------------------------------------
+# regular expressions that cannot hang the run
+
+#: seconds one regular expression may take on one name before the policy is refused
+REGEX_TIMEOUT = 1.0
+_MAX_PATTERN_CHARS = 1000
+
+
+class _RegexTimeout(Exception):
+    pass
+
+
+def _search(sel: Selector, name: str) -> bool:
+    """``sel.regex.search(name)``, stopped after :data:`REGEX_TIMEOUT` seconds (a pattern with
+    nested repeats such as ``^(a+)+$`` backtracks exponentially on a long name). The timer is
+    a ``SIGALRM`` interval timer, so it works on the main thread of Unix; elsewhere patterns
+    with nested unbounded repeats are refused up front."""
+    assert sel.regex is not None
+    if not _can_time():
+        if _nested_repeat(sel.pattern):
+            raise InitPolicyError(
+                f"init selector {sel.text!r} nests unbounded repeats, which can take "
+                "exponential time, and no timer is available off the main thread; rewrite it "
+                "without a repeat inside a repeat (e.g. '^a+$' for '^(a+)+$')"
+            )
+        return sel.regex.search(name) is not None
+    with _deadline(REGEX_TIMEOUT):
+        try:
+            return sel.regex.search(name) is not None
+        except _RegexTimeout:
+            pass
+    shown = name if len(name) <= 60 else name[:59] + "…"
+    raise InitPolicyError(
+        f"init selector {sel.text!r} took more than {REGEX_TIMEOUT:g} s on the name "
+        f"{shown!r} (catastrophic backtracking); rewrite it without a repeat inside a repeat, "
+        "or use a glob such as '*.weight'"
+    )
+
+
+def _can_time() -> bool:
+    return (hasattr(signal, "setitimer") and hasattr(signal, "SIGALRM")
+            and threading.current_thread() is threading.main_thread())
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise :class:`_RegexTimeout` in the block after ``seconds`` (main thread, Unix); the
+    previous handler and any running interval timer come back."""
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise _RegexTimeout
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    left, interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if left:  # someone else's timer was running: let it go on
+            signal.setitimer(signal.ITIMER_REAL, left, interval)
+
+
+def _nested_repeat(pattern: str) -> bool:
+    """True when an unbounded repeat contains another repeat or an alternation."""
+    try:
+        from re import _parser as sre_parse  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - older Python
+        import sre_parse
+    try:
+        tree = sre_parse.parse(pattern)
+    except Exception:
+        return True
+
+    repeats = {sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT}
+    stack: list[tuple[Any, bool]] = [(tree, False)]
+    while stack:
+        node, inside = stack.pop()
+        for op, av in node:
+            if op in repeats:
+                _, high, sub = av
+                unbounded = high == sre_parse.MAXREPEAT or high > 1
+                if inside and unbounded:
+                    return True
+                stack.append((sub, inside or unbounded))
+            elif op is sre_parse.BRANCH:
+                if inside:
+                    return True
+                stack.extend((b, inside) for b in av[1])
+            elif op is sre_parse.SUBPATTERN:
+                stack.append((av[-1], inside))
+            elif op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT):
+                stack.append((av[1], inside))
+    return False

@@ -268,9 +268,21 @@ class _Guard:
     state are.
     """
 
-    __slots__ = ("attr_dicts", "cow", "global_dicts", "global_state", "grads", "hook_dicts",
-                 "hook_id", "modules", "sets", "tensor_dicts", "tensor_marks", "tensors",
-                 "flags")
+    __slots__ = (
+        "attr_dicts",
+        "cow",
+        "flags",
+        "global_dicts",
+        "global_state",
+        "grads",
+        "hook_dicts",
+        "hook_id",
+        "modules",
+        "sets",
+        "tensor_dicts",
+        "tensor_marks",
+        "tensors",
+    )
 
     def __init__(self, modules: list[nn.Module], *, watch: bool) -> None:
         self.modules = modules
