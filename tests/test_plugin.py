@@ -74,6 +74,14 @@ def _torch_modules_loaded() -> None:
     str(torchscope.diff(MLP(), SharedMLP()))
 
 
+@pytest.fixture(autouse=True)
+def _inner_options(request: pytest.FixtureRequest) -> None:
+    """Inner runs: no cache files, no benchmark plugin (it warns when xdist runs this test)."""
+    if "pytester" in request.fixturenames:
+        pytester = request.getfixturevalue("pytester")
+        pytester.makeini("[pytest]\naddopts = -p no:cacheprovider -p no:benchmark\n")
+
+
 def _write(pytester: pytest.Pytester, width: int, name: str = "test_model") -> Path:
     return pytester.makepyfile(**{name: SNAPSHOT_TEST.format(width=width)})
 
@@ -98,7 +106,7 @@ def test_the_plugin_is_inert_until_used(pytester: pytest.Pytester) -> None:
                      if m in sys.modules]
             assert heavy == []
     """)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1)
 
 
@@ -215,7 +223,7 @@ def _copy_example(pytester: pytest.Pytester) -> Path:
 
 def test_the_worked_example_passes(pytester: pytest.Pytester) -> None:
     _copy_example(pytester)
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest()
     result.assert_outcomes(passed=5)
     assert "unused model snapshot" not in result.stdout.str()
 
@@ -226,7 +234,7 @@ def test_the_worked_example_fails_with_the_diff_when_a_width_changes(
     source = target.read_text(encoding="utf-8")
     assert "\nWIDTH = 16 " in source
     target.write_text(source.replace("\nWIDTH = 16 ", "\nWIDTH = 24 "), encoding="utf-8")
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest()
     result.assert_outcomes(passed=2, failed=3)
     result.stdout.fnmatch_lines([
         "*TinyGPT no longer matches its snapshot*test_architecture.json:",
