@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         gather_report as gather_report,
     )
     from torchscope.errors import (
+        ArgumentError as ArgumentError,
         CheckpointError as CheckpointError,
         ForwardError as ForwardError,
         InitPolicyError as InitPolicyError,
@@ -206,6 +207,7 @@ _EXPORTS: dict[str, str] = {
     "ValueSpec": "records",
     "inferred_numel": "records",
     # errors
+    "ArgumentError": "errors",
     "CheckpointError": "errors",
     "ForwardError": "errors",
     "InitPolicyError": "errors",

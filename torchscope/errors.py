@@ -8,6 +8,7 @@ True
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentError",
     "CheckpointError",
     "ForwardError",
     "InitPolicyError",
@@ -44,3 +45,8 @@ class InitPolicyError(TorchscopeError, ValueError):
 
 class SyncError(TorchscopeError):
     """A host-device synchronization happened inside :func:`torchscope.no_syncs`."""
+
+
+class ArgumentError(TorchscopeError, TypeError):
+    """A public function got an argument of a type it does not take (``None`` for a model,
+    a number for a path); the message names the argument and what it takes."""

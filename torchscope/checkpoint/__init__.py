@@ -32,7 +32,7 @@ from torchscope.checkpoint._read import (
     _Tensor,
     _Unchanged,
 )
-from torchscope.errors import CheckpointError
+from torchscope.errors import ArgumentError, CheckpointError
 from torchscope.records import (
     CheckpointDiff,
     CheckpointEntry,
@@ -113,6 +113,15 @@ def _info_from_scan(scan: _Scan) -> CheckpointInfo:
     )
 
 
+def _check_path_arg(function: str, name: str, value: object) -> None:
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise ArgumentError(
+            f"{function}: {name} = {type(value).__name__} is not a file path; give the path of "
+            "a checkpoint file as a str or pathlib.Path"
+            + (" (or a state dict)" if name == "source" else "")
+        )
+
+
 def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
     """List what a checkpoint file holds without loading its tensor data.
 
@@ -140,6 +149,7 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
     >>> info.entries[0].shape, info.scalars
     ((2, 3), (('epoch', '3'),))
     """
+    _check_path_arg("inspect_checkpoint", "path", path)
     with _Unchanged(path):
         scan = _scan_path(path)
         info = _info_from_scan(scan)
@@ -241,9 +251,22 @@ def diff_checkpoint(
     >>> d.would_load_strict, d.strip_prefix, d.would_load_after_fix
     (False, 'module.', True)
     """
+    from torch import nn as torch_nn
+
+    if not isinstance(model, torch_nn.Module):
+        raise ArgumentError(
+            f"diff_checkpoint: model = {type(model).__name__} is not a torch.nn.Module; pass "
+            "the model the checkpoint is meant for"
+        )
+    if key is not None and not isinstance(key, str):
+        raise ArgumentError(
+            f"diff_checkpoint: key = {type(key).__name__} is not a str; give the dotted path "
+            "of the state dict inside the file, e.g. key='model'"
+        )
     if isinstance(source, Mapping):
         scan = _scan_mapping(source)
         return _diff(model, scan, key)
+    _check_path_arg("diff_checkpoint", "source", source)
     with _Unchanged(source):
         scan = _scan_path(source)
         try:

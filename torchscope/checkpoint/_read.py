@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
 import math
 import os
 import pickle
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from torchscope.errors import CheckpointError
 from torchscope.records import Finding, OptimizerState, Severity, TiedGroup, TieKind
+from torchscope.trace._inputs import load_json
 from torchscope.tying import merge_ranges, storage_key, tensor_extent
 
 if TYPE_CHECKING:
@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"\x80"
 _MAX_SAFETENSORS_HEADER = 100_000_000  # the safetensors library's own limit
+_MAX_INDEX_BYTES = 100_000_000  # a sharded index lists names: far below this
+_MAX_CHECKPOINT_JSON_DEPTH = 16  # headers and indexes are 3 levels deep
+_MAX_PICKLE_BYTES = 1 << 30  # the pickle inside a torch.save zip (tensor metadata only)
+_MAX_LEGACY_BYTES = 1 << 30  # legacy files are read whole: at most this much
 _SCALAR_REPR = 60
 
 # safetensors dtype -> (torch dtype name, bits per element)
@@ -344,7 +348,8 @@ def _torch_load(p: Path, fmt: str) -> tuple[Any, dict[int, str]]:
 def _check_zip(p: Path) -> None:
     try:
         with zipfile.ZipFile(p) as zf:
-            names = zf.namelist()
+            infos = zf.infolist()
+            names = [i.filename for i in infos]
     except (zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(
             f"{str(p)!r} starts like a zip archive (torch.save) but cannot be read as one "
@@ -360,9 +365,40 @@ def _check_zip(p: Path) -> None:
         raise CheckpointError(
             f"{str(p)!r} is a zip archive but not a torch.save checkpoint (no data.pkl inside)"
         )
+    # refused from the sizes the archive declares, before anything is inflated: torch.save
+    # stores every entry uncompressed, and its pickle describes tensors, not their data
+    size = p.stat().st_size
+    for info in infos:
+        inflated = info.file_size
+        pickle_entry = info.filename.endswith(".pkl")
+        if (pickle_entry and inflated > _MAX_PICKLE_BYTES) or (
+                info.compress_type != zipfile.ZIP_STORED
+                and inflated > max(1 << 24, 100 * info.compress_size)) or (
+                info.compress_type == zipfile.ZIP_STORED and inflated > size):
+            raise CheckpointError(
+                f"{str(p)!r}: its entry {info.filename[-60:]!r} declares {inflated:,} bytes "
+                f"({info.compress_size:,} stored) — more than a torch.save file holds (a "
+                f"pickle of at most {_MAX_PICKLE_BYTES:,} bytes, data stored uncompressed); "
+                "torchscope does not inflate it: re-save the checkpoint with torch.save"
+            )
 
 
 def _scan_torch(p: Path, fmt: str, scan: _Scan, shard: str | None) -> None:
+    if fmt == "torch-legacy":
+        size = p.stat().st_size
+        if size > _MAX_LEGACY_BYTES:
+            raise CheckpointError(
+                f"{str(p)!r} is a legacy (non-zip) torch.save file of {size:,} bytes: torch can "
+                "list it only by reading all of it into memory (no memory map for this "
+                f"format), and torchscope reads at most {_MAX_LEGACY_BYTES:,} bytes that way; "
+                "re-save it in the zip format (torch.save(torch.load(path, "
+                "weights_only=True), new_path)) where memory allows"
+            )
+        scan.findings.append(Finding(
+            "checkpoint-legacy-format", Severity.INFO,
+            f"{p.name} is a legacy (non-zip) torch.save file: listing it read all "
+            f"{size:,} bytes into memory (the zip format is memory-mapped instead)",
+            path=shard, hint="re-save it with a current torch.save (zip format)"))
     obj, locations = _torch_load(p, fmt)
     scan.keep.append(obj)
     walker = _Walker(scan, shard=shard, locations=locations)
@@ -408,9 +444,11 @@ def _read_safetensors_header(p: Path) -> tuple[dict[str, Any], int]:
             )
         raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{bad}: its header is not JSON ({err})") from err
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{bad}: its header is not JSON ({err})") from None
+    header = load_json(text, what=f"{bad}: its header", max_bytes=_MAX_SAFETENSORS_HEADER,
+                       max_depth=_MAX_CHECKPOINT_JSON_DEPTH, error=CheckpointError)
     if not isinstance(header, dict):
         raise CheckpointError(f"{bad}: its header is a JSON {type(header).__name__}, not an object")
     data_len = size - 8 - n
@@ -513,10 +551,20 @@ def _scan_file(p: Path, fmt: str, scan: _Scan, shard: str | None) -> None:
 
 def _scan_index(p: Path, scan: _Scan) -> None:
     bad = f"{str(p)!r} is not a sharded checkpoint index"
+    size = p.stat().st_size
+    if size > _MAX_INDEX_BYTES:
+        raise CheckpointError(
+            f"{bad}: {size:,} bytes is more than an index holds (at most {_MAX_INDEX_BYTES:,}); "
+            "pass the index file of the sharded checkpoint"
+        )
+    with p.open("rb") as f:
+        raw = f.read(_MAX_INDEX_BYTES + 1)
     try:
-        index = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{bad}: not valid JSON ({err})") from err
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{bad}: not valid JSON ({err})") from None
+    index = load_json(text, what=bad + ": its JSON", max_bytes=_MAX_INDEX_BYTES,
+                      max_depth=_MAX_CHECKPOINT_JSON_DEPTH, error=CheckpointError)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
@@ -532,6 +580,18 @@ def _scan_index(p: Path, scan: _Scan) -> None:
         shard = p.parent / name
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise CheckpointError(f"{bad}: shard {name!r} is not a file next to the index")
+        # the index's folder, or the folder the index itself links into (a hub cache links
+        # every file of a snapshot into one blobs folder)
+        folders = {p.parent.resolve(), p.resolve().parent}
+        try:
+            real: Path | None = shard.resolve(strict=True)
+        except (OSError, RuntimeError):  # a dangling link or a link loop
+            real = None if shard.is_symlink() else shard
+        if real is None or not any(real.is_relative_to(f) for f in folders):
+            raise CheckpointError(
+                f"{bad}: shard {name!r} is a link to a file outside the checkpoint's folder; "
+                "torchscope reads only shards inside it: copy the shard into the folder"
+            )
         if not shard.is_file():
             raise CheckpointError(
                 f"shard {name!r} listed in {str(p)!r} does not exist next to it: download every "
@@ -565,7 +625,14 @@ def _scan_index(p: Path, scan: _Scan) -> None:
     scan.shards = shard_names
     total = dict(scan.metadata).get("total_size")
     tensor_bytes = sum(t.nbytes for t in scan.tensors)
-    if total is not None and total.isdigit() and int(total) != tensor_bytes:
+    if total is not None and (not total.isdigit() or len(total) > 30):
+        shown = total if len(total) <= 40 else f"{total[:20]}… ({len(total):,} characters)"
+        scan.findings.append(Finding(
+            "checkpoint-index-size", Severity.INFO,
+            f"the index's total_size {shown} is not a byte count; its shards hold "
+            f"{tensor_bytes} bytes of tensors",
+            hint="harmless unless a loader checks it; regenerate the index"))
+    elif total is not None and int(total) != tensor_bytes:
         scan.findings.append(Finding(
             "checkpoint-index-size", Severity.INFO,
             f"the index says total_size {total} bytes; its shards hold {tensor_bytes} bytes of "

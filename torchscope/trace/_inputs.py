@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
+import json
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
@@ -16,7 +17,7 @@ from torchscope._torch import dtype_name, parse_dtype
 from torchscope.errors import InputSpecError
 from torchscope.records import MapSpec, SeqSpec, Spec, TensorSpec, ValueSpec
 
-__all__ = ["build_inputs", "spec_of"]
+__all__ = ["MAX_JSON_DEPTH", "build_inputs", "load_json", "spec_of"]
 
 _MAX_DEPTH = 8  # nesting depth of input/output structures before a spec becomes "..."
 _REPR_LIMIT = 40  # characters of a ValueSpec repr
@@ -343,3 +344,58 @@ def build_inputs(input_size: object, dtypes: object = None, *,
     plan = _input_plan(input_size, dtypes)
     dev = _parse_device(device) if device is not None else torch.device("cpu")
     return _make_inputs(plan, dev)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON with bounds
+
+#: the deepest nesting of arrays and objects :func:`load_json` accepts
+MAX_JSON_DEPTH = 64
+
+
+def load_json(text: str | bytes, *, what: str, max_bytes: int = 10_000_000,
+              max_depth: int = MAX_JSON_DEPTH,
+              error: type[Exception] = InputSpecError) -> Any:
+    """Parse JSON with a size and a nesting limit: one ``error`` line instead of a
+    ``RecursionError`` or ``MemoryError`` (for ``--kwargs``, safetensors headers, shard
+    indexes).
+
+    Args:
+        text: the JSON text.
+        what: what it is, for the message (``"--kwargs"``, ``"safetensors header of 'x'"``).
+        max_bytes: the longest text accepted.
+        max_depth: the deepest nesting of arrays and objects accepted.
+        error: the exception class to raise (a :class:`~torchscope.errors.TorchscopeError`).
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        InputSpecError: (or ``error``) text too long, nested too deeply or not JSON.
+
+    >>> load_json('{"n_layer": 2}', what="--kwargs")
+    {'n_layer': 2}
+    """
+    if len(text) > max_bytes:
+        raise error(f"{what} is {len(text):,} bytes long (at most {max_bytes:,}); give a "
+                    "smaller JSON text")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise error(f"{what} nests arrays or objects more than {max_depth} levels deep; "
+                    "flatten it") from None
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
+        msg = getattr(err, "msg", None) or str(err).splitlines()[0][:120]
+        col = getattr(err, "colno", None)
+        where = f" at column {col}" if col is not None else ""
+        raise error(f"{what} is not valid JSON ({msg}{where}); fix the text") from None
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > max_depth:
+                raise error(f"{what} nests arrays or objects more than {max_depth} levels "
+                            "deep; flatten it")
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return value
