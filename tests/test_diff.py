@@ -4,6 +4,7 @@ rendering in every format, the `diff` command, and no side effects on either mod
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from collections import OrderedDict
 from collections.abc import Callable
@@ -220,6 +221,8 @@ def test_torchscope_diff_stays_callable_after_importing_the_submodule() -> None:
 
     assert torchscope.diff(MLP(), MLP()).equal
     assert diff_module(MLP(), MLP()).equal
+    assert torchscope.diff is diff_module is diff
+    assert "a: " in str(inspect.signature(torchscope.diff))
 
 
 # ------------------------------------------------------------------------------------------
