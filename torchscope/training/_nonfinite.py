@@ -5,6 +5,7 @@ were finite."""
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _module_mod
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import _disable_current_modes
 
 from torchscope._torch import is_lazy
 from torchscope.errors import ForwardError
@@ -39,8 +41,21 @@ def _float_tensors(value: object) -> list[torch.Tensor]:
 
 
 def _all_finite(tensors: list[torch.Tensor]) -> bool:
-    with torch.no_grad():
-        return all(bool(torch.isfinite(t).all()) for t in tensors)
+    if not tensors:
+        return True
+    # reads only: below any dispatch mode (the state guard's copy-on-write need not see them)
+    with torch.no_grad(), _disable_current_modes():
+        return all(_finite(t) for t in tensors)
+
+
+def _finite(t: torch.Tensor) -> bool:
+    """One reduction: NaN and Inf survive a sum; a sum that overflows is checked in full."""
+    if t.numel() == 0:
+        return True
+    total = t.sum()
+    if total.is_complex():
+        total = total.abs()
+    return math.isfinite(float(total)) or bool(torch.isfinite(t).all())
 
 
 @dataclass
@@ -183,7 +198,7 @@ def _bad_tensors(model: nn.Module) -> tuple[str, ...]:
         for name, t in (*model.named_parameters(remove_duplicate=False),
                         *model.named_buffers(remove_duplicate=False)):
             if (t.is_floating_point() or t.is_complex()) and not t.is_meta and not is_lazy(t) \
-                    and not bool(torch.isfinite(t).all()):
+                    and not _finite(t):
                 out.append(name)
     return tuple(out)
 
