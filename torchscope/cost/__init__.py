@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from torchscope._torch import dtype_name, gc_paused, is_lazy, parse_dtype, unwrap_compiled
-from torchscope.cost._counter import CostMode, Tally, storage_bytes
+from torchscope.cost._counter import CostMode, DeviceAttention, Tally, storage_bytes
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records._cost import OPTIMIZERS, CallCost, CostReport
 from torchscope.trace import build_inputs, meta_copy, state_guard
@@ -145,6 +145,7 @@ def estimate_cost(
             "mode = 'real' cannot run a model whose parameters are on the meta device; "
             "use mode='meta' or mode='fake'")
 
+    _warm_up()
     notes: list[str] = []
     if compiled:
         notes.append("a torch.compile wrapper: counted its original module, eagerly")
@@ -167,6 +168,25 @@ def estimate_cost(
             ) from failed.error
         return _with_notes(report, notes)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+_warm = False
+
+
+def _warm_up() -> None:
+    """Once per process: a tiny run first. The first forward and backward under a dispatch
+    mode import much of torch lazily, and garbage cycles made while importing keep an
+    activation of that run alive (collection is paused): its live set would read too high."""
+    global _warm
+    if _warm:
+        return
+    _warm = True
+    import gc
+
+    with torch.device("meta"):
+        tiny = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+    _run(tiny, "meta", (torch.zeros(1, 2, device="meta"),), {}, None, None, False)
+    gc.collect()
 
 
 class _Failed(Exception):
@@ -257,6 +277,11 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
     except Exception as err:
         raise _Failed("copy", err) from err
 
+    # on meta, attention picks the kernel the model's own device would (meta models: math)
+    sdp_device = None
+    if mode == "meta":
+        sdp_device = next((t.device for t in (*model.parameters(), *model.buffers())
+                           if not t.is_meta and not is_lazy(t)), None)
     modules, paths_list = _tree(target)
     paths = dict(zip(map(id, modules), paths_list))
     inputs = list(_tensors_in((args, kwargs)))
@@ -264,15 +289,18 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
     tally = Tally(paths, set(), input_keys)
     output: Any = None
     grads: Any = None
+    guard = state_guard(target)  # one guard around both runs (a lazy layer's hook goes once)
+    guard.__enter__()
     try:
         with contextlib.ExitStack() as stack:
-            stack.enter_context(state_guard(target))
             if fake_mode is not None:
                 stack.enter_context(fake_mode)
             stack.enter_context(tally.hooked())
             stack.enter_context(torch.enable_grad())
             # parameters and buffers (after lazy layers materialize: read them late)
             tally.static_keys = _static_keys(target)
+            if sdp_device is not None:
+                stack.enter_context(DeviceAttention(sdp_device))
             stack.enter_context(CostMode(tally))
             stack.enter_context(torch.autograd.graph.saved_tensors_hooks(tally.pack, _unpack))
             try:
@@ -304,10 +332,11 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
         tally.reset_live()
         base = tally.live_bytes
         with contextlib.ExitStack() as stack:
-            stack.enter_context(state_guard(target))
             if fake_mode is not None:
                 stack.enter_context(fake_mode)
             stack.enter_context(torch.no_grad())
+            if sdp_device is not None:
+                stack.enter_context(DeviceAttention(sdp_device))
             stack.enter_context(CostMode(tally))
             try:
                 out2 = target(*args, **kwargs)
@@ -317,6 +346,7 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
         infer_peak = tally.peak_bytes - base
     finally:
         tally.close()
+        guard.__exit__(None, None, None)
     return _report(tally, target, mode, inputs, dtype, optimizer, train_peak, infer_peak,
                    output_bytes, notes)
 

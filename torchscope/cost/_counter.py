@@ -19,10 +19,11 @@ import torch
 from torch import nn
 from torch._C import DispatchKey
 from torch.nn.modules import module as _module_mod
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-__all__ = ["FREE_OPS", "Tally"]
+__all__ = ["FREE_OPS", "CostMode", "DeviceAttention", "Tally"]
 
 _aten = torch.ops.aten
 
@@ -347,4 +348,62 @@ class CostMode(TorchDispatchMode):  # type: ignore[no-untyped-call,unused-ignore
             for o in out:
                 if isinstance(o, torch.Tensor):
                     tally.track(o)
+        return out
+
+
+_SDPA = torch.nn.functional.scaled_dot_product_attention
+_FLASH_CPU = _aten._scaled_dot_product_flash_attention_for_cpu.default
+_SDPA_NAMES = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale",
+               "enable_gqa")
+_SDPA_DEFAULTS: dict[str, Any] = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False,
+                                  "scale": None, "enable_gqa": False}
+
+
+class DeviceAttention(TorchFunctionMode):  # type: ignore[no-untyped-call,unused-ignore]
+    """On meta tensors, scaled dot product attention takes the math path (meta has no fused
+    kernel), while a CPU model runs the fused CPU kernel, which counts differently. This mode
+    asks the model's device which kernel it would pick (``torch._fused_sdp_choice`` on
+    one-row stand-ins) and runs the fused CPU kernel on meta when that is the choice."""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()  # type: ignore[no-untyped-call,unused-ignore]
+        self.device = device
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func is _SDPA and self.device.type == "cpu":
+            out = self._flash(args, kwargs)
+            if out is not None:
+                return out
+        return func(*args, **kwargs)
+
+    def _flash(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+        bound = dict(_SDPA_DEFAULTS)
+        bound.update(zip(_SDPA_NAMES, args))
+        bound.update(kwargs)
+        q, k, v, mask = bound["query"], bound["key"], bound["value"], bound["attn_mask"]
+        if not (isinstance(q, torch.Tensor) and q.is_meta):
+            return None
+        dev = self.device
+
+        def proxy(t: Any) -> Any:
+            if not isinstance(t, torch.Tensor):
+                return t
+            if t.dim() == 0 or t.shape[-1] == 0:
+                return torch.empty(t.shape, dtype=t.dtype, device=dev)
+            return torch.empty(t.shape[-1], dtype=t.dtype, device=dev).expand(t.shape)
+
+        try:
+            choice = torch._fused_sdp_choice(
+                proxy(q), proxy(k), proxy(v), proxy(mask), bound["dropout_p"],
+                bound["is_causal"], scale=bound["scale"], enable_gqa=bool(bound["enable_gqa"]))
+        except (RuntimeError, TypeError):
+            return None
+        if int(choice) != 1:  # not the fused (flash) CPU kernel: the math path, as on meta
+            return None
+        if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
+            mask = torch.where(mask.logical_not(), float("-inf"), 0.0).to(q.dtype)
+        out: torch.Tensor = _FLASH_CPU(q, k, v, bound["dropout_p"], bound["is_causal"],
+                                       attn_mask=mask, scale=bound["scale"])[0]
         return out

@@ -133,6 +133,13 @@ class CostReport:
         assert isinstance(out, CostReport)
         return out
 
+    @classmethod
+    def from_json(cls, text: str) -> CostReport:
+        """Rebuild a cost report from :meth:`to_json` text."""
+        import json
+
+        return cls.from_dict(json.loads(text))
+
     def __repr__(self) -> str:
         return (f"<CostReport {self.mode}: forward {self.forward_flops:,} FLOPs, backward "
                 f"{self.backward_flops:,} FLOPs, {len(self.calls)} calls>")
