@@ -35,7 +35,7 @@ import torchscope
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from docs.examples import nan  # noqa: E402
+from docs.examples import nan
 
 
 class SqrtAtZero(nn.Module):

@@ -87,8 +87,7 @@ def _op_name(func: Any) -> str:
     name = getattr(func, "__name__", None) or repr(func)
     if name.startswith("__") and name.endswith("__"):
         name = name.strip("_")
-    owner = "Tensor." if getattr(func, "__objclass__", None) is torch.Tensor else ""
-    return owner + name
+    return name
 
 
 class _Watch(TorchFunctionMode):  # type: ignore[no-untyped-call,unused-ignore]
@@ -287,7 +286,7 @@ def find_nonfinite(
     False
     >>> r = find_nonfinite(nn.Sequential(Norm(), nn.Linear(4, 4)), torch.zeros(1, 4))
     >>> r.phase, r.module, r.op
-    ('forward', '0', 'Tensor.div')
+    ('forward', '0', 'div')
     """
     model = check_model(model, "find_nonfinite")
     args, kwargs = resolve_inputs("find_nonfinite", example_inputs, example_kwargs, input_size,
