@@ -31,6 +31,7 @@ The synchronization detector lives in :mod:`torchscope.syncs` (re-exported here)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -42,6 +43,8 @@ from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import Finding, Severity, SyncReport
 from torchscope.syncs import detect_syncs, no_syncs
 from torchscope.trace import state_guard
+from torchscope.trace._guard import _fake_copy
+from torchscope.trace._inputs import _input_plan, _make_inputs, _map_tensors, _parse_device
 from torchscope.tying import check_ties
 
 __all__ = ["SyncReport", "check_devices", "detect_syncs", "device_map", "no_syncs"]
@@ -307,11 +310,48 @@ class _Stop(Exception):
     """Raised by the input hook after a device mismatch: the forward would fail anyway."""
 
 
-def _input_findings(model: nn.Module, example_inputs: Any) -> list[Finding]:
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _input_findings(model: nn.Module, example_inputs: Any, *, input_size: object = None,
+                    dtypes: object = None, device: object = None,
+                    mode: str = "real") -> list[Finding]:
 
     if any(is_lazy(t) for t in model.parameters()) or any(
             is_lazy(t) for t in model.buffers()):
         return []  # running it would materialize the lazy tensors
+    stack = contextlib.ExitStack()
+    with stack:
+        if mode == "auto":
+            on_meta = any(t.is_meta for t in model.parameters())
+            mode = "fake" if input_size is not None or on_meta else "real"
+        if mode in ("meta", "fake"):
+            # a copy over fake tensors that keep every tensor's device: a device mismatch is
+            # seen without memory and without running the model itself
+            from torch._subclasses.fake_tensor import FakeTensorMode
+
+            fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+            model = _fake_copy(model, fake_mode)
+            if example_inputs is not None:
+                example_inputs = _map_tensors(example_inputs, fake_mode.from_tensor)
+            stack.enter_context(fake_mode)
+        if input_size is not None:  # built where the model is (or on ``device``)
+            dev = _parse_device(device) if device is not None else _model_device(model)
+            if mode == "real" and dev.type == "meta":
+                raise InputSpecError(
+                    "check_devices: the model is on the meta device, so a real forward cannot "
+                    "run; use mode='meta' or mode='fake'"
+                )
+            example_inputs = _make_inputs(_input_plan(input_size, dtypes), dev)
+        return _run_input_checks(model, example_inputs)
+
+
+def _run_input_checks(model: nn.Module, example_inputs: Any) -> list[Finding]:
     if isinstance(example_inputs, Mapping):
         args: tuple[Any, ...] = ()
         kwargs: dict[str, Any] = dict(example_inputs)
@@ -371,21 +411,32 @@ def _input_findings(model: nn.Module, example_inputs: Any) -> list[Finding]:
     return findings
 
 
-def check_devices(model: nn.Module, example_inputs: Any = None) -> tuple[Finding, ...]:
+def check_devices(model: nn.Module, example_inputs: Any = None, *, input_size: object = None,
+                  dtypes: object = None, device: object = None,
+                  mode: str = "real") -> tuple[Finding, ...]:
     """Check where the model's tensors live and what would not move, save or run.
 
     Static checks (no forward): tensors over several devices (a per-device map as a note when
     the split follows module boundaries; an error for a module split over devices or a single
     stray tensor), tensors left on ``meta``, tied tensors on different devices, plain tensor
     attributes that are neither parameters nor buffers, mixed floating dtypes in one module.
-    With ``example_inputs``, one forward runs (no grad, state guarded) and every module's
-    inputs are compared with the device of its own parameters; it stops at the first mismatch.
+    With ``example_inputs`` (or ``input_size``), one forward runs (no grad, state guarded) and
+    every module's inputs are compared with the device of its own parameters; it stops at the
+    first mismatch. In ``meta``/``fake`` mode that forward runs on a copy of the model made of
+    fake tensors that keep each tensor's device: no memory, and the model itself never runs.
     The model is left unchanged (state, training flags, hooks, RNG, device).
 
     Args:
         model: the module to check.
         example_inputs: a tensor, a tuple/list of positional inputs, or a dict of keyword
             inputs for one forward call (skipped for models with uninitialized lazy layers).
+        input_size: instead of ``example_inputs``: one shape per input, built as zeros on the
+            model's device (or ``device``) — as fake tensors in ``meta``/``fake`` mode.
+        dtypes: one dtype per size (default float32).
+        device: where built inputs go (default: the device of the model's first tensor).
+        mode: ``"real"`` (the model itself), ``"meta"`` or ``"fake"`` (a fake copy: no
+            memory, no real forward), or ``"auto"`` (fake for sizes or a meta model, else
+            real).
 
     Returns:
         The findings, most severe first (then in the order found).
@@ -404,12 +455,21 @@ def check_devices(model: nn.Module, example_inputs: Any = None) -> tuple[Finding
         raise InputSpecError(
             f"model = {type(model).__name__} is not a torch.nn.Module; pass the model itself"
         )
+    if mode not in ("auto", "real", "meta", "fake"):
+        raise InputSpecError(
+            f"check_devices: mode = {mode!r} is not one of auto, real, meta, fake"
+        )
+    if example_inputs is not None and input_size is not None:
+        raise InputSpecError(
+            "check_devices: both example_inputs and input_size were given; pass one of them"
+        )
     findings = _placement_findings(model)
     findings += _meta_findings(model)
     findings += _tied_findings(model)
     findings += _plain_findings(model)
     findings += _dtype_findings(model)
-    if example_inputs is not None:
-        findings += _input_findings(model, example_inputs)
+    if example_inputs is not None or input_size is not None:
+        findings += _input_findings(model, example_inputs, input_size=input_size,
+                                    dtypes=dtypes, device=device, mode=mode)
     order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
     return tuple(sorted(findings, key=lambda f: order[f.severity]))
