@@ -31,6 +31,7 @@ from torchscope import __version__
 from torchscope._torch import parse_dtype
 from torchscope.errors import InputSpecError, TargetError, TorchscopeError
 from torchscope.rendering import Format
+from torchscope.trace import load_json
 
 if TYPE_CHECKING:
     import torch
@@ -324,8 +325,12 @@ def _parse_kwargs(text: str | None) -> dict[str, Any]:
     if text is None:
         return {}
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
+        # bounded: a size and nesting limit (one line instead of a RecursionError)
+        value = load_json(text, what="--kwargs", max_bytes=100_000, error=TargetError)
+    except TargetError as bounded:
+        err = bounded.__context__
+        if not isinstance(err, json.JSONDecodeError):
+            raise
         raise TargetError(
             f"--kwargs {text!r} is not valid JSON ({err.msg} at column {err.colno}); write a "
             """JSON object such as '{"n_layer": 2}'"""

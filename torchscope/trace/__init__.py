@@ -66,6 +66,7 @@ from torchscope.trace._inputs import (
     _tensors_in,
     _TensorSpecs,
     build_inputs,
+    load_json,
     spec_of,
 )
 
@@ -73,6 +74,7 @@ __all__ = [
     "MODES",
     "TraceResult",
     "build_inputs",
+    "load_json",
     "meta_copy",
     "spec_of",
     "state_guard",
