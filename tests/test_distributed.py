@@ -619,8 +619,8 @@ def test_distributed_unreachable_master_is_a_clear_error(monkeypatch: pytest.Mon
     for var, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"),
                        ("MASTER_PORT", str(port))):
         monkeypatch.setenv(var, value)
-    with pytest.raises(TorchscopeError, match=rf"could not initialize the gloo process group "
-                       rf"\(rank 1 of 2, master 127.0.0.1:{port}\).*every rank was started"):
+    with pytest.raises(TorchscopeError, match=rf"could not start the gloo process group within "
+                       rf"1 s \(rank 1 of 2, master 127.0.0.1:{port}\).*every rank was started"):
         D.setup_from_launcher(timeout=1)
     assert not dist.is_initialized() and D._STATE["created"] is False
 

@@ -581,7 +581,7 @@ def test_watch_reports_also_when_the_block_raises() -> None:
 def test_guard_errors_name_the_value_and_fix() -> None:
     with pytest.raises(TorchscopeError, match=r"needs a TieSnapshot, got dict.*snapshot_ties"):
         compare_ties({}, gpt2())  # type: ignore[arg-type]
-    with pytest.raises(TorchscopeError, match=r"needs an nn.Module, got str"):
+    with pytest.raises(TorchscopeError, match=r"needs an nn.Module, got 'gpt2' \(str\)"):
         snapshot_ties("gpt2")  # type: ignore[arg-type]
 
 

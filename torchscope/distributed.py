@@ -21,6 +21,8 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import socket
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -31,10 +33,11 @@ from torch import nn
 
 from torchscope._torch import fsdp_module_type
 from torchscope._units import humanize_bytes
-from torchscope.errors import TorchscopeError
+from torchscope.errors import InputSpecError, TorchscopeError
 from torchscope.records import Finding, ParamRecord, RankRecord, Report, Severity, TiedGroup
 
 __all__ = [
+    "SETUP_TIMEOUT",
     "UNEVEN_RATIO",
     "check_fsdp_ties",
     "distributed_session",
@@ -51,6 +54,10 @@ UNEVEN_RATIO = 1.10
 
 #: What torchrun (and other launchers of the env:// kind) sets in every worker's environment.
 _LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+#: Seconds the process group set-up waits for the master and every peer (environment variable
+#: ``TORCHSCOPE_SETUP_TIMEOUT`` or ``setup_timeout=`` to change it).
+SETUP_TIMEOUT = 60.0
 
 #: Whether torchscope created the default process group (so that only it is destroyed).
 _STATE = {"created": False}
@@ -73,7 +80,45 @@ def _launched() -> bool:
     return bool(os.environ.get("RANK")) and bool(os.environ.get("WORLD_SIZE"))
 
 
-def setup_from_launcher(*, timeout: float = 600.0) -> bool:
+def _setup_timeout(value: float | None) -> float:
+    """The set-up timeout: the argument, else ``TORCHSCOPE_SETUP_TIMEOUT``, else 60 s."""
+    where = "setup_timeout"
+    raw: object = value
+    if value is None:
+        raw = os.environ.get("TORCHSCOPE_SETUP_TIMEOUT")
+        where = "TORCHSCOPE_SETUP_TIMEOUT"
+        if raw is None or raw == "":
+            return SETUP_TIMEOUT
+    try:
+        seconds = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not (0 < seconds < 86400 * 7):  # also refuses nan
+        raise TorchscopeError(
+            f"{where} = {raw!r} is not a number of seconds; give a positive number such as 60"
+        )
+    return seconds
+
+
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence stderr at the file-descriptor level (c10d logs each failed connection attempt
+    with a C++ stack); the error raised afterwards says what went wrong in one line."""
+    try:
+        fd = os.dup(2)
+    except OSError:  # pragma: no cover - no stderr to silence
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(fd, 2)
+            os.close(fd)
+
+
+def setup_from_launcher(*, timeout: float = 600.0, setup_timeout: float | None = None) -> bool:
     """Start the default process group when a launcher's environment is present.
 
     Under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` set) and with
@@ -81,8 +126,13 @@ def setup_from_launcher(*, timeout: float = 600.0) -> bool:
     with this process's ``LOCAL_RANK`` GPU selected when CUDA is available. torchscope
     remembers that it created the group, so that :func:`teardown` destroys only that one.
 
+    The set-up fails within ``setup_timeout`` seconds (default 60, or the environment variable
+    ``TORCHSCOPE_SETUP_TIMEOUT``) with one line when the master address does not resolve, the
+    master cannot be reached or a peer never joins, instead of blocking for ``timeout``.
+
     Args:
         timeout: seconds a collective may wait for the other ranks before failing.
+        setup_timeout: seconds the set-up may wait for the master and every peer.
 
     Returns:
         Whether this process runs distributed (a default process group exists now).
@@ -112,19 +162,42 @@ def setup_from_launcher(*, timeout: float = 600.0) -> bool:
             f"{os.environ.get('RANK')}, WORLD_SIZE={os.environ.get('WORLD_SIZE')}); start with "
             "torchrun --nproc-per-node N, which sets all of them"
         )
+    wait = min(_setup_timeout(setup_timeout), float(timeout))
+    host, port_text = os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]
+    rank_text, world_text = os.environ["RANK"], os.environ["WORLD_SIZE"]
+    where = f"{host}:{port_text}"
+    try:
+        rank, world, port = int(rank_text), int(world_text), int(port_text)
+    except ValueError:
+        raise TorchscopeError(
+            f"launcher environment not numeric: RANK={rank_text!r}, WORLD_SIZE={world_text!r}, "
+            f"MASTER_PORT={port_text!r}; start with torchrun, which sets them"
+        ) from None
+    try:
+        socket.getaddrinfo(host, port)
+    except (OSError, UnicodeError) as err:
+        raise TorchscopeError(
+            f"MASTER_ADDR = {host!r} does not resolve ({err}); give the master's host name or "
+            "IP address (torchrun --master-addr)"
+        ) from None
     backend = "gloo"
     if torch.cuda.is_available() and dist.is_nccl_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         backend = "cpu:gloo,cuda:nccl"
     try:
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+        with _quiet_stderr():
+            store = dist.TCPStore(host, port, world, is_master=rank == 0,
+                                  timeout=datetime.timedelta(seconds=wait))
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world,
+                                    timeout=datetime.timedelta(seconds=timeout))
     except Exception as err:
-        where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+        first = (str(err).strip().splitlines() or [""])[0]
         raise TorchscopeError(
-            f"could not initialize the {backend} process group (rank {os.environ['RANK']} of "
-            f"{os.environ['WORLD_SIZE']}, master {where}): {type(err).__name__}: {err} — check "
-            "that every rank was started and the master port is free"
-        ) from err
+            f"could not start the {backend} process group within {wait:g} s (rank {rank} of "
+            f"{world}, master {where}): {type(err).__name__}: {first} — check that every rank "
+            "was started and the master port is free; TORCHSCOPE_SETUP_TIMEOUT=seconds waits "
+            "longer"
+        ) from None
     _STATE["created"] = True
     return True
 
@@ -145,7 +218,8 @@ def teardown() -> None:
 
 
 @contextmanager
-def distributed_session(*, timeout: float = 600.0) -> Iterator[bool]:
+def distributed_session(*, timeout: float = 600.0,
+                        setup_timeout: float | None = None) -> Iterator[bool]:
     """:func:`setup_from_launcher` on entry, :func:`teardown` on exit (also on failure).
 
     Yields whether the process runs distributed.
@@ -154,7 +228,7 @@ def distributed_session(*, timeout: float = 600.0) -> Iterator[bool]:
     ...     distributed
     False
     """
-    distributed = setup_from_launcher(timeout=timeout)
+    distributed = setup_from_launcher(timeout=timeout, setup_timeout=setup_timeout)
     try:
         yield distributed
     finally:
@@ -211,6 +285,16 @@ def check_fsdp_ties(tied: Sequence[TiedGroup] | Any, model: nn.Module) -> tuple[
     ()
     """
     groups = getattr(tied, "groups", tied)
+    if not isinstance(groups, (tuple, list)) or not all(
+            isinstance(g, TiedGroup) for g in groups):
+        raise InputSpecError(
+            f"check_fsdp_ties: tied = {_shown(tied)} is not a sequence of TiedGroup records; "
+            "pass torchscope.find_tied(model) or torchscope.snapshot_ties(model) taken before "
+            "wrapping")
+    if not isinstance(model, nn.Module):
+        raise InputSpecError(
+            f"check_fsdp_ties: model = {_shown(model)} is not an nn.Module; pass the model "
+            "after wrapping")
     fsdp = fsdp_module_type()
     if fsdp is None:
         return ()
@@ -244,6 +328,11 @@ def check_fsdp_ties(tied: Sequence[TiedGroup] | Any, model: nn.Module) -> tuple[
 #  ((name, global shape, dtype, local numel), ...), FSDP unit paths)
 _Payload = tuple[int, str | None, int, int, int, str,
                  tuple[tuple[str, tuple[int, ...] | None, str, int], ...], tuple[str, ...]]
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return (text if len(text) <= 40 else text[:37] + "...") + f" ({type(value).__name__})"
 
 
 def _local_numel(p: ParamRecord) -> int:
@@ -314,6 +403,15 @@ def gather_report(report: Report | BaseException, *, group: Any = None,
     >>> gather_report(r) is r  # not distributed
     True
     """
+    if not isinstance(report, (Report, BaseException)):
+        raise InputSpecError(
+            f"gather_report: report = {_shown(report)} is not a Report; pass what "
+            "torchscope.summarize returned on this rank (or the exception it raised)")
+    if isinstance(uneven_ratio, bool) or not isinstance(uneven_ratio, (int, float)) or not (
+            uneven_ratio >= 1):
+        raise InputSpecError(
+            f"gather_report: uneven_ratio = {_shown(uneven_ratio)} is not a number >= 1; "
+            f"give e.g. {UNEVEN_RATIO}")
     rw = _rank_world()
     if rw is None:
         if isinstance(report, BaseException):

@@ -90,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
             raise TargetError(f"script {path!r} does not exist; give the path of a Python file")
         folder = os.path.dirname(os.path.abspath(path))
     fmt = output_format(args) if not args.output or args.format else "text"
+    # resolved now: the script may chdir; only the process that started it reports (a forked
+    # child returning from the script exits quietly)
+    output = os.path.abspath(args.output) if args.output else None
+    pid = os.getpid()
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
     sys.argv = [path, *script_args]
     if sys.path:
@@ -115,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                     failure, code = str(exc.code), 1
             except KeyboardInterrupt:
                 failure, code = "interrupted (KeyboardInterrupt)", 130
-            except Exception as exc:
+            except BaseException as exc:  # Exception and BaseException subclasses alike
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 failure = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
                 code = 1
@@ -124,8 +128,10 @@ def run(args: argparse.Namespace) -> int:
         if saved_path0 is not None and sys.path:
             sys.path[0] = saved_path0
     sys.stdout.flush()
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as out:
+    if os.getpid() != pid:
+        return code
+    if output:
+        with open(output, "w", encoding="utf-8") as out:
             out.write(render(report, "text" if fmt == "rich" else fmt))
     else:
         show(report, fmt)

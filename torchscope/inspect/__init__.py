@@ -45,6 +45,8 @@ from torchscope.trace import trace_forward
 
 __all__ = ["list_parameters", "summarize", "walk"]
 
+_MODES = ("auto", "real", "meta", "fake")
+
 _PARAM, _BUF, _NPBUF = ParamKind.PARAMETER, ParamKind.BUFFER, ParamKind.BUFFER_NONPERSISTENT
 
 
@@ -61,7 +63,7 @@ def walk(model: nn.Module) -> Iterator[ModuleRecord]:
     """
     with gc_paused():
         records = _module_records(_walk_nodes(_check_model(model, "walk")))
-    yield from records
+    return iter(records)
 
 
 def list_parameters(model: nn.Module) -> tuple[ParamRecord, ...]:
@@ -137,6 +139,13 @@ def summarize(
     (121, 121)
     """
     _check_model(model, "summarize")
+    if not isinstance(mode, str) or mode not in _MODES:
+        raise InputSpecError(
+            f"summarize: mode = {_shown(mode)} is not one of {', '.join(_MODES)}")
+    for name, flag in (("distributed", distributed), ("follow_functions", follow_functions)):
+        if not isinstance(flag, bool):
+            raise InputSpecError(
+                f"summarize: {name} = {_shown(flag)} is not True or False; pass a bool")
     if distributed:
         try:
             local = summarize(model, example_inputs, example_kwargs=example_kwargs,

@@ -45,6 +45,7 @@ import contextlib
 import linecache
 import os
 import sys
+import threading
 import types
 import warnings
 import weakref
@@ -55,7 +56,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from torchscope.errors import SyncError
+from torchscope.errors import SyncError, TorchscopeError
 from torchscope.records import SyncKind, SyncReport
 from torchscope.records._syncs import short_path
 from torchscope.syncs._rules import (
@@ -125,6 +126,12 @@ class SyncRecorder(SyncReport):
 
     def __init__(self, *, include_cpu: bool | None = None, deep: bool = False,
                  cuda: bool | None = None, strict: bool = False) -> None:
+        for name, value, optional in (("include_cpu", include_cpu, True), ("deep", deep, False),
+                                      ("cuda", cuda, True)):
+            if not isinstance(value, bool) and not (optional and value is None):
+                raise TorchscopeError(
+                    f"{name} = {value!r} is not True or False"
+                    + (" (or None for the default)" if optional else "") + "; pass a bool")
         available = torch.cuda.is_available()
         super().__init__(
             include_cpu=(not available) if include_cpu is None else bool(include_cpu),
@@ -133,9 +140,11 @@ class SyncRecorder(SyncReport):
         )
         self._strict = strict
         self._codes: dict[types.CodeType, int] = {}
-        self._quiet = 0  # > 0 while a reported (or knowingly skipped) call runs: no double count
+        # per thread, > 0 while a reported (or knowingly skipped) call runs: no double count
+        self._local = threading.local()
         self._depth = 0
         self._stack: contextlib.ExitStack | None = None
+        self._thread_start: Any = None  # threading.Thread.start before ours
         # id -> (result of .cpu(), (code, line) of the call when .cpu() returned its input)
         self._host: dict[int, tuple[weakref.ref[torch.Tensor], _Line | None]] = {}
 
@@ -156,13 +165,44 @@ class SyncRecorder(SyncReport):
             stack.close()
             raise
         self._stack = stack
+        # torch's modes are per thread: threads started while recording run in their own
+        self._thread_start = threading.Thread.start
+        threading.Thread.start = self._watched_start(self._thread_start)  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._depth -= 1
         if self._depth == 0 and self._stack is not None:
             stack, self._stack = self._stack, None
+            threading.Thread.start = self._thread_start  # type: ignore[method-assign]
+            self._thread_start = None
             stack.close()
+
+    def _watched_start(self, start: Callable[[threading.Thread], None],
+                       ) -> Callable[[threading.Thread], None]:
+        """``Thread.start`` that runs the thread's ``run`` under this recorder's modes (they
+        record nothing once recording stopped)."""
+        recorder = self
+
+        def watched_start(thread: threading.Thread) -> None:
+            run = thread.run
+
+            def watched_run() -> None:
+                with contextlib.ExitStack() as modes:
+                    modes.enter_context(_FunctionMode(recorder))
+                    if recorder.deep:
+                        modes.enter_context(_DispatchMode(recorder))
+                    run()
+
+            thread.run = watched_run  # type: ignore[method-assign]
+            start(thread)
+
+        return watched_start
+
+    @property
+    def _quiet(self) -> int:
+        quiet: int = getattr(self._local, "quiet", 0)
+        return quiet
 
     def _category(self, code: types.CodeType) -> int:
         cat = self._codes.get(code)
@@ -194,11 +234,12 @@ class SyncRecorder(SyncReport):
         site = None
         if not self._on_host(op, tensor, frame):
             site = self._record(op, kind, frame, tensor)
-        self._quiet += 1  # the dispatch level must not count this call again
+        local = self._local
+        local.quiet = getattr(local, "quiet", 0) + 1  # the dispatch level must not count it
         try:
             result = func(*args, **kwargs)
         finally:
-            self._quiet -= 1
+            local.quiet -= 1
         if op in HOST_COPIES and isinstance(result, torch.Tensor):
             if len(self._host) > 1024:
                 self._host = {k: e for k, e in self._host.items() if e[0]() is not None}
@@ -311,7 +352,7 @@ class _FunctionMode(TorchFunctionMode):  # type: ignore[no-untyped-call,unused-i
         if hit is None:
             return func(*args, **kwargs)
         report = self._report
-        if report._quiet:
+        if report._quiet or not report._depth:  # nested, or a thread outliving the recording
             return func(*args, **kwargs)
         if report.cuda:  # pragma: no cover - needs a CUDA device
             previous = torch.cuda.get_sync_debug_mode()
@@ -335,7 +376,7 @@ class _DispatchMode(TorchDispatchMode):  # type: ignore[no-untyped-call,unused-i
         if kwargs is None:
             kwargs = {}
         rule = DISPATCH_RULES.get(func)
-        if rule is None or self._report._quiet:
+        if rule is None or self._report._quiet or not self._report._depth:
             return func(*args, **kwargs)
         try:
             hit = rule(args, kwargs)
@@ -379,6 +420,7 @@ def detect_syncs(*, include_cpu: bool | None = None, deep: bool = False,
 
 class _NoSyncs(contextlib.ContextDecorator):
     def __init__(self, include_cpu: bool | None, deep: bool) -> None:
+        SyncRecorder(include_cpu=include_cpu, deep=deep, cuda=False)  # checks the arguments
         self._args = (include_cpu, deep)
         self._reports: list[SyncRecorder] = []
 

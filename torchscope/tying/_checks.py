@@ -38,6 +38,7 @@ from torchscope.tying._core import (
     _unstrided,
     _Walk,
     _walk,
+    require_module,
 )
 
 __all__ = ["TieSnapshot", "check_ties", "compare_ties", "snapshot_ties", "ties_of", "watch_ties"]
@@ -128,9 +129,7 @@ def check_ties(model: nn.Module) -> tuple[Finding, ...]:
     >>> [f.code for f in torchscope.check_ties(m)]
     ['tie-shared-storage', 'tie-safetensors']
     """
-    if not isinstance(model, nn.Module):
-        raise TorchscopeError(
-            f"check_ties needs an nn.Module, got {type(model).__name__}: pass the model")
+    require_module(model, "check_ties")
     return _findings(_Model.of(model, details=True))
 
 
@@ -355,9 +354,7 @@ def snapshot_ties(model: nn.Module) -> TieSnapshot:
     >>> [g.names for g in snap.groups]
     [('2.weight', '4.weight'), ('2.bias', '4.bias')]
     """
-    if not isinstance(model, nn.Module):
-        raise TorchscopeError(
-            f"snapshot_ties needs an nn.Module, got {type(model).__name__}: pass the model")
+    require_module(model, "snapshot_ties")
     state = _Model.of(model, details=False)
     return TieSnapshot(type(model).__name__, tuple(g for _, g in state.groups))
 
@@ -410,6 +407,7 @@ def compare_ties(snapshot: TieSnapshot, model: nn.Module) -> tuple[Finding, ...]
         raise TorchscopeError(
             f"compare_ties needs a TieSnapshot, got {type(snapshot).__name__}: take one with "
             "torchscope.snapshot_ties(model) before the operation")
+    require_module(model, "compare_ties")
     state = _Model.of(model, details=False)
     old_names = [n for g in snapshot.groups for n in g.names]
     strip = (not any(n.startswith("module.") for n in old_names)

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined,unused-ignore]
 
 from torchscope._torch import gc_paused
+from torchscope.errors import InputSpecError
 from torchscope.records import TiedGroup, TieKind
 
 __all__ = [
@@ -339,6 +340,18 @@ class _Walk:
 
 _Link = tuple[nn.Module, "_Link | None"]
 
+
+def require_module(model: object, where: str) -> None:
+    """Raise :class:`~torchscope.errors.InputSpecError` unless ``model`` is an ``nn.Module``.
+
+    >>> require_module(torch.nn.Linear(1, 1), "find_tied")
+    """
+    if not isinstance(model, nn.Module):
+        shown = repr(model) if len(repr(model)) <= 40 else repr(model)[:37] + "..."
+        raise InputSpecError(
+            f"{where} needs an nn.Module, got {shown} ({type(model).__name__}): pass the model"
+        )
+
 _DECLARES: dict[type, bool] = {}
 
 
@@ -530,6 +543,7 @@ def find_tied(model: nn.Module) -> tuple[TiedGroup, ...]:
     >>> g[0].kind.value, g[0].nbytes
     ('alias', 256)
     """
+    require_module(model, "find_tied")
     with gc_paused():
         walk = _walk(model)
         groups = _groups(walk.tensors, walk.all_names, _candidates(walk.tensors, walk.extra))
