@@ -193,6 +193,11 @@ def render_graph(
     >>> out.read_text().startswith("digraph MLP")
     True
     """
+    if not isinstance(path, (str, Path)):
+        raise TorchscopeError(
+            f"path = {path!r} ({type(path).__name__}) is not a file path; give one such as "
+            "'net.svg' (its suffix chooses the format)"
+        )
     target = Path(path)
     fmt = target.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
