@@ -1,0 +1,376 @@
+"""Promise 1 under attack: no side effect on the model or on global state, whatever the forward
+does, in every mode (real, meta, fake), also when the forward raises.
+
+Each hostile forward below does one thing a real-world forward does (writes a parameter in
+place, flips requires_grad, caches an activation, registers a parameter, runs a backward,
+changes a global default); every case asserts the exact state afterwards.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import torchscope
+from torchscope import examples
+from torchscope.errors import ForwardError, InitPolicyError
+
+MODES = ("real", "meta", "fake")
+
+
+def _bytes(model: nn.Module) -> dict[str, bytes]:
+    """The state dict as raw bytes: bit-identical means equal here (NaNs included)."""
+    return {k: v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            for k, v in model.state_dict().items()}
+
+
+def _versions(model: nn.Module) -> dict[str, int]:
+    return {k: v._version for k, v in model.state_dict(keep_vars=True).items()}
+
+
+def _flags(model: nn.Module) -> dict[str, Any]:
+    return {
+        "training": {n: m.training for n, m in model.named_modules()},
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "grad": {n: None if p.grad is None else id(p.grad) for n, p in model.named_parameters()},
+        "attrs": {n: sorted(m.__dict__) for n, m in model.named_modules()},
+        "params": {n: id(p) for n, p in model.named_parameters()},
+        "modules": {n: id(m) for n, m in model.named_modules()},
+        "hooks": {n: (len(m._forward_hooks), len(m._forward_pre_hooks))
+                  for n, m in model.named_modules()},
+    }
+
+
+def _globals() -> dict[str, Any]:
+    return {
+        "dtype": torch.get_default_dtype(),
+        "device": torch.get_default_device(),
+        "grad": torch.is_grad_enabled(),
+        "deterministic": (torch.are_deterministic_algorithms_enabled(),
+                          torch.is_deterministic_algorithms_warn_only_enabled()),
+        "anomaly": (torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled()),
+        "autocast": (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")),
+        "function_modes": torch._C._len_torch_function_stack(),
+        "dispatch_modes": torch._C._len_torch_dispatch_stack(),  # type: ignore[attr-defined]
+        "torch_rng": torch.get_rng_state(),
+        "py_rng": random.getstate(),
+        "np_rng": np.random.get_state()[1].tobytes(),  # type: ignore[index]
+        "matmul": torch.get_float32_matmul_precision(),
+    }
+
+
+def _assert_same_globals(before: dict[str, Any], after: dict[str, Any]) -> None:
+    for key in before:
+        if isinstance(before[key], torch.Tensor):
+            assert torch.equal(before[key], after[key]), key
+        else:
+            assert before[key] == after[key], key
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile forwards
+
+
+class _Base(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.bn = nn.BatchNorm1d(4)
+        self.register_buffer("scale", torch.ones(4))
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.fc(x)) * self.scale
+
+
+class ClampsWeight(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.fc.weight.data.clamp_(0.0, 0.01)  # .data: no version bump, invisible to autograd
+        return self.body(x)
+
+
+class WritesBuffer(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.scale.mul_(2.0)
+        return self.body(x)
+
+
+class FlipsRequiresGrad(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.fc.bias.requires_grad_(False)
+        return self.body(x)
+
+
+class CachesActivation(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        self.last = y  # keeps an activation alive
+        self.calls = getattr(self, "calls", 0) + 1
+        return y
+
+
+class RegistersThings(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.extra = nn.Parameter(torch.zeros(1, device=x.device))
+        self.register_buffer("seen", torch.zeros(1, device=x.device))
+        self.fc = nn.Linear(4, 4, device=x.device)  # a submodule replaced
+        self.head = nn.Identity()  # a submodule added
+        return self.body(x)
+
+
+class BackwardInside(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            self.fc(x.detach().float()).sum().backward()
+        return self.body(x)
+
+
+class ChangesGlobals(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch.set_default_dtype(torch.float64)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.set_anomaly_enabled(True)
+        torch.set_autocast_enabled("cpu", True)
+        torch.set_float32_matmul_precision("medium")
+        torch.manual_seed(123)
+        random.seed(5)
+        np.random.seed(5)
+        torch.set_default_device("meta")
+        _Leaked().__enter__()  # a dispatch mode pushed and never popped
+        return self.body(x)
+
+
+class _Leaked(TorchDispatchMode):
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
+                           kwargs: Any = None) -> Any:
+        return func(*args, **(kwargs or {}))
+
+
+class Raises(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.fc.weight.data.zero_()
+        self.scale.add_(1.0)
+        self.last = x
+        torch.set_default_dtype(torch.float64)
+        raise RuntimeError("boom in the user's forward")
+
+
+class RenormEmbedding(nn.Module):
+    """A stock Embedding with max_norm renormalizes the rows it looks up, in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4, max_norm=0.1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.emb(ids)
+
+
+HOSTILE: dict[str, Callable[[], nn.Module]] = {
+    "clamps-weight": ClampsWeight,
+    "writes-buffer": WritesBuffer,
+    "flips-requires-grad": FlipsRequiresGrad,
+    "caches-activation": CachesActivation,
+    "registers-things": RegistersThings,
+    "backward-inside": BackwardInside,
+    "changes-globals": ChangesGlobals,
+}
+
+
+@pytest.fixture
+def clean_globals() -> Iterator[None]:
+    """Put global state back even when torchscope failed to (so one failure stays one)."""
+    state = _globals()
+    yield
+    torch.set_default_dtype(state["dtype"])
+    torch.set_default_device(None)
+    torch.use_deterministic_algorithms(False)
+    torch.set_anomaly_enabled(False)
+    torch.set_autocast_enabled("cpu", False)
+    torch.set_float32_matmul_precision(state["matmul"])
+    while torch._C._len_torch_dispatch_stack() > state["dispatch_modes"]:  # type: ignore[attr-defined]
+        torch._C._pop_torch_dispatch_stack(None)  # type: ignore[attr-defined]
+
+
+def _model(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    model = HOSTILE[name]()
+    model.train()
+    return model
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_summarize_undoes_what_the_forward_did(name: str, mode: str,
+                                               clean_globals: None) -> None:
+    model = _model(name)
+    x = torch.randn(3, 4)
+    before, versions, flags, glob = _bytes(model), _versions(model), _flags(model), _globals()
+    torchscope.summarize(model, x, mode=mode)
+    assert _bytes(model) == before
+    assert _versions(model) == versions
+    assert _flags(model) == flags
+    _assert_same_globals(glob, _globals())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_raising_forward_leaves_everything_as_it_was(mode: str, clean_globals: None) -> None:
+    model = Raises().train()
+    x = torch.randn(3, 4)
+    before, versions, flags, glob = _bytes(model), _versions(model), _flags(model), _globals()
+    with pytest.raises(ForwardError, match=rf"forward of Raises raised .* in {mode} mode.*"
+                                           r"RuntimeError: boom in the user's forward"):
+        torchscope.summarize(model, x, mode=mode)
+    assert _bytes(model) == before
+    assert _versions(model) == versions
+    assert _flags(model) == flags
+    _assert_same_globals(glob, _globals())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_embedding_max_norm_renormalization_is_undone(mode: str) -> None:
+    torch.manual_seed(0)
+    model = RenormEmbedding()
+    with torch.no_grad():
+        model.emb.weight.mul_(10.0)  # rows far above max_norm: a lookup rewrites them
+    before, versions = _bytes(model), _versions(model)
+    torchscope.summarize(model, torch.tensor([[1, 2, 3]]), mode=mode)
+    assert _bytes(model) == before
+    assert _versions(model) == versions
+
+
+# ---------------------------------------------------------------------------------------------
+# a backward pending outside the call
+
+
+class UsesBuffer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.bn = nn.BatchNorm1d(4)
+        self.register_buffer("scale", torch.full((4,), 2.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.fc(x) * self.scale)
+
+
+CALLS: dict[str, Callable[[nn.Module, torch.Tensor], object]] = {
+    "summarize-real": lambda m, x: torchscope.summarize(m, x, mode="real"),
+    "summarize-meta": lambda m, x: torchscope.summarize(m, x, mode="meta"),
+    "summarize-fake": lambda m, x: torchscope.summarize(m, x, mode="fake"),
+    "trace-real": lambda m, x: torchscope.trace_forward(m, x, mode="real"),
+    "check-devices": lambda m, x: torchscope.check_devices(m, x),
+    "check-devices-fake": lambda m, x: torchscope.check_devices(m, x, mode="fake"),
+    "empty-state-guard": lambda m, x: _empty_guard(m),
+    "apply-init-dry-run": lambda m, x: torchscope.apply_init(m, {"*": "zeros"}, dry_run=True),
+}
+
+
+def _empty_guard(model: nn.Module) -> None:
+    with torchscope.state_guard(model):
+        pass
+
+
+@pytest.mark.parametrize("call", list(CALLS))
+def test_a_pending_backward_survives_the_call(call: str) -> None:
+    # guards the bug: restoring state wrote into every buffer, bumping its version counter, so
+    # a backward pending outside raised "modified by an inplace operation"
+    torch.manual_seed(0)
+    model = UsesBuffer().train()
+    out = model(torch.randn(3, 4)).sum()
+    versions = _versions(model)
+    CALLS[call](model, torch.randn(3, 4))
+    assert _versions(model) == versions
+    out.backward()
+    assert model.fc.weight.grad is not None
+
+
+def test_a_written_buffer_gets_its_version_back_too() -> None:
+    # the forward's own in-place write is undone bytes and version both: autograd sees what
+    # it saved
+    torch.manual_seed(0)
+    model = WritesBuffer().train()
+    out = (model.fc(torch.randn(3, 4)) * model.scale).sum()
+    before, versions = _bytes(model), _versions(model)
+    torchscope.summarize(model, torch.randn(3, 4), mode="real")
+    assert (_bytes(model), _versions(model)) == (before, versions)
+    out.backward()
+    assert model.fc.weight.grad is not None
+
+
+def test_a_grad_accumulated_inside_the_forward_is_undone() -> None:
+    torch.manual_seed(0)
+    model = BackwardInside()
+    model.fc.weight.grad = torch.ones_like(model.fc.weight)
+    grad_before = model.fc.weight.grad.clone()
+    grad_id = id(model.fc.weight.grad)
+    torchscope.summarize(model, torch.randn(3, 4), mode="real")
+    assert id(model.fc.weight.grad) == grad_id
+    assert torch.equal(model.fc.weight.grad, grad_before)
+    assert model.fc.bias.grad is None
+
+
+def test_state_guard_leaves_no_mode_and_copies_nothing_untouched() -> None:
+    model = UsesBuffer()
+    with torchscope.state_guard(model):
+        inside = torch._C._len_torch_dispatch_stack()  # type: ignore[attr-defined]
+        model(torch.randn(3, 4))
+    assert inside == 1  # the copy-on-write watcher, gone after the block
+    assert torch._C._len_torch_dispatch_stack() == 0  # type: ignore[attr-defined]
+
+
+def test_state_guard_refuses_what_is_not_a_module() -> None:
+    with pytest.raises(torchscope.InputSpecError,
+                       match=r"^state_guard: model = NoneType is not a torch.nn.Module"), \
+            torchscope.state_guard(None):  # type: ignore[arg-type]
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# apply_init: all or nothing
+
+
+@pytest.mark.parametrize(
+    ("initializer", "message"),
+    [
+        ("uniform(5.0, -5.0)", r"has a=5\.0 > b=-5\.0; give a < b"),
+        ("uniform(-1e999, 1e999)", r"has a=-inf; give a finite number"),
+        ("normal(std=-1.0)", r"has std=-1\.0; std cannot be negative"),
+        ("normal(mean=1e999)", r"has mean=inf; give a finite number"),
+        ("trunc_normal(a=2.0, b=-2.0)", r"has a=2\.0 > b=-2\.0"),
+        ("sparse(sparsity=1.5)", r"has sparsity=1\.5; give a fraction in \[0, 1\]"),
+        ("xavier_uniform(gain=-1.0)", r"has gain=-1\.0; gain cannot be negative"),
+        ("uniform(5.0)", r"has a=5\.0 > b=1\.0"),
+    ],
+)
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "apply"])
+def test_apply_init_checks_every_initializer_before_any_change(
+        initializer: str, message: str, dry_run: bool) -> None:
+    model = examples.MLP()
+    before = _bytes(model)
+    with pytest.raises(InitPolicyError, match=rf"^policy rule #1 \('\*\.bias'\): initializer "
+                                              rf".*{message}"):
+        torchscope.apply_init(model, {"*.weight": "zeros", "*.bias": initializer},
+                              dry_run=dry_run)
+    assert _bytes(model) == before
+
+
+def test_apply_init_puts_everything_back_when_a_callable_raises() -> None:
+    model = examples.MLP()
+    before = _bytes(model)
+
+    def half_way(t: torch.Tensor) -> None:
+        t.fill_(7.0)
+        raise ValueError("broken initializer")
+
+    with pytest.raises(InitPolicyError, match=r"raised ValueError on output\.bias: broken "
+                                              r"initializer; every tensor was put back"):
+        torchscope.apply_init(model, [("hidden.*", "zeros"), ("output.weight", "ones"),
+                                      ("output.bias", half_way)])
+    assert _bytes(model) == before
