@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -11,12 +12,12 @@ from models import TRANSFORMERS
 import torchscope
 from torchscope import examples
 from torchscope.rendering._report import (
-    WIDTH,
     humanize_bytes,
     humanize_count,
     render_markdown,
     render_rich_text,
     render_text,
+    tree_rows,
 )
 
 SNAPSHOT_MODELS = ["MLP", "NestMLP", "SharedMLP", "LazyMLP", "FixedHiddenMLP", "MyLinear"]
@@ -43,13 +44,18 @@ def test_params_view_snapshot(snapshot: Callable[[str, str], None]) -> None:
 
 
 @pytest.mark.parametrize("name", ["gpt2", "t5", "llama"])
-def test_tables_fit_100_columns(name: str) -> None:
-    model = TRANSFORMERS[name]()
-    report = torchscope.summarize(model)
-    for text in (render_text(report), render_rich_text(report),
-                 render_rich_text(report, params=True)):
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_tables_fit_the_terminal_without_cutting(name: str, width: int) -> None:
+    report = torchscope.summarize(TRANSFORMERS[name]())
+    for text in (render_text(report, width=width), render_rich_text(report, width=width),
+                 render_rich_text(report, params=True, width=width)):
         widest = max(len(line.rstrip()) for line in text.splitlines())
-        assert widest <= WIDTH, f"{widest} columns"
+        assert widest <= width, f"{widest} columns"
+        assert "…" not in text.split("Total params")[0]  # findings may quote "…" themselves
+    # every part of every qualified name is whole (names wrap at a dot, if at all)
+    params = render_rich_text(report, params=True, width=width)
+    words = set(re.split(r"[\s.,]+", params))
+    assert all(part in words for p in report.params for part in p.name.split("."))
 
 
 def test_depth_folds_deeper_blocks_into_totals() -> None:
@@ -102,3 +108,229 @@ def test_print_report_formats(capsys: pytest.CaptureFixture[str]) -> None:
         assert "hidden" in capsys.readouterr().out
     with pytest.raises(torchscope.TorchscopeError, match="unknown format 'html'"):
         torchscope.print_report(report, fmt="html")
+
+
+# -- never hide a digit, a shape or a name ---------------------------------------------------
+
+LONG = [(2, 8, 4096)]
+
+
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_long_names_golden_at_each_width(width: int, snapshot: Callable[[str, str], None]) -> None:
+    report = torchscope.summarize(examples.LongNames(), input_size=LONG)
+    text = render_rich_text(report, width=width)
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= width
+    assert "…" not in text
+    snapshot(f"summary_LongNames.rich{width}.txt", text)
+
+
+def test_long_names_piped_text_keeps_every_cell_whole(
+        snapshot: Callable[[str, str], None]) -> None:
+    report = torchscope.summarize(examples.LongNames(), input_size=LONG)
+    text = render_text(report)
+    # regression: shapes were clipped to "[2, 8, 409…" and GPT-2 outputs to "{logits: [2, 16, …"
+    assert ("{logits: [2, 8, 40960], past_key_values: (([2, 8, 64], [2, 8, 64]), "
+            "([2, 8, 64], [2, 8, 64]))}") in text
+    assert "DecoderLayerWithAnExtremelyDescriptiveTypeName" in text
+    assert "key_value_projection_for_the_attention_cache" in text
+    assert "…" not in text
+    snapshot("summary_LongNames.text.txt", text)
+
+
+def test_narrow_terminal_hides_columns_and_says_so() -> None:
+    report = torchscope.summarize(examples.LongNames(), input_size=LONG)
+    text = render_rich_text(report, width=80)
+    note = " ".join(text.split("(hidden to fit the terminal:")[1].split())
+    assert note.startswith("Type, ")
+    # what is shown is whole: every number of the Total column
+    assert "262.2 K" in text and "2.6 M" in text
+
+
+def test_wrapped_shapes_break_at_separators_only() -> None:
+    report = torchscope.summarize(examples.LongNames(), input_size=LONG)
+    text = render_rich_text(report, width=100)
+    assert "40960" in text and "4096]" in text
+    for line in text.splitlines():
+        assert not line.rstrip().endswith(("[2, 8, 409", "4096 ", "409"))
+
+
+def test_gpt2_outputs_are_whole_at_120_columns() -> None:
+    report = torchscope.summarize(TRANSFORMERS["gpt2"](), input_size=[(2, 16)], dtypes=["long"])
+    text = render_rich_text(report, width=120)
+    assert "{logits:" in text and "[2, 16, 1000]," in text  # a shape is never split
+    assert "…" not in text.split("Total params")[0]
+
+
+def test_print_report_follows_the_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    report = torchscope.summarize(examples.LongNames(), input_size=LONG)
+    monkeypatch.setenv("COLUMNS", "90")
+    assert max(len(line) for line in str(report).splitlines()) <= 90
+    monkeypatch.delenv("COLUMNS")
+    # piped (no terminal): nothing is wrapped or hidden
+    assert "DecoderLayerWithAnExtremelyDescriptiveTypeName" in str(report)
+
+
+def test_findings_wrap_at_words_not_inside_code() -> None:
+    report = torchscope.summarize(examples.SharedMLP())
+    for text in (render_text(report), render_rich_text(report, width=80)):
+        # regression: "save_file(model.state_di" / "ct(), …)" was split mid-identifier
+        assert "save_file(model.state_dict()," in text
+
+
+# -- names that are markup or syntax ---------------------------------------------------------
+
+
+def hostile() -> torch.nn.Module:
+    model = torch.nn.Sequential()
+    model.add_module("[/]", torch.nn.Linear(2, 2))
+    model.add_module("[bold red]x", torch.nn.ReLU())
+    model.add_module("b:c", torch.nn.Linear(2, 2))
+    model.add_module("e\x1b[31mvil\u202ex\ny", torch.nn.ReLU())
+    model.add_module("<h>", torch.nn.ReLU())
+    return model
+
+
+@pytest.mark.parametrize("fmt", ["rich", "text", "markdown"])
+def test_hostile_names_are_shown_as_written(fmt: str) -> None:
+    report = torchscope.summarize(hostile(), input_size=[(1, 2)])
+    if fmt == "rich":
+        # regression: a child named [/] raised rich's MarkupError; [bold red]x became a style
+        text = render_rich_text(report)
+    else:
+        text = torchscope.render(report, fmt)
+    assert "[/]" in text and "[bold red]x" in text and "b:c" in text
+    assert "\x1b" not in text and "\u202e" not in text
+    assert "e\\x1b[31mvil\\u202ex\\ny" in text
+    assert len(text.splitlines()) == len(render_text(report).splitlines()) + (
+        0 if fmt == "text" else len(text.splitlines()) - len(render_text(report).splitlines()))
+
+
+def test_hostile_names_in_markdown_are_not_html() -> None:
+    text = torchscope.render(torchscope.summarize(hostile()), "markdown")
+    assert "\\<h>" in text and "| <h>" not in text
+
+
+def test_hostile_names_in_notebook_html() -> None:
+    report = torchscope.summarize(hostile())
+    html = report._repr_mimebundle_()["text/html"]
+    assert "[bold red]x" in html and "&lt;h&gt;" in html and "\x1b" not in html
+
+
+# -- one table with what users look for -------------------------------------------------------
+
+
+def test_traced_table_keeps_parameter_columns_and_shares() -> None:
+    report = torchscope.summarize(examples.MLP(), input_size=[(2, 20)])
+    header = render_text(report).splitlines()[0].split()
+    assert header[:4] == ["Module", "Type", "Input", "Output"]
+    assert {"Own", "Total", "Size", "Train", "%"} <= set(header)
+    assert "67.7%" in render_text(report)  # hidden: 5,376 of 7,946
+
+
+def test_share_is_tie_aware() -> None:
+    report = torchscope.summarize(examples.SharedMLP(), input_size=[(1, 4)])
+    rows = {r[0]: r for r in tree_rows(report, tree=False, columns="params_percent")[1]}
+    assert rows["(root)"][1] == "100.0%"
+    assert rows["2 (= 4)"][1] == f"{100 * 72 / 121:.1f}%"  # shared layer counted once
+
+
+def test_mode_column_appears_where_modules_disagree() -> None:
+    model = examples.NestMLP()
+    model.net.eval()
+    report = torchscope.summarize(model)
+    text = render_text(report)
+    assert "Mode" in text.splitlines()[0]
+    assert "Modes: 2 modules in train mode, 5 in eval mode" in text
+    assert model.net.training is False and model.training is True  # untouched
+    assert "Mode" not in render_text(torchscope.summarize(examples.NestMLP())).splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("columns", "header"),
+    [("input_size,output_size,num_params", ["Module", "Input", "Output", "Total"]),
+     (["num_params", "type"], ["Module", "Total", "Type"]),
+     ("trainable,kernel_size", ["Module", "Train", "Kernel"])],
+)
+def test_columns_choose_and_order(columns: str | list[str], header: list[str]) -> None:
+    report = torchscope.summarize(examples.MLP(), input_size=[(2, 20)])
+    assert tree_rows(report, columns=columns)[0] == header
+
+
+def test_kernel_size_column_reads_conv_weights() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, (3, 5)), torch.nn.ReLU())
+    report = torchscope.summarize(model)
+    rows = tree_rows(report, tree=False, columns="kernel_size")[1]
+    assert rows[1] == ["0", "[3, 5]"] and rows[2] == ["1", ""]
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [("nmu_params", "'nmu_params' is not a column; did you mean num_params"),
+     ("input_size", "needs a traced forward")],
+)
+def test_bad_columns(columns: str, message: str) -> None:
+    with pytest.raises(torchscope.TorchscopeError, match=message):
+        render_text(torchscope.summarize(examples.MLP()), columns=columns)
+
+
+def test_register_column_plugs_into_every_format() -> None:
+    from torchscope.rendering._columns import COLUMNS, register_column
+
+    register_column("depth", "Depth", lambda r, m, c: str(m.depth), numeric=True,
+                    default="always", before="type")
+    try:
+        report = torchscope.summarize(examples.NestMLP())
+        assert render_text(report).splitlines()[0].split()[:2] == ["Module", "Depth"]
+        assert "Depth |" in render_markdown(report)
+        assert "Depth" in render_rich_text(report)
+    finally:
+        del COLUMNS["depth"]
+    assert "Depth" not in render_text(torchscope.summarize(examples.NestMLP()))
+
+
+# -- less noise, fewer surprises --------------------------------------------------------------
+
+
+def test_batchnorm_counter_is_not_a_mixed_dtype() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    text = render_text(torchscope.summarize(model))
+    # regression: num_batches_tracked (int64) made every BatchNorm model "mixed dtype"
+    assert "dtype@device" not in text and "All tensors: float32 on cpu" in text
+    half = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2).half())
+    assert "dtype@device" in render_text(torchscope.summarize(half))
+
+
+def test_container_whose_children_ran_is_not_not_called() -> None:
+    report = torchscope.summarize(examples.LongNames(), input_size=LONG)
+    rows = {r[0]: r for r in tree_rows(report, tree=False)[1]}
+    # regression: GPT-2's h ModuleList (no forward of its own) was "(not called)"
+    assert rows["decoder_layers_with_long_names"][2] == ""
+    unused = torch.nn.ModuleDict({"used": torch.nn.Linear(2, 2), "spare": torch.nn.Linear(2, 2)})
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = unused
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.blocks["used"](x)
+            return out
+
+    rows = {r[0]: r for r in tree_rows(torchscope.summarize(Net(), input_size=[(1, 2)]),
+                                      tree=False)[1]}
+    assert rows["blocks.spare"][2] == "(not called)" and rows["blocks"][2] == ""
+
+
+def test_markdown_keeps_aliased_modules() -> None:
+    text = render_markdown(torchscope.summarize(examples.SharedMLP()))
+    # regression: Markdown dropped module 4 of SharedMLP, text showed "2 (= 4)"
+    assert "| 2 (= 4) " in text
+
+
+def test_ties_table_counts_agree_with_nouns() -> None:
+    one = torchscope.render(torchscope.find_tied(torch.nn.Sequential(*[torch.nn.Linear(2, 2)] * 2)
+                                                 ), "text")
+    assert "(2 groups," in one
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False))
+    model.add_module("again", model[0])
+    assert "(1 group," in torchscope.render(torchscope.find_tied(model), "text")

@@ -41,6 +41,7 @@ from torchscope.records import (
 )
 from torchscope.rendering import _check, _checkpoint, _diff, _init, _report, _syncs, _training
 from torchscope.rendering import _cost
+from torchscope.rendering._columns import COLUMNS as COLUMNS, register_column as register_column
 from torchscope.rendering._report import (
     WIDTH as WIDTH,
     emit as emit,
@@ -53,7 +54,6 @@ from torchscope.rendering._report import (
     render_text as render_text,
     spec_str as spec_str,
 )
-from torchscope.rendering._columns import COLUMNS as COLUMNS, register_column as register_column
 
 __all__ = [
     "COLUMNS",

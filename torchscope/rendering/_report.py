@@ -369,7 +369,7 @@ class Fitted:
 
 
 def fit_table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int | None,
-              overhead: Callable[[int], int]) -> Fitted:
+              overhead: Callable[[int], int], *, header_pad: int = 0) -> Fitted:
     """Fit a table to ``width`` terminal cells without cutting a digit, a shape or a name.
 
     Wrappable cells first wrap at separators down to a comfortable width (16 cells or their
@@ -382,6 +382,7 @@ def fit_table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: i
         rows: whole cells, one list per row.
         width: the terminal width, or ``None`` for no limit.
         overhead: the table's own width (gaps, edges) for a number of columns.
+        header_pad: cells a column needs beyond its header (tabulate pads headers by 2).
 
     Returns:
         The fitted table.
@@ -392,9 +393,9 @@ def fit_table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: i
     (('a', '[2, 8,\\n4096]'),)
     """
     keep = list(range(len(columns)))
-    natural = [max([cell_width(columns[i].header), *(cell_width(r[i]) for r in rows)])
-               for i in range(len(columns))]
-    pieces = [max([cell_width(columns[i].header), *(min_wrap_width(r[i]) for r in rows)])
+    head = [cell_width(c.header) + header_pad for c in columns]
+    natural = [max([head[i], *(cell_width(r[i]) for r in rows)]) for i in range(len(columns))]
+    pieces = [max([head[i], *(min_wrap_width(r[i]) for r in rows)])
               if columns[i].wrap else natural[i] for i in range(len(columns))]
 
     def shrink(cols: list[int], floor: Callable[[int], int]) -> dict[int, int]:
@@ -408,8 +409,7 @@ def fit_table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: i
                 break
             i = max(candidates, key=lambda k: widths[k])
             target = max(floor(i), widths[i] - over)
-            wrapped = max([cell_width(columns[i].header),
-                           *(widest_line(wrap_cell(r[i], target)) for r in rows)])
+            wrapped = max([head[i], *(widest_line(wrap_cell(r[i], target)) for r in rows)])
             widths[i] = wrapped if wrapped < widths[i] else target
             if wrapped >= natural[i] and target >= natural[i]:
                 break
@@ -427,12 +427,18 @@ def fit_table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: i
         keep = [0]
         for i in sorted(range(1, len(columns)), key=lambda k: -columns[k].priority):
             trial = sorted([*keep, i])
-            if fits(shrink(trial, comfortable)) or fits(shrink(trial, tightest)) and (
-                    columns[i].priority >= 80):
+            if fits(shrink(trial, comfortable)) or (
+                    columns[i].priority >= 80 and fits(shrink(trial, tightest))):
                 keep = trial
         widths = shrink(keep, comfortable)
         if not fits(widths):
             widths = shrink(keep, tightest)
+    if width is not None:  # give the room left to the wrapped columns, widest need first
+        for i in sorted((k for k in keep if columns[k].wrap), key=lambda k: -natural[k]):
+            room = width - sum(widths.values()) - overhead(len(keep))
+            if room > 0 and widths[i] < natural[i]:
+                target = min(natural[i], widths[i] + room)
+                widths[i] = max([head[i], *(widest_line(wrap_cell(r[i], target)) for r in rows)])
     hidden = [i for i in range(len(columns)) if i not in keep]
     out_rows = tuple(
         tuple("\n".join(wrap_cell(r[i], widths[i])) if columns[i].wrap else r[i] for i in keep)
@@ -509,14 +515,14 @@ def render_text(report: Report, *, depth: int | None = None, params: bool = Fals
     """
     limit = _resolve_width(width)
     cols, rows = _table_of(report, depth, params, True, columns)
-    fitted = fit_table(cols, rows, limit, _text_overhead)
+    fitted = fit_table(cols, rows, limit, _text_overhead, header_pad=2)
     table = _text_table(fitted.columns, fitted.rows)
     lines = [*totals_lines(report), *_hidden_note(fitted.hidden)]
     if limit is not None:
         lines = [w for line in lines for w in wrap_words(line, limit, indent="  ")]
     parts = [table, "", *lines]
     if report.findings:
-        parts += ["", findings_text(report.findings, width=limit)]
+        parts += ["", findings_text(report.findings, width=limit or WIDTH)]  # at words
     return "\n".join(parts) + "\n"
 
 
@@ -531,7 +537,7 @@ def render_markdown(report: Report, *, depth: int | None = None, params: bool = 
     from tabulate import tabulate
 
     cols, rows = _table_of(report, depth, params, False, columns)
-    cells = [[c.replace("|", "\\|") for c in row] for row in rows]
+    cells = [[escape_markdown(c) for c in row] for row in rows]
     table = tabulate(cells, headers=[c.header for c in cols], tablefmt="github",
                      disable_numparse=True,
                      colalign=["right" if c.numeric else "left" for c in cols])
@@ -662,7 +668,7 @@ class _Findings:
         from rich.text import Text
 
         styles = {"error": "bold red", "warning": "yellow", "info": "cyan"}
-        yield Text("Findings", style="italic")
+        yield Text("\nFindings", style="italic")
         for f in self.findings:
             text = findings_text([f], width=options.max_width)
             yield Text(text, style=styles.get(f.severity.value, ""))
@@ -804,7 +810,7 @@ def _simple_table(title: str, header: list[str], rows: list[list[str]], fmt: str
         from tabulate import tabulate
 
         if fmt == "markdown":
-            rows = [[c.replace("|", "\\|") for c in row] for row in rows]
+            rows = [[escape_markdown(c) for c in row] for row in rows]
         table = tabulate(rows, headers=header, disable_numparse=True,
                          tablefmt="github" if fmt == "markdown" else "simple",
                          colalign=["right" if h in right else "left" for h in header])

@@ -9,7 +9,7 @@ separators (``.``, ``,``, space), so a digit, a shape or a name is never cut.
 
 >>> escape_text("a\\nb\\u202ec")
 'a\\\\nb\\\\u202ec'
->>> wrap_cell("[2, 8, 4096], [2, 8, 40960]", 14)
+>>> wrap_cell("[2, 8, 4096], [2, 8, 40960]", 10)
 ['[2, 8, 4096],', '[2, 8, 40960]']
 """
 
@@ -72,12 +72,16 @@ def escape_text(text: str) -> str:
 
 
 def escape_markdown(text: str) -> str:
-    """:func:`escape_text` for a Markdown table cell (``|`` and backticks made literal).
+    r""":func:`escape_text` for a Markdown table cell: ``|``, ``<`` (an HTML tag), ``*`` and
+    backticks made literal.
 
-    >>> escape_markdown("a|b")
-    'a\\\\|b'
+    >>> print(escape_markdown("a|b"), escape_markdown("<h>"))
+    a\|b \<h>
     """
-    return escape_text(text).replace("|", "\\|").replace("`", "\\`")
+    out = escape_text(text)
+    for ch in "|<*`":
+        out = out.replace(ch, "\\" + ch)
+    return out
 
 
 def plain(text: str, style: str | None = None) -> Text:
@@ -102,12 +106,35 @@ def cell_width(text: str) -> int:
     return max((cell_len(line) for line in text.split("\n")), default=0)
 
 
-# a piece ends after a separator: ", " or "," or "." or " " (the separator stays with it)
-_PIECES = re.compile(r"[^,. ]*(?:, |[,. ]|$)")
+# a shape ([2, 8, 4096]) is never split; elsewhere a piece ends after ", ", ",", "." or " "
+_SHAPE = re.compile(r"\[(?:[0-9]+(?:, [0-9]+)*)?\]")
 
 
 def _pieces(text: str) -> list[str]:
-    return [p for p in _PIECES.findall(text) if p]
+    out: list[str] = []
+    current = ""
+    i = 0
+    while i < len(text):
+        shape = _SHAPE.match(text, i)
+        if shape:
+            current += shape.group()
+            i = shape.end()
+            continue
+        ch = text[i]
+        current += ch
+        i += 1
+        if ch in ".,":
+            if i < len(text) and text[i] == " ":
+                current += " "
+                i += 1
+            out.append(current)
+            current = ""
+        elif ch == " ":
+            out.append(current)
+            current = ""
+    if current:
+        out.append(current)
+    return out
 
 
 def min_wrap_width(text: str) -> int:

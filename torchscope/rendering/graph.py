@@ -58,7 +58,9 @@ from torchscope.records import (
     Spec,
     TensorSpec,
 )
-from torchscope.rendering._report import humanize_count, spec_str
+from torchscope.rendering._columns import spec_text
+from torchscope.rendering._report import humanize_count
+from torchscope.rendering._text import escape_text, wrap_cell
 
 if TYPE_CHECKING:
     import graphviz
@@ -286,9 +288,14 @@ def _call_input_leaves(call: CallRecord) -> list[TensorSpec]:
     return out
 
 
-def _spec_label(spec: Spec, limit: int = 36) -> str:
+# a line break inside one label line (a long shape wrapped at a separator); it survives
+# escaping and becomes DOT's \\n
+_BREAK = "\ue000"
 
-    return spec_str(spec, limit=limit)
+
+def _spec_label(spec: Spec, limit: int = 36) -> str:
+    """The whole spec, wrapped at separators to about ``limit`` characters (never clipped)."""
+    return _BREAK.join(wrap_cell(spec_text(spec), limit))
 
 
 def _shapes_label(specs: list[TensorSpec]) -> str:
@@ -297,18 +304,35 @@ def _shapes_label(specs: list[TensorSpec]) -> str:
         text = spec.shape_str()
         if text not in shapes:
             shapes.append(text)
-    if len(shapes) > 2:
-        return ", ".join(shapes[:2]) + ", …"
-    return ", ".join(shapes)
+    return _BREAK.join(", ".join(shapes[i:i + 2]) for i in range(0, len(shapes), 2))
 
 
-def _escape(text: str) -> str:
-    """Text for a DOT label: backslashes doubled (DOT reads ``\\n`` and friends as escapes)."""
-    return text.replace("\\", "\\\\")
+def _escape(text: str) -> Any:
+    """Text for a DOT label: invisible characters escaped (:func:`escape_text`), backslashes
+    doubled (DOT reads ``\\n`` and friends as escapes), never read as an HTML label."""
+    import graphviz
+
+    out = escape_text(text).replace("\\", "\\\\")  # _BREAK (private use) stays as it is
+    return graphviz.nohtml(out.replace(_BREAK, "\\n"))
 
 
-def _lines(*lines: str) -> str:
-    return "\\n".join(_escape(line) for line in lines if line)
+def _lines(*lines: str) -> Any:
+    import graphviz
+
+    return graphviz.nohtml("\\n".join(str(_escape(line)) for line in lines if line))
+
+
+def _nid(node: str) -> str:
+    """A DOT node id for ``node``: ``:`` would split it into node and port (a phantom node),
+    ``<…>`` would read as HTML, control characters would break the line; such characters are
+    percent-encoded (ids are never shown, labels are).
+
+    >>> _nid("b:c"), _nid("layers.0")
+    ('b%3Ac', 'layers.0')
+    """
+    from urllib.parse import quote
+
+    return quote(node, safe="()[]{}._-/#*+=,;!?@$&'~ ")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -752,21 +776,21 @@ class _Diagram:
             edge_attr={"fontname": _FONT, "arrowsize": "0.7"},
         )
         if self.traced:
-            g.node(INPUT_ID, _lines("input", *self._input_lines()), **_IO_NODE)
+            g.node(_nid(INPUT_ID), _lines("input", *self._input_lines()), **_IO_NODE)
         self._emit_module(g, r.modules[0])
         if self.traced:
-            g.node(OUTPUT_ID, _lines("output", _spec_label(r.outputs, limit=48)), **_IO_NODE)
+            g.node(_nid(OUTPUT_ID), _lines("output", _spec_label(r.outputs, limit=48)), **_IO_NODE)
         for (src, dst), specs in self.edges.flow.items():
-            g.edge(src, dst, label=_shapes_label(specs), **_FLOW)
+            g.edge(_nid(src), _nid(dst), label=_lines(_shapes_label(specs)), **_FLOW)
         for (src, dst), specs in self.edges.code.items():
-            g.edge(src, dst, label=_shapes_label(specs), **_CODE_EDGE)
+            g.edge(_nid(src), _nid(dst), label=_lines(_shapes_label(specs)), **_CODE_EDGE)
         for a, b, label, ltail, lhead in self.ties:
             attrs = dict(_TIE_EDGE)
             if ltail:
                 attrs["ltail"] = ltail
             if lhead:
                 attrs["lhead"] = lhead
-            g.edge(a, b, label=label, **attrs)
+            g.edge(_nid(a), _nid(b), label=_lines(label), **attrs)
         if self.legend:
             self._emit_legend(g)
         return str(g.source)
@@ -787,7 +811,7 @@ class _Diagram:
             for uid in self.units_of.get(m.path, ()):
                 unit = self.units[uid]
                 if unit.path == m.path:  # a run is drawn once, at its first member
-                    g.node(uid, self._unit_label(unit), **self._unit_attrs(unit))
+                    g.node(_nid(uid), self._unit_label(unit), **self._unit_attrs(unit))
             return
         with g.subgraph(name=_cluster_name(m.path)) as sub:
             sub.attr(**self._cluster_attrs(m))
@@ -796,7 +820,7 @@ class _Diagram:
             for c in m.calls:
                 node = self.code_nodes.get(c.index)
                 if node is not None:
-                    sub.node(node, tooltip=_escape(
+                    sub.node(_nid(node), tooltip=_escape(
                         f"tensors made by torch functions in the forward of "
                         f"{m.path or 'the root'} ({m.type_name})"), **_CODE_NODE)
 
