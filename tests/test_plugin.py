@@ -164,15 +164,20 @@ def test_parametrized_names_and_a_name_used_twice(pytester: pytest.Pytester) -> 
         def test_width(model_snapshot, width):
             model_snapshot(nn.Linear(width, 1))
 
+        class TestWidths:
+            def test_width(self, model_snapshot):
+                model_snapshot(nn.Linear(5, 1))
+
         def test_twice(model_snapshot):
             model_snapshot(nn.Linear(1, 1), name="same")
             model_snapshot(nn.Linear(1, 1), name="same")
     """)
     result = pytester.runpytest("--torchscope-update")
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(["*model_snapshot name 'same' is used twice*"])
     names = sorted(p.name for p in _snapshots(pytester, "test_params").iterdir())
-    assert names == ["same.json", "test_width-2.json", "test_width-3.json"]
+    assert names == ["TestWidths.test_width.json", "same.json", "test_width-2.json",
+                     "test_width-3.json"]
 
 
 def test_unused_snapshots_are_reported(pytester: pytest.Pytester) -> None:

@@ -86,6 +86,12 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "-", name).strip("-.") or "snapshot"
 
 
+def _test_name(node: pytest.Item) -> str:
+    """The test's name inside its module, with its class: ``TestGPT.test_width[2]``."""
+    inside = node.nodeid.split("::", 1)[1] if "::" in node.nodeid else node.name
+    return inside.replace("::", ".")
+
+
 def _snapshot_folder(module_path: Path) -> Path:
     return module_path.parent / SNAPSHOT_DIR / module_path.stem
 
@@ -111,7 +117,7 @@ def model_snapshot(request: pytest.FixtureRequest) -> Iterator[Callable[..., Non
         from torchscope.inspect import summarize
         from torchscope.rendering import render
 
-        file_name = _safe_name(name if name is not None else request.node.name)
+        file_name = _safe_name(name if name is not None else _test_name(request.node))
         if file_name in seen:
             raise ValueError(
                 f"model_snapshot name {file_name!r} is used twice in {request.node.nodeid}: give "
