@@ -141,3 +141,12 @@ def test_render_json_and_text() -> None:
     text = torchscope.render(report, "text")
     assert "First non-finite (forward)" in text and "nan 16" in text
     assert "docs/examples/nan.py" in torchscope.render(report, "markdown")
+
+
+def test_example_models_are_user_code() -> None:
+    # guards: frames in torchscope/ are skipped, but the example models there are user code
+    x = torch.tensor([[float("inf"), 1.0]])
+    report = torchscope.find_nonfinite(torchscope.examples.CenteredLayer(), x, backward=False)
+    line = line_of(torchscope.examples.CenteredLayer.forward, "x.mean()")
+    assert report.location == f"torchscope/examples.py:{line}"
+    assert "inputs that already held NaN/Inf" in report.findings[0].message

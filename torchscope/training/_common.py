@@ -33,6 +33,7 @@ LossFn = Callable[[Any], torch.Tensor]
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_EXAMPLES = _OWN_DIR + "examples.py"  # the example models are user code
 
 
 def check_model(model: object, where: str) -> nn.Module:
@@ -114,8 +115,8 @@ def user_location(skip_torchscope: bool = True) -> str | None:
     frame = sys._getframe(1)
     while frame is not None:
         name = frame.f_code.co_filename
-        if not (name.startswith(_TORCH_DIR) or (skip_torchscope and name.startswith(_OWN_DIR))
-                or name.startswith("<frozen")):
+        own = skip_torchscope and name.startswith(_OWN_DIR) and name != _EXAMPLES
+        if not (name.startswith(_TORCH_DIR) or own or name.startswith("<frozen")):
             from torchscope.records._syncs import short_path
 
             return f"{short_path(name)}:{frame.f_lineno}"
