@@ -59,7 +59,8 @@ __all__ = [
 _COMMANDS: dict[str, tuple[str, str]] = {
     "summarize": ("torchscope.cli.summarize", "blocks, parameters, buffers and shapes as a table"),
     "graph": ("torchscope.cli.graph", "block diagram of the model as DOT, SVG, PNG or PDF"),
-    "check": ("torchscope.cli.check", "device, tie, lazy and sync checks; exit 1 on errors"),
+    "check": ("torchscope.cli.check", "device, tie, lazy, unused-parameter, sync, gradient and "
+              "NaN checks; exit 1 on errors"),
     "syncs": ("torchscope.cli.syncs", "run a script and report host-device synchronizations"),
     "init": ("torchscope.cli.init", "plan (dry-run) an initialization policy on a model"),
     "checkpoint": ("torchscope.cli.checkpoint", "list a checkpoint file; diff it with a model"),
