@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,8 @@ def test_example_models_are_user_code() -> None:
     line = line_of(torchscope.examples.CenteredLayer.forward, "x.mean()")
     assert report.location == f"torchscope/examples.py:{line}"
     assert "inputs that already held NaN/Inf" in report.findings[0].message
+
+
+def test_golden_nonfinite_report(snapshot: Callable[[str, str], None]) -> None:
+    report = torchscope.find_nonfinite(nan.build(), input_size=[(2, 8)])
+    snapshot("nonfinite_nan_example.txt", torchscope.render(report, "text"))
