@@ -207,28 +207,29 @@ def _verdict(model: nn.Module, seen: _Seen) -> tuple[UnusedParam, ...]:
     return tuple(out)
 
 
-def _top_uncalled(unused: tuple[UnusedParam, ...]) -> dict[str, str]:
-    """Module path -> the top-most never-called ancestor that holds only unused parameters
-    (a whole never-called block becomes one finding)."""
+def _top_uncalled(unused: tuple[UnusedParam, ...], called: set[str] | None) -> dict[str, str]:
+    """Module path -> its top-most never-called ancestor (a whole never-called block becomes
+    one finding); without the called paths, the top-most one holding unused parameters."""
     uncalled = {u.module for u in unused if u.reason is UnusedReason.NOT_CALLED}
     out: dict[str, str] = {}
     for path in uncalled:
-        top = path
         parts = path.split(".")
-        for i in range(1, len(parts)):
+        top = path
+        for i in range(len(parts) - 1, 0, -1):
             prefix = ".".join(parts[:i])
-            if prefix in uncalled:
+            if (prefix not in called) if called is not None else (prefix in uncalled):
                 top = prefix
+            elif called is not None:
                 break
         out[path] = top
     return out
 
 
-def unused_findings(unused: tuple[UnusedParam, ...], *,
-                    severity: Severity = Severity.WARNING) -> tuple[Finding, ...]:
+def unused_findings(unused: tuple[UnusedParam, ...], *, severity: Severity = Severity.WARNING,
+                    called: set[str] | None = None) -> tuple[Finding, ...]:
     """One ``unused-parameters`` finding per module and reason, naming the parameters, why
     they get no gradient and the fix."""
-    top = _top_uncalled(unused)
+    top = _top_uncalled(unused, called)
     groups: dict[tuple[str, UnusedReason], list[UnusedParam]] = {}
     for u in unused:
         key = top.get(u.module, u.module) if u.reason is UnusedReason.NOT_CALLED else u.module
@@ -294,7 +295,8 @@ def unused_in_forward(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str,
         unused = _verdict(model, seen)
         return UnusedReport(model_type=type(model).__name__, mode=current,
                             trainable=len(seen.trainable), unused=unused,
-                            findings=unused_findings(unused, severity=severity),
+                            findings=unused_findings(unused, severity=severity,
+                                                     called=seen.called),
                             notes=tuple(notes))
     raise AssertionError("unreachable")  # pragma: no cover
 
