@@ -456,9 +456,9 @@ def _run(model: nn.Module, scan: _Scan, mode: str, args: tuple[Any, ...],
 
             fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
             target = _fake_copy(model, fake_mode)
-            if plan is not None:
+            if plan is not None:  # on the model's device, meta included (fake meta tensors)
                 with fake_mode:
-                    args = _make_inputs(plan, here or torch.device("cpu"))
+                    args = _make_inputs(plan, device or scan.device or torch.device("cpu"))
             args = _map_tensors(args, fake_mode.from_tensor)
             kwargs = _map_tensors(kwargs, fake_mode.from_tensor)
         else:

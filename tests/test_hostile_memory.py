@@ -1,0 +1,103 @@
+"""Promise 2 under attack: no memory the question does not need. Example inputs for meta, fake
+and auto traces are built on meta or as fake tensors (sizes no machine could hold still
+trace), ``check_devices`` in meta/fake mode runs no real forward, and strided meta views are
+copied without materializing anything. (File bounds: tests/test_hostile_files.py.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import torchscope
+from torchscope import examples, trace
+
+#: 40 TB of float32: a real allocation of these inputs can only fail
+HUGE = (10**6, 10**6, 10)
+
+
+@pytest.fixture
+def built_on(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The kind of every example-input tensor torchscope builds from sizes."""
+    kinds: list[str] = []
+    make = trace._make_inputs
+
+    def spy(plan: Any, device: torch.device) -> tuple[torch.Tensor, ...]:
+        out = make(plan, device)
+        for t in out:
+            fake = type(t).__name__ == "FakeTensor"
+            kinds.append("fake" if fake else t.device.type)
+        return out
+
+    monkeypatch.setattr(trace, "_make_inputs", spy)
+    return kinds
+
+
+@pytest.mark.parametrize(("mode", "kind"), [("meta", "meta"), ("fake", "fake"),
+                                            ("auto", "meta")])
+def test_inputs_from_sizes_take_no_memory(mode: str, kind: str, built_on: list[str]) -> None:
+    # guards the bug: --input-size 250,1000,1000 --mode meta allocated 1 GB of real zeros
+    report = torchscope.summarize(nn.Linear(10, 8), input_size=[HUGE], mode=mode)
+    assert built_on == [kind]
+    assert report.outputs == torchscope.TensorSpec((*HUGE[:-1], 8), "float32", kind
+                                                   if kind == "meta" else "cpu")
+
+
+def test_fake_inputs_follow_a_meta_model(built_on: list[str]) -> None:
+    model = nn.Linear(10, 8, device="meta")
+    result = torchscope.trace_forward(model, input_size=[HUGE], mode="fake")
+    assert built_on == ["fake"]
+    assert result.outputs == torchscope.TensorSpec((*HUGE[:-1], 8), "float32", "meta")
+
+
+def test_real_mode_builds_real_inputs_only_when_it_runs(built_on: list[str]) -> None:
+    torchscope.summarize(examples.MLP(), input_size=[(2, 20)], mode="real")
+    assert built_on == ["cpu"]
+
+
+def test_auto_builds_real_inputs_only_for_the_real_attempt(built_on: list[str]) -> None:
+    class NeedsValues(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if int(x.sum()) > 0:  # meta and fake tensors have no values
+                return x
+            return self.fc(x)
+
+    report = torchscope.summarize(NeedsValues(), input_size=[(3, 4)])
+    assert report.mode == "real"
+    assert built_on == ["meta", "fake", "cpu"]  # one build per attempt, real memory last
+
+
+def test_a_strided_meta_view_is_traced_without_materializing() -> None:
+    # guards the bug: a strided view of a 4*10**8-element meta tensor was materialized
+    model = nn.Linear(2, 2, device="meta")
+    model.weight = nn.Parameter(torch.empty(4 * 10**8, device="meta")[::2].view(2, 10**8))
+    copy = torchscope.meta_copy(model)
+    assert (copy.weight.shape, copy.weight.stride()) == ((2, 10**8), (2 * 10**8, 2))
+    for mode in ("meta", "fake"):
+        result = torchscope.trace_forward(model, input_size=[(3, 10**8)], mode=mode)
+        assert result.outputs == torchscope.TensorSpec((3, 2), "float32", "meta")
+
+
+def test_check_devices_meta_mode_never_runs_the_model() -> None:
+    ran: list[int] = []
+
+    class Watched(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(20, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            ran.append(id(self))
+            return self.fc(x)
+
+    model = Watched()
+    findings = torchscope.check_devices(model, input_size=[(HUGE[0], 20)], mode="meta")
+    assert findings == ()
+    assert len(ran) == 1  # one forward ran...
+    assert ran != [id(model)]  # ...on a fake copy, not on the model
