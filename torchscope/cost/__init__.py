@@ -308,6 +308,10 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
             except Exception as err:
                 raise _Failed("forward", err) from err
             tally.static_keys |= _static_keys(target)  # lazy layers made theirs in forward
+            for t in _tensors_in(output):
+                tally.keep(t, output=True)
+            tally.in_forward = False
+            infer_peak = tally.inference_peak()
             tally.forward_done()
             roots, how = _roots(output)
             leaves = _leaves(target, inputs)
@@ -326,24 +330,6 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
         train_peak = tally.peak_bytes
         output_bytes = storage_bytes(output)
         del output, grads
-        # inference: a forward without gradients, its live set measured from here
-        tally.backward = False
-        tally.counting = False
-        tally.reset_live()
-        base = tally.live_bytes
-        with contextlib.ExitStack() as stack:
-            if fake_mode is not None:
-                stack.enter_context(fake_mode)
-            stack.enter_context(torch.no_grad())
-            if sdp_device is not None:
-                stack.enter_context(DeviceAttention(sdp_device))
-            stack.enter_context(CostMode(tally))
-            try:
-                out2 = target(*args, **kwargs)
-            except Exception as err:
-                raise _Failed("forward", err) from err
-            del out2
-        infer_peak = tally.peak_bytes - base
     finally:
         tally.close()
         guard.__exit__(None, None, None)

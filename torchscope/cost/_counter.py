@@ -124,6 +124,14 @@ class Tally:
         self.saved_live_bytes = 0
         self.saved_peak = 0
         self.closed = False
+        # the forward's timeline, for the inference live set: op clock, when each storage was
+        # made, last read and freed (forward only)
+        self.clock = 0
+        self.in_forward = True
+        # one entry per storage made in the forward: [made, bytes, freed, last read, kept]
+        # (kept: saved for backward or an output); ``entry`` the entry of each live key
+        self.born: list[list[Any]] = []
+        self.entry: dict[int, list[Any]] = {}
 
     # -- module calls ---------------------------------------------------------------------
     def hooks(self) -> tuple[Callable[..., None], Callable[..., None]]:
@@ -209,6 +217,9 @@ class Tally:
             return t
         n = st.nbytes()
         self.saved_live[key] = n
+        entry = self.entry.get(key)
+        if entry is not None:
+            entry[4] = entry[4] or True
         self.saved_total += n
         self.saved_live_bytes += n
         if self.saved_live_bytes > self.saved_peak:
@@ -259,6 +270,10 @@ class Tally:
         ref.key = key
         ref.nbytes = n
         self.live[key] = ref
+        if self.in_forward:
+            entry = [self.clock, n, None, self.clock, False]
+            self.born.append(entry)
+            self.entry[key] = entry
         self.live_bytes += n
         if self.live_bytes > self.peak_bytes:
             self.peak_bytes = self.live_bytes
@@ -267,6 +282,9 @@ class Tally:
         if self.closed:
             return
         key: int = ref.key
+        entry = self.entry.pop(key, None)
+        if entry is not None and self.in_forward:
+            entry[2] = self.clock
         found = self.live.get(key)
         if found is ref:
             del self.live[key]
@@ -274,6 +292,53 @@ class Tally:
         n = self.saved_live.pop(key, None)
         if n is not None:
             self.saved_live_bytes -= n
+
+    def read(self, args: tuple[Any, ...]) -> None:
+        """Note the storages an op of the forward reads (their last read so far)."""
+        clock = self.clock
+        get = self.entry.get
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                try:
+                    entry = get(a.untyped_storage()._cdata)
+                except (RuntimeError, NotImplementedError, TypeError):
+                    continue
+                if entry is not None:
+                    entry[3] = clock
+            elif isinstance(a, (list, tuple)):
+                self.read(tuple(a))
+
+    def keep(self, t: torch.Tensor, *, output: bool = False) -> None:
+        """Mark the storage of ``t`` as kept by autograd (or, ``output``, as an output)."""
+        try:
+            entry = self.entry.get(t.untyped_storage()._cdata)
+        except (RuntimeError, NotImplementedError, TypeError):
+            return
+        if entry is not None:
+            entry[4] = "output" if output else (entry[4] or True)
+
+    def inference_peak(self) -> int:
+        """The largest live set the forward would have without gradients: a storage lives
+        from the op that made it until it died, or, when autograd kept it for backward (or it
+        outlived the forward), until the last op that read it; the outputs until the end."""
+        events: list[tuple[float, int]] = []
+        end = self.clock + 1
+        for born, n, freed, last, kept in self.born:
+            if kept == "output":
+                dies: float = end
+            elif freed is not None and not kept:
+                dies = freed + 0.5  # freed after the op the clock shows had run
+            else:  # kept for backward, or alive when the forward ended: freed after its last read
+                dies = last + 0.5
+            events.append((born, n))
+            events.append((dies, -n))
+        events.sort()
+        live = peak = 0
+        for _, n in events:
+            live += n
+            if live > peak:
+                peak = live
+        return peak
 
     def reset_live(self) -> None:
         """Start a new live-set measurement (the storages alive now stay tracked)."""
@@ -329,6 +394,11 @@ class CostMode(TorchDispatchMode):  # type: ignore[no-untyped-call,unused-ignore
                 return r
         out = func(*args, **kwargs)
         tally = self.tally
+        tally.clock += 1
+        if tally.in_forward:
+            tally.read(args)
+            if kwargs:
+                tally.read(tuple(kwargs.values()))
         packet = func._overloadpacket
         formula = self.registry.get(packet)
         if tally.counting:
