@@ -216,14 +216,23 @@ class ModuleRecord:
         return self.total_params > 0 and self.trainable_params == 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class TiedGroup:
-    """Tensors that share memory: their names, how, and the unique bytes they occupy."""
+    """Tensors that share memory: their names, how, and the unique bytes they occupy.
+
+    >>> TiedGroup(("2.weight", "4.weight"), TieKind.ALIAS, 256, ("cpu",))
+    TiedGroup(2.weight ↔ 4.weight: alias, 256 bytes on cpu)
+    """
 
     names: tuple[str, ...]
     kind: TieKind
     nbytes: int
     devices: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        where = f" on {', '.join(self.devices)}" if self.devices else ""
+        return (f"TiedGroup({' ↔ '.join(self.names)}: {self.kind.value}, "
+                f"{self.nbytes:,} bytes{where})")
 
 
 @dataclass(frozen=True, slots=True)
