@@ -116,7 +116,9 @@ def check(
             findings += [f for f in gradients.findings
                          if not (unused and f.code == "gradients-none")]
             notes.append("one real backward: gradient flow (the model's .grad fields were put "
-                         "back)")
+                         "back)" + ("; the inputs are zeros, so weights that multiply them get "
+                                    "zero gradients: pass real inputs for meaningful norms"
+                                    if example_inputs is None else ""))
         if nonfinite:
             nonfinite_report = find_nonfinite(model, inputs, example_kwargs=kwargs,
                                               loss_fn=loss_fn)
