@@ -120,8 +120,10 @@ def test_check_keeps_every_promise() -> None:
     model[0].weight.grad = torch.ones(8, 8)
     grad = model[0].weight.grad
     x = torch.randn(4, 8)
+    versions = [p._version for p in model.parameters()]
     before = state_fingerprint(model)
     result = torchscope.check(model, x, backward=True, nonfinite=True)
+    assert [p._version for p in model.parameters()] == versions
     assert result.ok and result.gradients is not None and result.nonfinite is not None
     assert_same_state(before, state_fingerprint(model))
     assert model[0].weight.grad is grad and bool((grad == 1).all())
