@@ -90,7 +90,7 @@ def flop_counter_step(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     """(forward, forward + backward) FLOPs of FlopCounterMode on a real step."""
     counter = FlopCounterMode(display=False)
     with counter:
-        out = _logits(model(x))
+        _logits(model(x))
     forward = counter.get_total_flops()
     counter = FlopCounterMode(display=False)
     with counter:

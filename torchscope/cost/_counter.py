@@ -55,7 +55,11 @@ FREE_OPS = frozenset({
     "aten.bitwise_and", "aten.bitwise_or", "aten.nonzero", "aten.max_pool2d_with_indices",
     "aten.randint", "aten.rand", "aten.randn", "aten.set_", "aten.resize_", "aten.linspace",
     "aten.is_same_size", "aten.expand_copy", "aten.permute_copy", "aten.view_copy",
-    "aten._unsafe_index", "aten.clamp_min_", "aten.any", "aten.all", "aten.argmax",
+    "aten._unsafe_index", "aten.any", "aten.all", "aten.argmax", "aten._unsafe_view",
+    "aten.slice_backward", "aten.select_backward", "aten.expand_backward", "aten.unfold_backward",
+    "aten.as_strided_scatter", "aten._reshape_alias", "aten.view", "aten.reshape",
+    "aten.max_pool2d_with_indices_backward", "aten.scatter", "aten.sort",
+    "aten.topk", "aten.clamp_min_",
 })
 
 _DATA_DEPENDENT = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)

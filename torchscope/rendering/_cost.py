@@ -52,10 +52,10 @@ def cost_lines(cost: CostReport) -> list[str]:
     lines = [
         f"forward {_exact(cost.forward_flops)} · backward {_exact(cost.backward_flops)}",
         f"training step {with_opt} in {cost.train_dtype}: "
-        f"{humanize_bytes(cost.training_peak_bytes)} peak "
-        f"(params {humanize_bytes(cost.param_bytes)}, grads {humanize_bytes(cost.grad_bytes)}, "
-        f"optimizer state {humanize_bytes(cost.optimizer_state_bytes)}, saved activations "
-        f"{humanize_bytes(cost.saved_bytes)})",
+        f"{humanize_bytes(cost.training_peak_bytes)} peak",
+        f"  params {humanize_bytes(cost.param_bytes)} · grads {humanize_bytes(cost.grad_bytes)}"
+        f" · optimizer state {humanize_bytes(cost.optimizer_state_bytes)} · saved activations "
+        f"{humanize_bytes(cost.saved_bytes)}",
         f"inference: {humanize_bytes(cost.inference_peak_bytes)} peak · "
         f"buffers {humanize_bytes(cost.buffer_bytes)} · inputs "
         f"{humanize_bytes(cost.input_bytes)} · outputs {humanize_bytes(cost.output_bytes)}",
@@ -122,7 +122,12 @@ def render_cost(cost: CostReport, *, fmt: str = "text", depth: int | None = None
 
 
 def _note_lines(cost: CostReport) -> list[str]:
-    return [f"note: {n}" for n in cost.notes]
+    import textwrap
+
+    lines: list[str] = []
+    for n in cost.notes:
+        lines += textwrap.wrap(f"note: {n}", width=100, subsequent_indent="  ")
+    return lines
 
 
 def cost_block(report: Report, *, fmt: str = "text", table: bool = False) -> Any:
