@@ -158,7 +158,11 @@ def _side(value: object, which: str, options: dict[str, Any]) -> tuple[Report, s
     if isinstance(value, nn.Module):
         from torchscope.inspect import summarize
 
-        return summarize(value, **options), type(value).__name__
+        try:
+            return summarize(value, **options), type(value).__name__
+        except TorchscopeError as err:
+            # name the side: both models get the same inputs, only one may not accept them
+            raise type(err)(f"diff side {which} ({type(value).__name__}): {err}") from err
     raise TorchscopeError(
         f"diff() side {which} is a {type(value).__name__}: give an nn.Module, a Report or the "
         "path of a saved report JSON file"
@@ -290,7 +294,9 @@ def _in_subtree(sorted_names: list[str], prefix: str) -> list[str]:
 class _Side:
     def __init__(self, report: Report) -> None:
         self.report = report
-        self.modules = {m.path: m for m in report.modules}
+        # a module registered under several names (a shared block) is matched by each name
+        self.order = [name for m in report.modules for name in (m.path, *m.aliases)]
+        self.modules = {name: m for m in report.modules for name in (m.path, *m.aliases)}
         self.module_paths = sorted(self.modules)
         self.tensors: dict[str, ParamRecord] = {}
         for p in report.params:
@@ -353,8 +359,8 @@ class _Matcher:
 
     def pairs(self) -> list[tuple[str, str]]:
         """Every matched (before path, after path), in ``after``'s module order."""
-        back = {self.to_after(p): p for p in self.a.modules if p not in self.removed}
-        return [(back[m.path], m.path) for m in self.b.report.modules if m.path in back]
+        back = {self.to_after(p): p for p in self.a.order if p not in self.removed}
+        return [(back[p], p) for p in self.b.order if p in back]
 
     def module_changes(self) -> tuple[ModuleChange, ...]:
         out: list[ModuleChange] = []
@@ -366,15 +372,15 @@ class _Matcher:
         for old, new in self.renames:
             out.append(ModuleChange(ChangeKind.RENAMED, new, self.a.modules[old].type_name,
                                     self.b.modules[new].type_name, old_path=old))
-        for p in _order(self.a.report, self.removed):
+        for p in _order(self.a, self.removed):
             out.append(ModuleChange(ChangeKind.REMOVED, p, self.a.modules[p].type_name, None))
-        for p in _order(self.b.report, self.added):
+        for p in _order(self.b, self.added):
             out.append(ModuleChange(ChangeKind.ADDED, p, None, self.b.modules[p].type_name))
         return tuple(out)
 
 
-def _order(report: Report, paths: set[str]) -> list[str]:
-    return [m.path for m in report.modules if m.path in paths]
+def _order(side: _Side, paths: set[str]) -> list[str]:
+    return [p for p in side.order if p in paths]
 
 
 # ------------------------------------------------------------------------------------------
