@@ -12,7 +12,7 @@ as it was.
 >>> import torchscope
 >>> cost = estimate_cost(torchscope.examples.MLP(), input_size=[(2, 20)], optimizer="adam")
 >>> cost.forward_flops, cost.backward_flops, cost.optimizer_state_bytes
-(30720, 40960, 63600)
+(30720, 40960, 63584)
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def estimate_cost(
     >>> import torchscope
     >>> cost = estimate_cost(torchscope.examples.FixedHiddenMLP(), input_size=[(2, 20)])
     >>> [(c.path, c.index, c.forward_flops) for c in cost.calls]
-    [('', 0, 1600), ('linear', 1, 800), ('linear', 2, 800)]
+    [('', 0, 4800), ('linear', 1, 1600), ('linear', 2, 1600)]
     """
     if not isinstance(model, nn.Module):
         raise InputSpecError(
