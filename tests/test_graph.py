@@ -17,9 +17,9 @@ import torchscope
 from torchscope import examples
 from torchscope.cli import main
 from torchscope.errors import InputSpecError, TorchscopeError
-from torchscope.rendering.graph import render_graph, to_dot, to_graphviz
 from torchscope.inspect import summarize
 from torchscope.records import Report
+from torchscope.rendering.graph import render_graph, to_dot, to_graphviz
 
 sys.path.insert(0, str(Path(__file__).parent))
 from models import assert_same_state, gpt2, state_fingerprint
@@ -628,3 +628,40 @@ def test_cli_errors_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "apt-get install graphviz" in err
     assert main(["graph", "-o", str(tmp_path / "x.dot")]) == 0
+
+
+# -- names that are DOT syntax ------------------------------------------------------------------
+
+
+def hostile_model() -> nn.Module:
+    model = nn.Sequential()
+    model.add_module("b:c", nn.Linear(2, 2))
+    model.add_module("<h>", nn.ReLU())
+    model.add_module('q"uote\\', nn.ReLU())
+    model.add_module("e\x1b[31mvil\u202ex\ny", nn.Linear(2, 2))
+    return model
+
+
+@needs_dot
+@pytest.mark.parametrize("traced", [False, True])
+def test_names_that_are_dot_syntax_make_no_phantom_nodes(traced: bool) -> None:
+    import subprocess
+
+    options = {"input_size": [(1, 2)]} if traced else {}
+    dot = to_dot(summarize(hostile_model(), follow_functions=True, **options), legend=False)
+    proc = subprocess.run(["dot", "-Tplain"], input=dot, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    nodes = [line for line in proc.stdout.splitlines() if line.startswith("node ")]
+    # regression: a child named b:c became node "b" with port "c" (a phantom node)
+    assert len(nodes) == 4 + (2 if traced else 0)
+    assert "b:c: Linear" in dot and "\\\\x1b[31mvil\\\\u202ex\\\\ny" in dot
+    assert "\x1b" not in dot and "\u202e" not in dot and "x\ny" not in dot
+    assert 'label="<h>: ReLU' in dot  # a quoted label, not an HTML one
+
+
+def test_wide_shapes_wrap_in_labels_never_clip() -> None:
+    report = summarize(examples.LongNames(), input_size=[(2, 8, 4096)])
+    dot = to_dot(report)
+    assert "…" not in dot.replace("… 1", "")  # runs of identical blocks read "0 … 1"
+    assert "[2, 8, 40960]" in dot and "past_key_values:" in dot

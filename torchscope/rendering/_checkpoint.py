@@ -1,7 +1,9 @@
 """Rendering of a :class:`~torchscope.checkpoint.CheckpointInfo` and a ``CheckpointDiff``.
 
-Plain text (tables that fit 100 columns, long names elided), Markdown, rich and JSON. Renderers
-read only the records; they never open a file or touch a model.
+Plain text (whole names, sentences wrapped at words), Markdown, rich and JSON. Keys from the
+file are escaped (:mod:`torchscope.rendering._text`): never read as rich markup or Markdown,
+control characters shown as escapes. Renderers read only the records; they never open a file
+or touch a model.
 
 >>> import torch, tempfile, os
 >>> from torchscope.checkpoint import inspect_checkpoint
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from torchscope.rendering._report import WIDTH, findings_table, humanize_bytes, humanize_count
+from torchscope.rendering._text import escape_markdown, escape_text, plain
 
 if TYPE_CHECKING:
     from torchscope.records import CheckpointDiff, CheckpointEntry, CheckpointInfo
@@ -52,14 +55,6 @@ def _plural(n: int, word: str) -> str:
 
 def _shape(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def _elide(text: str, width: int) -> str:
-    if len(text) <= width:
-        return text
-    keep = width - 1
-    head = keep // 2
-    return text[:head] + "…" + text[len(text) - (keep - head):]
 
 
 # ------------------------------------------------------------------------------------------
@@ -202,15 +197,11 @@ def _text(blocks: list[_Block], findings_text: str, *, width: int) -> str:
     out: list[str] = []
     for block in blocks:
         if isinstance(block, str):
-            out += textwrap.wrap(block, width, subsequent_indent="  ", break_on_hyphens=False)
+            out += textwrap.wrap(escape_text(block), width, subsequent_indent="  ",
+                                 break_on_hyphens=False, break_long_words=False)
             continue
-        rows = [list(r) for r in block.rows]
-        others = sum(max(len(h), *(len(r[i]) for r in rows)) for i, h in
-                     enumerate(block.headers) if i > 0) if rows else 0
-        budget = max(24, width - others - 2 * (len(block.headers) - 1))
-        for r in rows:
-            r[0] = _elide(r[0], budget)
-        out += ["", block.title]
+        rows = [[escape_text(c) for c in r] for r in block.rows]  # whole: never elided
+        out += ["", escape_text(block.title)]
         out.append(tabulate(rows, headers=list(block.headers), tablefmt="simple",
                             disable_numparse=True))
     if findings_text:
@@ -228,11 +219,12 @@ def _markdown(blocks: list[_Block], findings_md: str) -> str:
     out: list[str] = []
     for block in blocks:
         if isinstance(block, str):
-            out += [block, ""]
+            out += [escape_markdown(block), ""]
             continue
-        out += [f"**{block.title}**", ""]
-        out.append(tabulate([list(r) for r in block.rows], headers=list(block.headers),
-                            tablefmt="github", disable_numparse=True))
+        out += [f"**{escape_markdown(block.title)}**", ""]
+        out.append(tabulate([[escape_markdown(c) for c in r] for r in block.rows],
+                            headers=list(block.headers), tablefmt="github",
+                            disable_numparse=True))
         out.append("")
     if findings_md:
         out += ["**Findings**", "", findings_md, ""]
@@ -248,15 +240,15 @@ def _rich(blocks: list[_Block], findings: Any) -> Any:
     parts: list[Any] = []
     for block in blocks:
         if isinstance(block, str):
-            parts.append(Text(block))
+            parts.append(plain(block))
             continue
         parts.append(Text(""))
-        table = Table(title=block.title, title_justify="left", box=box.SIMPLE_HEAD,
+        table = Table(title=plain(block.title), title_justify="left", box=box.SIMPLE_HEAD,
                       header_style="bold")
         for i, h in enumerate(block.headers):
             table.add_column(h, overflow="fold", no_wrap=i > 0 and h != "detail")
         for row in block.rows:
-            table.add_row(*row)
+            table.add_row(*(plain(c) for c in row))
         parts.append(table)
     if findings is not None:
         parts.append(findings)
@@ -283,7 +275,7 @@ def render_info(info: CheckpointInfo, *, fmt: str = "text", width: int = WIDTH) 
     Args:
         info: what :func:`~torchscope.inspect_checkpoint` returned.
         fmt: ``rich``, ``text``, ``markdown`` or ``json``.
-        width: the widest text line (long names are elided to fit).
+        width: the width sentences wrap at (names are never cut).
 
     Returns:
         The rendering, to be printed with :func:`torchscope.rendering.emit`.
@@ -300,7 +292,7 @@ def render_diff(diff: CheckpointDiff, *, fmt: str = "text", width: int = WIDTH) 
     Args:
         diff: what :func:`~torchscope.diff_checkpoint` returned.
         fmt: ``rich``, ``text``, ``markdown`` or ``json``.
-        width: the widest text line (long names are elided to fit).
+        width: the width sentences wrap at (names are never cut).
 
     Returns:
         The rendering, to be printed with :func:`torchscope.rendering.emit`.

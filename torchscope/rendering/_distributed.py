@@ -6,6 +6,7 @@ from typing import Any
 
 from torchscope._units import humanize_bytes, humanize_count
 from torchscope.records import Report
+from torchscope.rendering._text import escape_text, plain
 
 __all__ = ["ranks_renderable", "ranks_rows"]
 
@@ -28,7 +29,7 @@ def ranks_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     rows: list[list[str]] = []
     for r in report.ranks:
         share = f"{100 * r.param_bytes / total_bytes:.1f}%" if total_bytes else "?"
-        rows.append([str(r.rank), r.device, humanize_count(r.local_params),
+        rows.append([str(r.rank), escape_text(r.device), humanize_count(r.local_params),
                      humanize_bytes(r.param_bytes), humanize_bytes(r.buffer_bytes), share])
     rows.append(["all", "", humanize_count(sum(r.local_params for r in report.ranks)),
                  humanize_bytes(total_bytes),
@@ -46,7 +47,8 @@ def ranks_renderable(report: Report, *, fmt: str = "rich") -> Any:
     header, rows = ranks_rows(report)
     if not rows:
         return "Ranks: not gathered (run under torchrun with distributed=True)"
-    title = f"Per-rank shares ({len(report.ranks)} ranks)"
+    n = len(report.ranks)
+    title = f"Per-rank shares ({n} rank{'' if n == 1 else 's'})"
     if fmt in ("text", "markdown"):
         from tabulate import tabulate
 
@@ -60,5 +62,5 @@ def ranks_renderable(report: Report, *, fmt: str = "rich") -> Any:
     for name in header:
         t.add_column(name, justify="left" if name in ("Rank", "Device") else "right")
     for row in rows:
-        t.add_row(*row)
+        t.add_row(*(plain(c) for c in row))
     return t

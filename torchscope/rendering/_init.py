@@ -16,6 +16,8 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from torchscope.rendering._text import escape_markdown, escape_text, plain
+
 if TYPE_CHECKING:
     from torchscope.records import InitEntry, InitReport
 
@@ -57,9 +59,9 @@ def _shape(e: InitEntry) -> str:
 
 def _names(e: InitEntry) -> str:
     if not e.aliases:
-        return e.name
+        return escape_text(e.name)
     more = f" (+{len(e.aliases) - 1})" if len(e.aliases) > 1 else ""
-    return f"{e.name} = {e.aliases[0]}{more}"
+    return f"{escape_text(e.name)} = {escape_text(e.aliases[0])}{more}"
 
 
 def _elide(text: str, width: int) -> str:
@@ -98,8 +100,8 @@ def _rule_rows(report: InitReport) -> list[list[str]]:
     return [
         [
             f"#{r.index}",
-            r.selector,
-            r.init,
+            escape_text(r.selector),
+            escape_text(r.init),
             f"{r.decided} tensor" + ("" if r.decided == 1 else "s")
             + ("  (matched nothing)" if r.matched == 0
                else "  (all taken by earlier rules)" if r.decided == 0 else ""),
@@ -122,7 +124,8 @@ def _footer(report: InitReport, width: int = WIDTH) -> list[str]:
 
 def render_init_text(report: InitReport, *, stats: Stats | None = None,
                      width: int = WIDTH) -> str:
-    """The report as plain-text tables that fit ``width`` columns (long names elided).
+    """The report as plain-text tables that fit ``width`` columns (long names elided in the
+    middle; the Markdown and JSON renderings keep them whole).
 
     Args:
         report: what :func:`~torchscope.apply_init` returned.
@@ -154,7 +157,7 @@ def render_init_text(report: InitReport, *, stats: Stats | None = None,
         rule_rows = [[a, _elide(b, sel_width), _elide(c, init_width), d]
                      for a, b, c, d in rule_rows]
     out.append(tabulate(rule_rows, tablefmt="plain", disable_numparse=True))
-    footer = _footer(report)
+    footer = _footer(report, width)
     if footer:
         out += ["", *footer]
     return "\n".join(out) + "\n"
@@ -167,10 +170,11 @@ def render_init_markdown(report: InitReport, *, stats: Stats | None = None) -> s
     headers, rows = _rows(report, stats)
     out = [f"**{_title(report)}**", ""]
     align = ["left"] * 5 + ["right"] * (len(headers) - 5)
-    out.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True,
-                        colalign=align))
+    out.append(tabulate([[escape_markdown(c) for c in r] for r in rows], headers=headers,
+                        tablefmt="github", disable_numparse=True, colalign=align))
     out += ["", "Rules (first match wins):", ""]
-    out.append(tabulate(_rule_rows(report), headers=["rule", "selector", "init", "decided"],
+    out.append(tabulate([[escape_markdown(c) for c in r] for r in _rule_rows(report)],
+                        headers=["rule", "selector", "init", "decided"],
                         tablefmt="github", disable_numparse=True))
     footer = _footer(report)
     if footer:
@@ -192,14 +196,14 @@ def render_init_rich(report: InitReport, *, stats: Stats | None = None) -> Any:
                          no_wrap=i in (2, 4))
     styles = {"unmatched": "yellow", "deferred": "cyan", "applied": "green"}
     for row in rows:
-        table.add_row(*row, style=styles.get(row[4]))
+        table.add_row(*(plain(c) for c in row), style=styles.get(row[4]))
     rules = Table(title="rules (first match wins)", box=box.SIMPLE_HEAD, title_justify="left",
                   show_header=False)
     for _ in range(4):
         rules.add_column(overflow="fold")
     for rule, r in zip(report.rules, _rule_rows(report)):
-        rules.add_row(*r, style="yellow" if rule.decided == 0 else None)
-    parts: list[Any] = [Text(_title(report), style="bold"), table, rules]
+        rules.add_row(*(plain(c) for c in r), style="yellow" if rule.decided == 0 else None)
+    parts: list[Any] = [plain(_title(report), style="bold"), table, rules]
     footer = _footer(report)
     if footer:
         parts.append(Text("\n".join(footer)))

@@ -1,7 +1,8 @@
 """Rendering of a :class:`~torchscope.syncs.SyncReport`: text, Markdown, JSON and rich.
 
-Widths fit 100 columns: long paths keep their tail, fixes are listed once per operation below
-the table and wrapped.
+Sites and functions are shown whole (a long path is never clipped); fixes are listed once per
+operation below the table and wrapped at words; file and function names are escaped
+(:mod:`torchscope.rendering._text`) and never read as rich markup.
 
 >>> import torch, torchscope
 >>> with torchscope.detect_syncs() as report:
@@ -15,32 +16,26 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING, Any
 
+from torchscope.rendering._text import escape_markdown, escape_text, plain
+
 if TYPE_CHECKING:
     from torchscope.records import SyncReport
 
 __all__ = ["render_sync_report", "rich_sync_report"]
 
 _WIDTH = 100
-# count (<= 11) + site + function + op (<= 19) + 3 gaps of 2: at most 96 columns
-_SITE_MAX = 36
-_FUNC_MAX = 24
-
-
-def _clip_left(text: str, width: int) -> str:
-    return text if len(text) <= width else "…" + text[-(width - 1):]
-
-
-def _clip_right(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _headline(report: SyncReport) -> str:
     total, n = report.total, len(report.sites)
     if total == 0:
         return "no host-device synchronizations"
-    line = (f"{total:,} host-device synchronization{'s' if total != 1 else ''} "
-            f"at {n} site{'s' if n != 1 else ''}")
+    line = f"{_plural(total, 'host-device synchronization')} at {_plural(n, 'site')}"
     return line
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def _note(report: SyncReport) -> str | None:
@@ -54,8 +49,8 @@ def _rows(report: SyncReport) -> tuple[list[str], list[list[Any]]]:
     headers = ["count", "site", "function", "op"]
     rows: list[list[Any]] = []
     for s in report.sites:
-        rows.append([f"{s.count:,}", _clip_left(s.location, _SITE_MAX),
-                     _clip_right(s.function, _FUNC_MAX), s.op])
+        rows.append([f"{s.count:,}", escape_text(s.location), escape_text(s.function),
+                     escape_text(s.op)])
     return headers, rows
 
 
@@ -67,14 +62,15 @@ def _fixes(report: SyncReport) -> list[tuple[str, str]]:
 
 
 def _vias(report: SyncReport) -> list[tuple[str, str]]:
-    return [(s.location, s.via) for s in report.sites if s.via]
+    return [(escape_text(s.location), escape_text(s.via)) for s in report.sites if s.via]
 
 
 def _wrapped(pairs: list[tuple[str, str]]) -> list[str]:
     width = max(len(key) for key, _ in pairs)
     lines = []
     for key, text in pairs:
-        wrapped = textwrap.wrap(text, _WIDTH - width - 4) or [""]
+        wrapped = textwrap.wrap(text, max(_WIDTH - width - 4, 40), break_long_words=False,
+                                break_on_hyphens=False) or [""]
         lines.append(f"  {key.ljust(width)}  {wrapped[0]}")
         lines += [" " * (width + 4) + more for more in wrapped[1:]]
     return lines
@@ -105,6 +101,8 @@ def render_sync_report(report: SyncReport, *, fmt: str = "text") -> str:
         lines.append(note)
     if report.total:
         headers, rows = _rows(report)
+        if fmt == "markdown":
+            rows = [[escape_markdown(c) for c in row] for row in rows]
         table_fmt = "github" if fmt == "markdown" else "simple"
         lines += ["", tabulate(rows, headers=headers, tablefmt=table_fmt,
                                colalign=("right",) + ("left",) * (len(headers) - 1))]
@@ -132,17 +130,17 @@ def rich_sync_report(report: SyncReport) -> Any:
         table = Table(*headers, box=None, pad_edge=False, header_style="bold")
         table.columns[0].justify = "right"
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(plain(c) for c in row))
         parts += [Text(""), table]
         vias = _vias(report)
         if vias:
             inside = Table("site", "via", box=None, pad_edge=False, show_header=False)
             for site, via in vias:
-                inside.add_row(site, f"in {via}")
+                inside.add_row(plain(site), plain(f"in {via}"))
             parts += [Text(""), Text("synchronized inside torch, called from the site:",
                                      style="bold"), inside]
         fixes = Table("op", "fix", box=None, pad_edge=False, show_header=False)
         for op, fix in _fixes(report):
-            fixes.add_row(op, fix)
+            fixes.add_row(plain(op), plain(fix))
         parts += [Text(""), Text("fixes:", style="bold"), fixes]
     return Group(*parts)

@@ -307,19 +307,25 @@ def _shapes_label(specs: list[TensorSpec]) -> str:
     return _BREAK.join(", ".join(shapes[i:i + 2]) for i in range(0, len(shapes), 2))
 
 
-def _escape(text: str) -> Any:
+def _escape(text: str) -> str:
     """Text for a DOT label: invisible characters escaped (:func:`escape_text`), backslashes
     doubled (DOT reads ``\\n`` and friends as escapes), never read as an HTML label."""
     import graphviz
 
     out = escape_text(text).replace("\\", "\\\\")  # _BREAK (private use) stays as it is
-    return graphviz.nohtml(out.replace(_BREAK, "\\n"))
+    return str_type(graphviz.nohtml(out.replace(_BREAK, "\\n")))
 
 
-def _lines(*lines: str) -> Any:
+def _lines(*lines: str) -> str:
     import graphviz
 
-    return graphviz.nohtml("\\n".join(str(_escape(line)) for line in lines if line))
+    return str_type(graphviz.nohtml("\\n".join(_escape(line) for line in lines if line)))
+
+
+def str_type(value: Any) -> str:
+    """``value`` (a ``graphviz.nohtml`` string: a ``str`` never read as an HTML label)."""
+    assert isinstance(value, str)
+    return value
 
 
 def _nid(node: str) -> str:
@@ -330,9 +336,13 @@ def _nid(node: str) -> str:
     >>> _nid("b:c"), _nid("layers.0")
     ('b%3Ac', 'layers.0')
     """
-    from urllib.parse import quote
-
-    return quote(node, safe="()[]{}._-/#*+=,;!?@$&'~ ")
+    out = []
+    for ch in node:
+        if ch in ':<>%"\\' or not ch.isprintable():
+            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8")))
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 # ---------------------------------------------------------------------------------------------
