@@ -140,3 +140,134 @@ def test_cli_modes_are_the_trace_modes() -> None:
     from torchscope.trace import MODES as TRACE_MODES
 
     assert set(MODES) == set(TRACE_MODES)
+
+
+# -- habits: keyword inputs, columns, -m, names, suggestions, formats ------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_keyword_inputs_trace_an_encoder_decoder(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summarize", "docs/examples/t5.py:build", "--input", "input_ids=1,8:long",
+                 "--input", "decoder_input_ids=1,4:long", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [k for k, _ in data["input_kwargs"]] == ["input_ids", "decoder_input_ids"]
+    assert data["input_kwargs"][0][1]["shape"] == [1, 8]
+    assert data["input_kwargs"][1][1]["dtype"] == "int64"
+    logits = dict(data["outputs"]["items"])["logits"]
+    assert logits["shape"] == [1, 4, 128]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [("input_ids=1,128:long", ("input_ids", (1, 128), "int64")),
+     ("x=2,20:bf16", ("x", (2, 20), "bfloat16")),
+     ("mask=1,8:bool", ("mask", (1, 8), "bool")),
+     ("2,20:fp16", (None, (2, 20), "float16")),
+     ("2x20", (None, (2, 20), None))],
+)
+def test_parse_input(spec: str, expected: tuple[object, ...]) -> None:
+    from torchscope._torch import dtype_name
+    from torchscope.cli import parse_input
+
+    name, shape, dtype = parse_input(spec)
+    assert (name, shape, None if dtype is None else dtype_name(dtype)) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--input", "x=2,20:floaty"], "is not a dtype"),
+     (["--input", "x=2,a"], "is not a shape"),
+     (["--input", "x=2,20", "--input", "x=2,20"], "--input x= is given twice"),
+     (["--input", "2,20:long", "--dtype", "long"], "either inline")],
+)
+def test_bad_keyword_inputs(args: list[str], message: str,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summarize", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_keyword_input_reaches_forward(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summarize", "--input", "x=2,20", "--format", "text",
+                 "--columns", "input_size,output_size"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["Module", "Input", "Output"]
+    assert "x=[2, 20]" in out and "inputs x=[2, 20] float32" in out
+
+
+def test_columns_option(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summarize", "--input-size", "2,20", "--format", "markdown",
+                 "--columns", "num_params,params_percent,type"]) == 0
+    header = capsys.readouterr().out.splitlines()[2]
+    assert [h.strip() for h in header.strip("|").split("|")] == ["Module", "Total",
+                                                                 "% params", "Type"]
+    assert main(["summarize", "--columns", "output_size"]) == 2
+    assert "needs a traced forward" in capsys.readouterr().err
+
+
+def test_syncs_runs_a_module_and_passes_its_arguments() -> None:
+    proc = run_cli("syncs", "--format", "json", "-m", "docs.examples.train", "--steps", "3")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.split("\n", 1)[1])  # the script prints its loss first
+    assert report["schema_version"] == 1
+    assert [s["count"] for s in report["sites"]] == [3]
+
+
+def test_syncs_help_says_options_after_the_script_go_to_it() -> None:
+    proc = run_cli("syncs", "--help")
+    assert "everything after SCRIPT" in " ".join(proc.stdout.split())
+    assert "-m MODULE" in proc.stdout
+
+
+def test_usage_names_the_program(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchscope.cli import build_parser, prog_name
+
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/torchscope", "summarize"])
+    assert prog_name() == "torchscope"
+    assert build_parser().format_usage().startswith("usage: torchscope ")
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "torchscope" / "__main__.py")])
+    assert prog_name() == "python -m torchscope"
+
+
+def test_graph_help_shows_examples_as_lines() -> None:
+    proc = run_cli("graph", "--help")
+    # regression: the examples ran together in one paragraph with reST backticks
+    assert "``" not in proc.stdout
+    lines = [line.strip() for line in proc.stdout.splitlines()]
+    assert "python -m torchscope graph --input-size 2,20 -o mlp.svg" in lines
+
+
+@pytest.mark.parametrize(
+    ("argv", "suggestion"),
+    [(["summarise"], "did you mean summarize?"),
+     (["chekpoint", "x.pt"], "did you mean checkpoint?"),
+     (["summarize", "--input-sise", "2,20"], "did you mean --input-size?"),
+     (["summarize", "--colums", "type"], "did you mean --columns?")],
+)
+def test_typos_get_the_closest_name(argv: list[str], suggestion: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit, match="2"):
+        main(argv)
+    assert suggestion in capsys.readouterr().err
+
+
+def test_json_of_every_command_carries_the_schema_version(tmp_path: Path) -> None:
+    import torch
+
+    from torchscope.examples import MLP
+
+    weights = tmp_path / "mlp.pt"
+    torch.save(MLP().state_dict(), weights)
+    policy = write(tmp_path, "policy.toml", '[[rule]]\nmatch = "*"\ninit = "keep"\n')
+    for args in (["summarize"], ["summarize", "--input-size", "2,20"],
+                 ["checkpoint", str(weights)], ["init", "--policy", str(policy)]):
+        proc = run_cli(*args, "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["schema_version"] == 1, args
+
+
+def test_nothing_on_stderr_when_piped() -> None:
+    # progress goes to a terminal only: piped runs keep stderr clean
+    proc = run_cli("summarize", "--input-size", "2,20")
+    assert proc.returncode == 0 and proc.stderr == ""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from torchscope.checkpoint import diff_checkpoint, inspect_checkpoint
-from torchscope.cli import add_format_argument, load_target, output_format
+from torchscope.cli import add_format_argument, load_target, output_format, progress
 from torchscope.errors import TorchscopeError
 from torchscope.rendering import show
 
@@ -60,9 +60,13 @@ def run(args: argparse.Namespace) -> int:
     if args.target is None:
         if args.key is not None or args.kwargs is not None:
             raise TorchscopeError("--key and --kwargs apply to a diff: add --model TARGET")
-        show(inspect_checkpoint(args.file), fmt)
+        with progress(f"reading {args.file}…"):
+            info = inspect_checkpoint(args.file)
+        show(info, fmt)
         return 0
-    model = load_target(args)
-    diff = diff_checkpoint(model, args.file, key=args.key)
+    with progress(f"importing {args.target}…"):
+        model = load_target(args)
+    with progress(f"reading {args.file} and comparing…"):
+        diff = diff_checkpoint(model, args.file, key=args.key)
     show(diff, fmt)
     return 0 if diff.would_load_strict else 1

@@ -19,7 +19,13 @@ from __future__ import annotations
 
 import argparse
 
-from torchscope.cli import add_input_arguments, add_target_arguments, input_options, load_target
+from torchscope.cli import (
+    add_input_arguments,
+    add_target_arguments,
+    input_options,
+    load_target,
+    progress,
+)
 from torchscope.errors import InputSpecError
 from torchscope.inspect import summarize
 from torchscope.rendering.graph import render_graph, to_dot
@@ -64,14 +70,17 @@ def run(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 0:
         raise InputSpecError(f"--depth {args.depth} is negative: use 0 for the root only, 1, 2…")
     options = input_options(args)
-    model = load_target(args)
-    report = summarize(model, follow_functions=True, **options)
+    with progress(f"importing {args.target or 'the example MLP'}…"):
+        model = load_target(args)
+    with progress(f"tracing {type(model).__name__}…" if options else "walking the modules…"):
+        report = summarize(model, follow_functions=True, **options)
     del model
     if args.output is None:
         sys.stdout.write(to_dot(report, depth=args.depth, expand=args.expand,
                                 legend=args.legend))
         return 0
-    path = render_graph(report, args.output, depth=args.depth, expand=args.expand,
-                        legend=args.legend)
+    with progress(f"drawing {args.output}…"):
+        path = render_graph(report, args.output, depth=args.depth, expand=args.expand,
+                            legend=args.legend)
     print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -21,6 +21,7 @@ from torchscope.cli import (
     output_format,
     parse_dtype,
     parse_shape,
+    progress,
 )
 from torchscope.errors import InputSpecError, TorchscopeError
 from torchscope.init import InitRuleWarning, apply_init, load_policy
@@ -92,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
 
-    model = load_target(args)
+    with progress(f"importing {args.target or 'the example MLP'}…"):
+        model = load_target(args)
     policy = load_policy(args.policy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InitRuleWarning)  # the plan lists unused rules itself
