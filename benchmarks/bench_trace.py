@@ -8,15 +8,19 @@ One run prints, per model, the median time of (same model, same input, batch 1, 
   the module and its output shape to a list: the floor of any hook-based tracer;
 * ``traced``: ``torchscope.trace_forward(model, x, mode="real")`` — the whole call: state guard,
   hooks, specs, flow edges, records;
+* ``summary``: ``torchscope.summarize(model, x, mode="real")`` — what a user calls: the static
+  walk, the trace and the report with every call attached;
 * ``torchinfo``: ``torchinfo.summary(model, input_data=x)``, when torchinfo is installed;
 
-and the ratios traced/recorder and traced/bare, by wall clock and by CPU time. Then the meta summary
+and the ratios traced/recorder, traced/bare and summary/recorder, by wall clock and by CPU
+time. Then the meta summary
 of the Llama 7B and 70B architectures (built under ``torch.device("meta")``): bare meta forward
 against ``trace_forward(model, input_size=[(1, 128)], dtypes=["long"])`` (auto picks meta), with
 the peak RSS growth of each.
 
-Targets: traced <= 1.3x recorder on the stacks, <= 1.1x bare on GPT-2, meta 70B <=
-1.5x bare meta forward with peak RSS growth < 300 MB.
+Targets: traced <= 1.3x recorder on the stacks, the whole summary <= 1.5x recorder on the
+1,000- and 5,000-block stacks, <= 1.1x bare on GPT-2, meta 70B <= 1.5x bare meta forward with
+peak RSS growth < 300 MB.
 
     python benchmarks/bench_trace.py            # ~2-3 minutes on 2 cores
     python benchmarks/bench_trace.py --quick    # fewer repeats, smaller cases
@@ -36,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchscope.inspect import summarize
 from torchscope.trace import trace_forward
 
 WIDTH = 64
@@ -120,6 +125,10 @@ def traced(model: nn.Module, x: torch.Tensor) -> None:
     trace_forward(model, x, mode="real")
 
 
+def summarized(model: nn.Module, x: torch.Tensor) -> None:
+    summarize(model, x, mode="real")
+
+
 def torchinfo_summary(model: nn.Module, x: torch.Tensor) -> None:
     import torchinfo
 
@@ -157,7 +166,8 @@ def have_torchinfo() -> bool:
 
 
 HEADER = (f"{'model':<25} {'calls':>6}  {'clock':<5} {'bare ms':>9} {'recorder ms':>12} "
-          f"{'(x bare)':>8} {'traced ms':>10} {'/recorder':>9} {'/bare':>6}")
+          f"{'(x bare)':>8} {'traced ms':>10} {'/recorder':>9} {'/bare':>6} "
+          f"{'summary ms':>11} {'/recorder':>9}")
 
 
 def bench_real(name: str, model: nn.Module, x: torch.Tensor, repeats: int) -> None:
@@ -166,15 +176,17 @@ def bench_real(name: str, model: nn.Module, x: torch.Tensor, repeats: int) -> No
         "bare": lambda: bare(model, x),
         "recorder": lambda: minimal_recorder(model, x),
         "traced": lambda: traced(model, x),
+        "summary": lambda: summarized(model, x),
     }
     if have_torchinfo():
         fns["torchinfo"] = lambda: torchinfo_summary(model, x)
     t = median_times(fns, repeats)
     for k, clock in enumerate(("wall", "cpu")):
-        b, r, tr = t["bare"][k], t["recorder"][k], t["traced"][k]
+        b, r, tr, su = t["bare"][k], t["recorder"][k], t["traced"][k], t["summary"][k]
         label = f"{name:<25} {calls:>6}" if k == 0 else " " * 32
         line = (f"{label}  {clock:<5} {b * 1e3:9.1f} {r * 1e3:12.1f} {f'({r / b:.2f}x)':>8} "
-                f"{tr * 1e3:10.1f} {tr / r:8.2f}x {tr / b:5.2f}x")
+                f"{tr * 1e3:10.1f} {tr / r:8.2f}x {tr / b:5.2f}x "
+                f"{su * 1e3:11.1f} {su / r:8.2f}x")
         if "torchinfo" in t:
             line += f"  torchinfo {t['torchinfo'][k] / b:.1f}x bare"
         print(line, flush=True)
@@ -253,6 +265,8 @@ def bench_meta(size: str, repeats: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller cases")
+    parser.add_argument("--stacks", action="store_true",
+                        help="only the Linear+ReLU and residual stacks")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
@@ -266,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             reps = 5
         bench_real(f"Linear+ReLU x {blocks}", linear_relu_stack(blocks), x, reps)
         bench_real(f"Residual x {blocks}", residual_stack(blocks), x, reps)
+    if args.stacks:
+        return 0
     model = gpt2()
     ids = torch.zeros(1, 128, dtype=torch.long)
     bench_real("GPT-2 124M, ids (1, 128)", model, ids, 3 if args.quick else 5)
