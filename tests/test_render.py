@@ -334,3 +334,61 @@ def test_ties_table_counts_agree_with_nouns() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False))
     model.add_module("again", model[0])
     assert "(1 group," in torchscope.render(torchscope.find_tied(model), "text")
+
+
+# -- torchinfo's summary() ----------------------------------------------------------------------
+
+
+def test_summary_takes_torchinfo_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from torchscope import summary
+
+    model = examples.MLP()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = summary(model, input_size=(2, 20), depth=1,
+                     col_names=("input_size", "output_size", "num_params"))
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["Module", "Type", "Input", "Output", "Total"]
+    assert "├─ hidden" in out and "[2, 256]" in out
+    assert report.module("hidden").calls[0].outputs.shape == (2, 256)  # type: ignore[union-attr]
+    assert report.total_params == 7946
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_summary_batch_dim_input_data_kwargs_and_verbose(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from torchscope import summary
+
+    report = summary(examples.MLP(), input_size=(20,), batch_dim=0, verbose=0)
+    assert capsys.readouterr().out == ""
+    assert report.inputs[0].shape == (1, 20)  # type: ignore[union-attr]
+    report = summary(examples.MLP(), input_data=torch.zeros(3, 20), verbose=0)
+    assert report.module("").calls[0].outputs.shape == (3, 10)  # type: ignore[union-attr]
+    report = summary(examples.MLP(), input_data={"x": torch.zeros(4, 20)}, verbose=0)
+    assert [k for k, _ in report.input_kwargs] == ["x"]
+    summary(examples.MLP(), input_size=(2, 20), verbose=2)
+    out = capsys.readouterr().out
+    assert "hidden.weight" in out and out.count("Total params: 7,946") == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"input_size": (2, 20), "input_data": torch.zeros(2, 20)}, "both input_size and"),
+     ({"input_size": "2x20"}, "is not a shape or a list of shapes"),
+     ({"mode": "predict"}, "mode = 'predict'"),
+     ({"verbose": 3}, "verbose = 3"),
+     ({"input_size": (2, 20), "col_names": ("nmu_params",)}, "did you mean num_params")],
+)
+def test_summary_bad_arguments(kwargs: dict[str, object], message: str) -> None:
+    from torchscope import summary
+
+    with pytest.raises(torchscope.TorchscopeError, match=re.escape(message)):
+        summary(examples.MLP(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_summary_mult_adds_shows_flops(capsys: pytest.CaptureFixture[str]) -> None:
+    from torchscope import summary
+
+    summary(examples.MLP(), input_size=(2, 20), col_names=("mult_adds",))
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["Module", "Type", "FLOPs"]
+    assert "30.7 K" in out  # 2 × (2·20·256 + 2·256·10) multiply-adds
