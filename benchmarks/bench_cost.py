@@ -224,7 +224,7 @@ def part_70b(repeats: int) -> None:
     grow = {key: peak_growth_mb(runs[key]) for key in ("bare meta forward+backward",
                                                        "estimate_cost")}
     print("  peak RSS growth: " + ", ".join(
-        f"{k} {'?' if v is None else f'{v:.0f} MB'}" for k, v in grow.items()))
+        f"{k} {'?' if v is None else f'{v:.1f} MB'}" for k, v in grow.items()))
     c = torchscope.estimate_cost(model, input_size=[(1, 128)], dtypes=["long"],
                                  optimizer="adam", train_dtype="bf16")
     print(f"  forward {c.forward_flops:,} FLOPs, backward {c.backward_flops:,} FLOPs, "

@@ -379,19 +379,22 @@ class CostMode(TorchDispatchMode):  # type: ignore[no-untyped-call,unused-ignore
     def __init__(self, tally: Tally) -> None:
         super().__init__()  # type: ignore[no-untyped-call,unused-ignore]
         self.tally = tally
-        self.registry = flop_registry
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs if kwargs else {}
-        if func in _SKIP:
-            return NotImplemented
-        if isinstance(func, torch._ops.HigherOrderOperator):
-            name = str(func.name())  # type: ignore[no-untyped-call,unused-ignore]
-            tally = self.tally
-            tally.higher_order[name] = tally.higher_order.get(name, 0) + 1
-            return NotImplemented
-        if func is not _DEVICE and _can_decompose(func):
+        info = _INFO.get(func)
+        if info is None:
+            if func in _SKIP:
+                return NotImplemented
+            if isinstance(func, torch._ops.HigherOrderOperator):
+                name = str(func.name())  # type: ignore[no-untyped-call,unused-ignore]
+                tally = self.tally
+                tally.higher_order[name] = tally.higher_order.get(name, 0) + 1
+                return NotImplemented
+            info = _info(func)
+        decompose, name, formula, kind = info
+        if decompose:
             with self:
                 r = func.decompose(*args, **kwargs)
             if r is not NotImplemented:
@@ -403,26 +406,40 @@ class CostMode(TorchDispatchMode):  # type: ignore[no-untyped-call,unused-ignore
             tally.read(args)
             if kwargs:
                 tally.read(tuple(kwargs.values()))
-        packet = func._overloadpacket
-        formula = self.registry.get(packet)
         if tally.counting:
             if formula is not None:
-                tally.count(str(packet), formula(*args, **kwargs, out_val=out))
-            else:
-                name = str(packet)
-                if name not in FREE_OPS and not func.is_view:
-                    tally.unsupported[name] = tally.unsupported.get(name, 0) + 1
-            tags = func.tags
-            if tags and (_DATA_DEPENDENT[0] in tags or _DATA_DEPENDENT[1] in tags):
-                name = str(packet)
+                tally.count(name, formula(*args, **kwargs, out_val=out))
+            elif kind & 1:
+                tally.unsupported[name] = tally.unsupported.get(name, 0) + 1
+            if kind & 2:
                 tally.data_dependent[name] = tally.data_dependent.get(name, 0) + 1
-        if type(out) is torch.Tensor or isinstance(out, torch.Tensor):
+        if isinstance(out, torch.Tensor):
             tally.track(out)
         elif isinstance(out, (tuple, list)):
             for o in out:
                 if isinstance(o, torch.Tensor):
                     tally.track(o)
         return out
+
+
+# op -> (decompose first, name, FLOP formula or None, kind: 1 uncounted arithmetic, 2 data
+# dependent); built at an op's first sight
+_INFO: dict[Any, tuple[bool, str, Any, int]] = {}
+
+
+def _info(func: Any) -> tuple[bool, str, Any, int]:
+    packet = func._overloadpacket
+    name = str(packet)
+    formula = flop_registry.get(packet)
+    kind = 0
+    if formula is None and name not in FREE_OPS and not func.is_view:
+        kind |= 1
+    tags = func.tags
+    if _DATA_DEPENDENT[0] in tags or _DATA_DEPENDENT[1] in tags:
+        kind |= 2
+    info = (func is not _DEVICE and _can_decompose(func), name, formula, kind)
+    _INFO[func] = info
+    return info
 
 
 _SDPA = torch.nn.functional.scaled_dot_product_attention
