@@ -182,7 +182,10 @@ def test_module_cycle_is_a_finding_and_the_rest_is_inspected() -> None:
     torchscope.check_ties,
     lambda m: torchscope.snapshot_ties(m).groups,
     torchscope.find_lazy,
-], ids=["walk", "list_parameters", "find_tied", "check_ties", "snapshot_ties", "find_lazy"])
+    torchscope.device_map,
+    torchscope.check_devices,
+], ids=["walk", "list_parameters", "find_tied", "check_ties", "snapshot_ties", "find_lazy",
+        "device_map", "check_devices"])
 def test_every_static_function_ends_on_a_cycle(call: Callable[[nn.Module], object]) -> None:
     assert call(_cyclic()) == call(examples.NestMLP())
 
@@ -221,6 +224,8 @@ DEEP_CALLS: dict[str, Callable[[nn.Module], object]] = {
     "compare_ties": lambda m: torchscope.compare_ties(torchscope.snapshot_ties(m), m),
     "find_lazy": torchscope.find_lazy,
     "check_lazy": torchscope.check_lazy,
+    "check_devices": torchscope.check_devices,
+    "device_map": torchscope.device_map,
     "render_text": lambda m: len(torchscope.render(torchscope.summarize(m), "text")) > 0,
     "render_json": lambda m: len(torchscope.render(torchscope.summarize(m), "json")) > 0,
 }
@@ -232,7 +237,8 @@ def test_two_thousand_levels_of_nesting(name: str) -> None:
     assert sys.getrecursionlimit() < 2000 * 3  # deeper than a recursive walk can go
     result = DEEP_CALLS[name](_deep(2000))
     expected = {"summarize": 6, "walk": 2001, "list_parameters": 2, "find_tied": (),
-                "check_ties": (), "compare_ties": (), "find_lazy": (), "check_lazy": ()}
+                "check_ties": (), "compare_ties": (), "find_lazy": (), "check_lazy": (),
+                "check_devices": (), "device_map": {"cpu": ("(root)",)}}
     assert result == expected.get(name, True)
 
 

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchscope._torch import is_lazy
+from torchscope._torch import is_lazy, named_modules
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import Finding, Severity, SyncReport
 from torchscope.syncs import detect_syncs, no_syncs
@@ -105,37 +105,46 @@ def device_map(model: nn.Module) -> dict[str, tuple[str, ...]]:
     >>> torchscope.devices.device_map(mlp)
     {'cpu': ('hidden',), 'meta': ('output',)}
     """
+    # iterative (any depth); an edge back to an ancestor (a cycle) is not followed
     subtree: dict[int, set[str]] = {}
-
-    def devices_of(module: nn.Module) -> set[str]:
+    todo: list[tuple[nn.Module, bool]] = [(model, False)]
+    open_ids: set[int] = set()
+    while todo:
+        module, done = todo.pop()
         key = id(module)
-        if key not in subtree:
-            found = {_dev(t) for _, t in _own_tensors(module)}
-            for child in module.children():
-                found |= devices_of(child)
-            subtree[key] = found
-        return subtree[key]
+        if not done:
+            if key in subtree or key in open_ids:
+                continue
+            open_ids.add(key)
+            todo.append((module, True))
+            todo.extend((child, False) for child in module.children())
+            continue
+        found = {_dev(t) for _, t in _own_tensors(module)}
+        for child in module.children():
+            found |= subtree.get(id(child), set())
+        subtree[key] = found
 
     out: dict[str, list[str]] = {}
-
-    def place(module: nn.Module, path: str) -> None:
-        devs = devices_of(module)
+    stack: list[tuple[nn.Module, str, frozenset[int]]] = [(model, "", frozenset())]
+    while stack:
+        module, path, above = stack.pop()
+        devs = subtree[id(module)]
         if len(devs) == 1:
             out.setdefault(next(iter(devs)), []).append(_name(path))
-            return
+            continue
         for name, t in _own_tensors(module):
             out.setdefault(_dev(t), []).append(_join(path, name))
-        for name, child in module.named_children():
-            place(child, _join(path, name))
-
-    place(model, "")
+        above = above | {id(module)}
+        stack.extend((child, _join(path, name), above)
+                     for name, child in reversed(list(module.named_children()))
+                     if id(child) not in above)
     return {dev: tuple(paths) for dev, paths in out.items()}
 
 
 def _tensor_numel(model: nn.Module) -> dict[str, int]:
     per: dict[str, int] = {}
     seen: set[int] = set()
-    for _, module in model.named_modules():
+    for _, module in named_modules(model):
         for _, t in _own_tensors(module):
             if id(t) not in seen:
                 seen.add(id(t))
@@ -146,7 +155,7 @@ def _tensor_numel(model: nn.Module) -> dict[str, int]:
 def _placement_findings(model: nn.Module) -> list[Finding]:
     findings: list[Finding] = []
     tensors: dict[int, tuple[str, torch.Tensor]] = {}
-    for path, module in model.named_modules(remove_duplicate=True):
+    for path, module in named_modules(model):
         own = list(_own_tensors(module))
         for name, t in own:
             tensors.setdefault(id(t), (_join(path, name), t))
@@ -202,7 +211,7 @@ def _meta_findings(model: nn.Module) -> list[Finding]:
     names: list[str] = []
     total = 0
     seen: set[int] = set()
-    for path, module in model.named_modules():
+    for path, module in named_modules(model):
         for name, t in _own_tensors(module):
             if id(t) in seen:
                 continue
@@ -254,10 +263,10 @@ def _plain_tensors(value: Any) -> Iterator[tuple[str, torch.Tensor]]:
 
 def _plain_findings(model: nn.Module) -> list[Finding]:
     findings: list[Finding] = []
-    for path, module in model.named_modules():
+    for path, module in named_modules(model):
         own_devs = {_dev(t) for _, t in _own_tensors(module)}
         if not own_devs:
-            own_devs = {_dev(t) for t in module.parameters() if not is_lazy(t)}
+            own_devs = {_dev(t) for t in _tensors(module, "_parameters") if not is_lazy(t)}
         for attr, value in vars(module).items():
             if attr in _MODULE_ATTRS or isinstance(value, nn.Parameter):
                 continue
@@ -288,7 +297,7 @@ def _plain_findings(model: nn.Module) -> list[Finding]:
 
 def _dtype_findings(model: nn.Module) -> list[Finding]:
     findings: list[Finding] = []
-    for path, module in model.named_modules():
+    for path, module in named_modules(model):
         own = [(n, t) for n, t in _own_tensors(module) if t.is_floating_point()]
         dtypes = sorted({_dtype(t) for _, t in own})
         if len(dtypes) > 1:
@@ -310,10 +319,21 @@ class _Stop(Exception):
     """Raised by the input hook after a device mismatch: the forward would fail anyway."""
 
 
+def _tensors(model: nn.Module, kind: str) -> Iterator[torch.Tensor]:
+    """Every parameter (``kind="_parameters"``) or buffer (``"_buffers"``) once, at any
+    depth (``model.parameters()`` recurses once per level)."""
+    seen: set[int] = set()
+    for _, module in named_modules(model):
+        for t in getattr(module, kind).values():
+            if t is not None and id(t) not in seen:
+                seen.add(id(t))
+                yield t
+
+
 def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
+    for t in _tensors(model, "_parameters"):
         return t.device
-    for t in model.buffers():
+    for t in _tensors(model, "_buffers"):
         return t.device
     return torch.device("cpu")
 
@@ -322,13 +342,13 @@ def _input_findings(model: nn.Module, example_inputs: Any, *, input_size: object
                     dtypes: object = None, device: object = None,
                     mode: str = "real") -> list[Finding]:
 
-    if any(is_lazy(t) for t in model.parameters()) or any(
-            is_lazy(t) for t in model.buffers()):
+    if any(is_lazy(t) for t in _tensors(model, "_parameters")) or any(
+            is_lazy(t) for t in _tensors(model, "_buffers")):
         return []  # running it would materialize the lazy tensors
     stack = contextlib.ExitStack()
     with stack:
         if mode == "auto":
-            on_meta = any(t.is_meta for t in model.parameters())
+            on_meta = any(t.is_meta for t in _tensors(model, "_parameters"))
             mode = "fake" if input_size is not None or on_meta else "real"
         if mode in ("meta", "fake"):
             # a copy over fake tensors that keep every tensor's device: a device mismatch is
@@ -391,7 +411,7 @@ def _run_input_checks(model: nn.Module, example_inputs: Any) -> list[Finding]:
 
     try:
         with state_guard(model), torch.no_grad():
-            for path, module in model.named_modules():
+            for path, module in named_modules(model):
                 handles.append(module.register_forward_pre_hook(make_hook(path, module),
                                                                 with_kwargs=True))
             try:
