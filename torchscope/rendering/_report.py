@@ -450,6 +450,31 @@ def fit_table(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: i
                   tuple(columns[i].header for i in sorted(hidden)))
 
 
+def continue_tree(rows: Sequence[Sequence[str]]) -> tuple[tuple[str, ...], ...]:
+    """Rows whose wrapped cells span several lines keep the tree of the first column drawn:
+    its continuation lines repeat the vertical bars (``│``) of the levels still open.
+
+    >>> continue_tree([("Net", "a"), ("└─ x", "b\\nc")])[1][0]
+    '└─ x\\n'
+    """
+    out: list[tuple[str, ...]] = []
+    for k, row in enumerate(rows):
+        height = max(cell.count("\n") for cell in row) + 1
+        label = row[0].split("\n")[0]
+        if height == 1:
+            out.append(tuple(row))
+            continue
+        glyph = max(label.find("├─ "), label.find("└─ "))
+        stem = "" if glyph < 0 else (label[:glyph]
+                                     + ("│  " if label[glyph] == "├" else "   "))
+        following = rows[k + 1][0] if k + 1 < len(rows) else ""
+        child = max(following.find("├─ "), following.find("└─ "))
+        stem = (stem + "│") if child == len(stem) else stem.rstrip()
+        out.append((label + "".join("\n" + stem for _ in range(height - 1)),
+                    *row[1:]))
+    return tuple(out)
+
+
 def _text_overhead(n: int) -> int:
     return 2 * max(n - 1, 0)
 
@@ -518,7 +543,8 @@ def render_text(report: Report, *, depth: int | None = None, params: bool = Fals
     limit = _resolve_width(width)
     cols, rows = _table_of(report, depth, params, True, columns)
     fitted = fit_table(cols, rows, limit, _text_overhead, header_pad=2)
-    table = _text_table(fitted.columns, fitted.rows)
+    table = _text_table(fitted.columns, continue_tree(fitted.rows) if not params
+                        else fitted.rows)
     lines = [*totals_lines(report), *_hidden_note(fitted.hidden)]
     if limit is not None:
         lines = [w for line in lines for w in wrap_words(line, limit, indent="  ")]
@@ -559,7 +585,8 @@ class _FittedTable:
     """A rich renderable that fits the module table to the console's width when printed."""
 
     def __init__(self, title: str, columns: Sequence[Column], rows: Sequence[Sequence[str]],
-                 styles: Sequence[str | None]) -> None:
+                 styles: Sequence[str | None], *, tree: bool = True) -> None:
+        self.tree = tree
         self.title = title
         self.columns = list(columns)
         self.rows = [list(r) for r in rows]
@@ -571,7 +598,8 @@ class _FittedTable:
         from rich.text import Text
 
         table = Table(title=plain(self.title), title_justify="left", expand=False,
-                      box=_box(), header_style="bold", pad_edge=False, collapse_padding=True)
+                      box=_box(), header_style="bold", pad_edge=False, collapse_padding=True,
+                      show_edge=False)
         for i, c in enumerate(columns):
             table.add_column(plain(c.header), justify="right" if c.numeric else "left",
                              no_wrap=True, overflow="fold",
@@ -588,7 +616,7 @@ class _FittedTable:
 
         def overhead(n: int) -> int:
             if n not in cache:
-                t = Table(box=_box(), pad_edge=False, collapse_padding=True)
+                t = Table(box=_box(), pad_edge=False, collapse_padding=True, show_edge=False)
                 for _ in range(n):
                     t.add_column(no_wrap=True)
                 t.add_row(*(["x"] * n))
@@ -600,8 +628,11 @@ class _FittedTable:
     def __rich_console__(self, console: Any, options: Any) -> Any:
         fitted = fit_table(self.columns, self.rows, options.max_width,
                            self._overhead(console, options))
-        yield self._table(fitted.widths, fitted.columns, fitted.rows)
+        rows = continue_tree(fitted.rows) if self.tree else fitted.rows
+        yield self._table(fitted.widths, fitted.columns, rows)
         from rich.text import Text
+
+        yield Text("")
 
         for line in _hidden_note(fitted.hidden):
             yield Text(line, style="dim")
@@ -625,7 +656,8 @@ def rich_renderable(report: Report, *, depth: int | None = None, params: bool = 
         styles.append("yellow" if m.lazy_tensors else "dim" if m.frozen else None)
     if params:
         styles = [None] * len(rows)
-    parts: list[RenderableType] = [_FittedTable(report.root_type, cols, rows, styles),
+    parts: list[RenderableType] = [_FittedTable(report.root_type, cols, rows, styles,
+                                                tree=not params),
                                    Text("\n".join(totals_lines(report)))]
     if report.findings:
         parts.append(findings_table(report.findings, fmt="rich"))
