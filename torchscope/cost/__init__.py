@@ -454,7 +454,7 @@ def _report(tally: Tally, target: nn.Module, mode: str, inputs: list[torch.Tenso
     if dtype is not None and dtype.itemsize == 2 and optimizer is not None:
         notes.append(f"parameters, gradients and optimizer state all in {dtype_name(dtype)} "
                      "(pure low-precision training); mixed precision with float32 master "
-                     "weights and state needs more (Adam: float32 master weights and moments, 8 more bytes per parameter)")
+                     "weights and state needs more (Adam: 8 more bytes per parameter)")
     if optimizer is not None:
         notes.append("the training peak leaves out the optimizer's temporaries (foreach "
                      "implementations allocate up to the parameters' size at the step)")
