@@ -29,6 +29,7 @@ from torchscope.inspect._walk import (
     _Node,
     _params_and_ties,
     _walk_nodes,
+    _with_calls,
 )
 from torchscope.lazy import inferred_numel, lazy_finding, lazy_record, trace_lazy
 from torchscope.records import (
@@ -278,10 +279,8 @@ def _with_trace(report: Report, model: nn.Module, example_inputs: Any, **options
     calls: dict[str, list[Any]] = {}
     for path, call in result.calls:
         calls.setdefault(path, []).append(call)
-    modules = tuple(
-        replace(m, calls=tuple(calls.get(m.path, ())), called=m.path in calls)
-        for m in report.modules
-    )
+    modules = tuple(_with_calls(m, tuple(calls.get(m.path, ())), m.path in calls)
+                    for m in report.modules)
     inputs: tuple[Spec, ...] = result.inputs
     return replace(
         report,

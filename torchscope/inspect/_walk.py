@@ -163,6 +163,36 @@ def _param_record(
 _new = object.__new__
 
 
+def _with_calls(m: ModuleRecord, calls: tuple[Any, ...], called: bool) -> ModuleRecord:
+    """``replace(m, calls=calls, called=called)`` through the draft class (a traced summary
+    copies every module record once; ``dataclasses.replace`` costs several times more)."""
+    r: Any = _new(_ModuleDraft)
+    r.path = m.path
+    r.type_name = m.type_name
+    r.depth = m.depth
+    r.parent = m.parent
+    r.children = m.children
+    r.aliases = m.aliases
+    r.param_names = m.param_names
+    r.buffer_names = m.buffer_names
+    r.own_params = m.own_params
+    r.own_buffers = m.own_buffers
+    r.total_params = m.total_params
+    r.trainable_params = m.trainable_params
+    r.total_buffers = m.total_buffers
+    r.param_bytes = m.param_bytes
+    r.buffer_bytes = m.buffer_bytes
+    r.lazy_tensors = m.lazy_tensors
+    r.dtypes = m.dtypes
+    r.devices = m.devices
+    r.training = m.training
+    r.tags = m.tags
+    r.calls = calls
+    r.called = called
+    r.__class__ = ModuleRecord
+    return r  # type: ignore[no-any-return]
+
+
 def _plain_module_record(*args: Any) -> ModuleRecord:
     return ModuleRecord(*args)
 
@@ -172,6 +202,10 @@ def _plain_param_record(name: str, module_path: str, shape: tuple[int, ...] | No
                         requires_grad: bool, kind: ParamKind) -> ParamRecord:
     return ParamRecord(name, (), module_path, shape, dtype, device, numel, nbytes,
                        requires_grad, False, None, kind)
+
+
+def _plain_with_calls(m: ModuleRecord, calls: tuple[Any, ...], called: bool) -> ModuleRecord:
+    return replace(m, calls=calls, called=called)
 
 
 def _check_drafts() -> bool:
@@ -185,7 +219,8 @@ def _check_drafts() -> bool:
         fast_m, fast_p = _module_record(*margs), _param_record(*pargs)
         ok = (type(fast_m) is ModuleRecord and type(fast_p) is ParamRecord
               and fast_m == ModuleRecord(*margs) and fast_p == _plain_param_record(*pargs)
-              and repr(fast_m) == repr(ModuleRecord(*margs)))
+              and repr(fast_m) == repr(ModuleRecord(*margs))
+              and _with_calls(fast_m, (), True) == replace(fast_m, calls=(), called=True))
     except (TypeError, AttributeError):
         return False
     return ok
@@ -194,6 +229,7 @@ def _check_drafts() -> bool:
 if not _check_drafts():  # pragma: no cover - CPython with unchanged records takes the fast path
     _module_record = _plain_module_record  # type: ignore[assignment]
     _param_record = _plain_param_record
+    _with_calls = _plain_with_calls
 
 
 
