@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import torchscope
+from torchscope.cli import main
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.examples import MLP, FixedHiddenMLP, NestMLP, SharedMLP
 from torchscope.records import CostReport, Report
@@ -372,21 +373,16 @@ def test_totals_block_shows_exact_flops(snapshot: Callable[[str, str], None]) ->
     assert json.loads(render_cost(cost, fmt="json"))["backward_flops"] == 40960
 
 
-def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "torchscope", *argv], capture_output=True,
-                          text=True, timeout=300)
-
-
-def test_cli_cost() -> None:
-    done = _cli("summarize", "--input-size", "2,20", "--cost", "--optimizer", "adam",
-                "--format", "text")
-    assert done.returncode == 0, done.stderr
-    assert "forward 30,720 FLOPs" in done.stdout
-    assert "training step with Adam in float32" in done.stdout
-    assert "FLOPs" in done.stdout.splitlines()[0] or "Forward" in done.stdout
-    done = _cli("summarize", "--input-size", "2,20", "--cost", "--format", "json")
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["cost"]["forward_flops"] == 30720
+def test_cli_cost(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summarize", "--input-size", "2,20", "--cost", "--optimizer", "adam",
+                 "--format", "text"]) == 0
+    out = capsys.readouterr().out
+    assert "forward 30,720 FLOPs" in out
+    assert "training step with Adam in float32" in out
+    header = out.splitlines()[0].split()
+    assert header[-3:] == ["FLOPs", "Saved", "act."]
+    assert main(["summarize", "--input-size", "2,20", "--cost", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cost"]["forward_flops"] == 30720
 
 
 @pytest.mark.parametrize(("argv", "match"), [
@@ -394,11 +390,24 @@ def test_cli_cost() -> None:
     (("--input-size", "2,20", "--optimizer", "adam"), "apply to --cost"),
     (("--cost",), "needs example inputs"),
 ])
-def test_cli_bad_cost_options_exit_2(argv: tuple[str, ...], match: str) -> None:
-    done = _cli("summarize", *argv)
-    assert done.returncode == 2
-    assert match in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+def test_cli_bad_cost_options_exit_2(argv: tuple[str, ...], match: str,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summarize", *argv]) == 2
+    err = capsys.readouterr().err
+    assert match in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_first_run_in_a_process_measures_like_the_next() -> None:
+    # regression: garbage from torch's lazy imports during the first run kept an activation
+    # alive (collection paused), so the first training peak read one activation too high
+    code = ("import torch, torchscope; m = torchscope.examples.MLP(); x = torch.randn(2, 20); "
+            "print([torchscope.estimate_cost(m, x).training_peak_bytes for _ in range(2)])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=True)
+    first, second = json.loads(done.stdout)
+    # parameters and input plus the live set of forward and backward, the same in both runs
+    assert first == second == 7946 * 4 + 160 + 7946 * 4 + 2208
 
 
 def test_cost_record_is_plain_values() -> None:
