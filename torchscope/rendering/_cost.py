@@ -117,7 +117,7 @@ def render_cost(cost: CostReport, *, fmt: str = "text", depth: int | None = None
                     colalign=("left", *["right"] * (len(header) - 1)))
     lines = cost_lines(cost) + _note_lines(cost)
     if fmt == "markdown":
-        return "\n".join([text, "", *[f"- {line}" for line in lines]]) + "\n"
+        return "\n".join([text, "", _bullets(lines)])
     return "\n".join([text, "", *lines]) + "\n"
 
 
@@ -150,8 +150,19 @@ def cost_block(report: Report, *, fmt: str = "text", table: bool = False) -> Any
 
         return Text("\n".join(lines))
     if fmt == "markdown":
-        return "\n".join(f"- {line}" for line in lines) + "\n"
+        return _bullets(lines)
     return "\n".join(lines) + "\n"
+
+
+def _bullets(lines: list[str]) -> str:
+    """Markdown bullets; an indented line continues the bullet above it."""
+    items: list[str] = []
+    for line in lines:
+        if line.startswith("  ") and items:
+            items[-1] += (": " if items[-1].endswith(" peak") else " ") + line.strip()
+        else:
+            items.append(line)
+    return "\n".join(f"- {item}" for item in items) + "\n"
 
 
 # ------------------------------------------------------------------------------------------
