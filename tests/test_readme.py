@@ -18,9 +18,27 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 # fenced blocks without a language: "$ command" lines followed by the output they print
 SESSIONS = re.findall(r"```\n(\$ .*?)```", README, flags=re.S)
-# indented commands (four spaces) of torchscope that write nothing and need no extra program
-SAFE = [line.strip() for line in README.splitlines()
-        if line.startswith("    python -m torchscope ") and " -o " not in line]
+
+def indented_commands(text: str) -> list[str]:
+    """Indented (four spaces) shell commands, lines ending in a backslash joined."""
+    out: list[str] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("    ") and not line.startswith("     "):
+            command = line.strip()
+            while command.endswith("\\") and i + 1 < len(lines):
+                i += 1
+                command = command[:-1].rstrip() + " " + lines[i].strip()
+            out.append(command)
+        i += 1
+    return out
+
+
+# indented commands of torchscope that write nothing and need no extra program
+SAFE = [c for c in indented_commands(README)
+        if c.startswith("python -m torchscope ") and " -o " not in c]
 
 
 def env() -> dict[str, str]:
