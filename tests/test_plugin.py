@@ -102,7 +102,7 @@ def test_the_plugin_is_inert_until_used(pytester: pytest.Pytester) -> None:
         def test_no_torch(request):
             assert request.config.pluginmanager.has_plugin("torchscope")
             assert request.config.getoption("--torchscope-update") is False
-            heavy = [m for m in ("torch", "torchscope.diff", "torchscope.inspect", "rich")
+            heavy = [m for m in ("torch", "torchscope.arch_diff", "torchscope.inspect", "rich")
                      if m in sys.modules]
             assert heavy == []
     """)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
         check_devices as check_devices,
         device_map as device_map,
     )
-    from torchscope.diff import diff as diff
+    from torchscope.arch_diff import diff as diff
     from torchscope.distributed import (
         check_fsdp_ties as check_fsdp_ties,
         gather_report as gather_report,
@@ -263,7 +263,7 @@ _EXPORTS: dict[str, str] = {
     "diff_checkpoint": "checkpoint",
     "inspect_checkpoint": "checkpoint",
     # architecture diff
-    "diff": "diff",
+    "diff": "arch_diff",
     # distributed models
     "check_fsdp_ties": "distributed",
     "gather_report": "distributed",

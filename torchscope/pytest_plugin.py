@@ -113,7 +113,7 @@ def model_snapshot(request: pytest.FixtureRequest) -> Iterator[Callable[..., Non
     def check(model: Any, example_inputs: Any = None, *, name: str | None = None,
               **options: Any) -> None:
         __tracebackhide__ = True
-        from torchscope.diff import diff, load_report, stable_report
+        from torchscope.arch_diff import diff, load_report, stable_report
         from torchscope.inspect import summarize
         from torchscope.rendering import render
 

@@ -24,7 +24,7 @@ from torchscope.cli import (
     load_target,
     output_format,
 )
-from torchscope.diff import diff, load_report
+from torchscope.arch_diff import diff, load_report
 from torchscope.rendering import show
 
 __all__ = ["add_arguments", "run"]

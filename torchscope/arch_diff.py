@@ -16,14 +16,11 @@ both sides were traced, the call shapes that changed. Nothing runs on a model be
 from __future__ import annotations
 
 import bisect
-import inspect
 import json
 import os
-import sys
-import types
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from torchscope.errors import TorchscopeError
 from torchscope.records import (
@@ -173,7 +170,7 @@ def _side(value: object, which: str, options: dict[str, Any]) -> tuple[Report, s
 # the diff
 
 
-def architecture_diff(
+def diff(
     a: nn.Module | Report | str | os.PathLike[str],
     b: nn.Module | Report | str | os.PathLike[str],
     example_inputs: Any = None,
@@ -507,33 +504,3 @@ def _call_changes(before: Report, after: Report, m: _Matcher) -> tuple[CallChang
             if oa != ob:
                 out.append(CallChange(new, i, "outputs", oa, ob))
     return tuple(out)
-
-
-# ``torchscope.diff`` is both this module and the function: importing the submodule binds the
-# package attribute ``diff`` to the module, so the module itself is what ``diff`` names (here and
-# in the package), and calling it runs architecture_diff(). Both spellings, in any import order,
-# are one object.
-class _DiffModule(types.ModuleType):
-    def __call__(
-        self,
-        a: nn.Module | Report | str | os.PathLike[str],
-        b: nn.Module | Report | str | os.PathLike[str],
-        example_inputs: Any = None,
-        *,
-        example_kwargs: dict[str, Any] | None = None,
-        input_size: Sequence[Sequence[int]] | None = None,
-        dtypes: Sequence[torch.dtype | str] | None = None,
-        device: torch.device | str | None = None,
-        mode: str = "auto",
-        labels: tuple[str, str] | None = None,
-    ) -> ArchitectureDiff:
-        return architecture_diff(a, b, example_inputs, example_kwargs=example_kwargs,
-                                 input_size=input_size, dtypes=dtypes, device=device, mode=mode,
-                                 labels=labels)
-
-
-sys.modules[__name__].__class__ = _DiffModule
-diff: _DiffModule = cast(_DiffModule, sys.modules[__name__])
-__signature__ = inspect.signature(architecture_diff)
-
-__all__ += ["architecture_diff", "compare_reports", "spec_text"]
