@@ -23,6 +23,7 @@ import torchscope
 from torchscope import distributed as D
 from torchscope.distributed import check_fsdp_ties, gather_report
 from torchscope.errors import InputSpecError, TorchscopeError
+from torchscope.tying import tensor_extent, unique_size
 
 # ---------------------------------------------------------------------------------------------
 # arguments
@@ -79,6 +80,18 @@ BAD_CALLS: dict[str, tuple[Callable[[], object], type[Exception], str]] = {
     "no_syncs(include_cpu=1)": (
         lambda: torchscope.no_syncs(include_cpu=1),  # type: ignore[arg-type]
         TorchscopeError, r"^include_cpu = 1 is not True or False \(or None for the default\)"),
+    "unique_size(None)": (lambda: unique_size(None),  # type: ignore[arg-type]
+                          InputSpecError, r"^unique_size needs a sequence of tensors, got "
+                          r"NoneType: pass a list such as \[model.weight, model.bias\]$"),
+    "unique_size([1])": (lambda: unique_size([1]),  # type: ignore[list-item]
+                         InputSpecError, r"^unique_size needs a torch.Tensor, got 1 \(int\)"),
+    "tensor_extent('x')": (lambda: tensor_extent("x"),  # type: ignore[arg-type]
+                           InputSpecError,
+                           r"^tensor_extent needs a torch.Tensor, got 'x' \(str\): pass a "
+                           r"tensor$"),
+    "setup_from_launcher(timeout='x')": (
+        lambda: D.setup_from_launcher(timeout="x"),  # type: ignore[arg-type]
+        TorchscopeError, r"^timeout = 'x' is not a positive number of seconds; give e.g. 600$"),
 }
 
 

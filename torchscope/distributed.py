@@ -144,6 +144,9 @@ def setup_from_launcher(*, timeout: float = 600.0, setup_timeout: float | None =
     >>> setup_from_launcher()  # plain python: no launcher, no group
     False
     """
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise TorchscopeError(
+            f"timeout = {timeout!r} is not a positive number of seconds; give e.g. 600")
     dist = _dist()
     if dist is not None and dist.is_initialized():
         return True

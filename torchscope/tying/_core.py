@@ -55,6 +55,7 @@ def storage_key(t: torch.Tensor) -> StorageKey:
     >>> storage_key(w) == storage_key(w[1:])
     True
     """
+    _require_tensor(t, "storage_key")
     storage = t.untyped_storage()
     ptr = storage.data_ptr()
     if ptr == 0:
@@ -74,6 +75,7 @@ def stored_bytes(t: torch.Tensor) -> int:
     >>> stored_bytes(torch.eye(3).to_sparse())  # 3 values (4 B) + 2x3 int64 indices
     60
     """
+    _require_tensor(t, "stored_bytes")
     layout = t.layout
     if layout is torch.sparse_coo:
         return stored_bytes(t._values()) + stored_bytes(t._indices())
@@ -95,6 +97,7 @@ def tensor_extent(t: torch.Tensor) -> tuple[int, int]:
     >>> tensor_extent(torch.zeros(4, 4)[1:3])
     (16, 48)
     """
+    _require_tensor(t, "tensor_extent")
     itemsize = t.element_size()
     start = int(t.storage_offset()) * itemsize
     if t.numel() == 0:
@@ -300,6 +303,12 @@ def unique_size(tensors: Sequence[torch.Tensor]) -> tuple[int, int]:
     >>> unique_size([w, w[2:5], torch.zeros(3)])
     (13, 52)
     """
+    if isinstance(tensors, torch.Tensor) or not isinstance(tensors, Sequence):
+        raise InputSpecError(
+            f"unique_size needs a sequence of tensors, got {type(tensors).__name__}: pass a "
+            "list such as [model.weight, model.bias]")
+    for t in tensors:
+        _require_tensor(t, "unique_size")
     numel = 0
     nbytes = 0
     odd = {id(t): t for t in tensors if not isinstance(t, UninitializedTensorMixin)
@@ -339,6 +348,13 @@ class _Walk:
 
 
 _Link = tuple[nn.Module, "_Link | None"]
+
+
+def _require_tensor(t: object, where: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        shown = repr(t) if len(repr(t)) <= 40 else repr(t)[:37] + "..."
+        raise InputSpecError(
+            f"{where} needs a torch.Tensor, got {shown} ({type(t).__name__}): pass a tensor")
 
 
 def require_module(model: object, where: str) -> None:
