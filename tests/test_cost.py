@@ -417,3 +417,17 @@ def test_cost_record_is_plain_values() -> None:
         assert not isinstance(value, (torch.Tensor, nn.Module))
     with pytest.raises(dataclasses.FrozenInstanceError, match="forward_flops"):
         cost.forward_flops = 0  # type: ignore[misc]
+
+
+def test_attention_kernel_is_named_in_notes() -> None:
+    cpu = TRANSFORMERS["llama"]()
+    with torch.device("meta"):
+        meta = TRANSFORMERS["llama"]()
+    on_cpu = torchscope.estimate_cost(cpu, input_size=[(1, 16)], dtypes=["long"])
+    on_meta = torchscope.estimate_cost(meta, input_size=[(1, 16)], dtypes=["long"])
+    # a CPU model: the fused CPU kernel, as a real run picks it (no formula: 0, and said so)
+    assert any("fused CPU kernel" in n for n in on_cpu.notes)
+    assert ("aten._scaled_dot_product_flash_attention_for_cpu", 2) in on_cpu.unsupported_ops
+    # a model on meta: the math path, whose matmuls count as the fused kernels' formulas do
+    assert any("math path on meta" in n for n in on_meta.notes)
+    assert on_meta.forward_flops > on_cpu.forward_flops

@@ -438,6 +438,13 @@ def _report(tally: Tally, target: nn.Module, mode: str, inputs: list[torch.Tenso
                              for k, v in sorted(tally.data_dependent.items()))
         notes.append(f"data-dependent ops ({ops_text}) ran on {mode} tensors: their output "
                      "sizes follow the example inputs' values (zeros when built from sizes)")
+    if mode == "meta" and "aten._safe_softmax" in tally.unsupported:
+        notes.append("scaled dot product attention ran its math path on meta: its FLOPs equal "
+                     "the fused kernels' formulas, but saved activations include the attention "
+                     "weights a fused kernel (flash, memory-efficient) does not keep")
+    if "aten._scaled_dot_product_flash_attention_for_cpu" in tally.unsupported:
+        notes.append("attention ran torch's fused CPU kernel, which has no FLOP formula: its "
+                     "FLOPs count 0 (as FlopCounterMode counts them on CPU)")
     if tally.higher_order:
         notes.append("higher-order ops (" + ", ".join(sorted(tally.higher_order))
                      + ") were not counted by this mode")
