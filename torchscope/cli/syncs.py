@@ -43,6 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "SCRIPT or -m MODULE, options included)")
 
 
+def _stderr_is_terminal() -> bool:
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _module_spec(name: str) -> Any:
     """The import spec of module ``name``, found from the current folder like ``python -m``."""
     import importlib.util
@@ -103,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
     code = 0
     failure: str | None = None
     report = detect_syncs(deep=args.deep)
+    if _stderr_is_terminal():  # a spinner would fight the script's own output: one line
+        print(f"torchscope syncs: running {module_name or path} under the sync detector; "
+              "the report follows when it ends", file=sys.stderr)
     try:
         with report:
             try:
