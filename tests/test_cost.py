@@ -431,3 +431,16 @@ def test_attention_kernel_is_named_in_notes() -> None:
     # a model on meta: the math path, whose matmuls count as the fused kernels' formulas do
     assert any("math path on meta" in n for n in on_meta.notes)
     assert on_meta.forward_flops > on_cpu.forward_flops
+
+
+def test_flops_column_of_a_module_list_sums_its_blocks() -> None:
+    # a ModuleList has no forward of its own: its cell sums the calls of its blocks
+    report = torchscope.summarize(TRANSFORMERS["llama"](), input_size=[(1, 16)],
+                                  dtypes=["long"], cost=True)
+    assert report.cost is not None
+    blocks = sum(c.forward_flops for c in report.cost.calls
+                 if c.path in ("model.layers.0", "model.layers.1"))
+    text = torchscope.render(report, "text", depth=3, columns="module,flops")
+    layers = [line for line in text.splitlines() if line.lstrip("│ ├└─").startswith("layers ")]
+    assert len(layers) == 1
+    assert layers[0].split()[-2:] == torchscope.rendering.humanize_count(blocks).split()

@@ -170,10 +170,24 @@ def _bullets(lines: list[str]) -> str:
 
 
 def _module_calls(report: Report, m: ModuleRecord) -> list[Any]:
+    """The calls of ``m``; for a container that has no forward of its own (a ``ModuleList``),
+    the top-most calls inside it."""
     cost = report.cost
     if cost is None:
         return []
-    return [c for c in cost.calls if c.path == m.path]
+    own = [c for c in cost.calls if c.path == m.path]
+    if own or not m.path:
+        return own
+    prefix = m.path + "."
+    inside = [c for c in cost.calls if c.path.startswith(prefix)]
+    called = {c.path for c in inside}
+
+    def top(path: str) -> bool:
+        parts = path.split(".")
+        return not any(".".join(parts[:i]) in called
+                       for i in range(prefix.count(".") + 1, len(parts)))
+
+    return [c for c in inside if top(c.path)]
 
 
 def _flops_cell(report: Report, m: ModuleRecord, call: CallRecord | None) -> str:
