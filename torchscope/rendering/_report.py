@@ -577,7 +577,12 @@ def render_markdown(report: Report, *, depth: int | None = None, params: bool = 
 
 
 def render_json(report: Report) -> str:
-    """The report as JSON (exact numbers; see :meth:`Report.to_dict`)."""
+    """The report as JSON (exact numbers; see :meth:`Report.to_dict`), ending in a newline.
+
+    >>> import json, torchscope
+    >>> json.loads(render_json(torchscope.summarize(torchscope.examples.MLP())))["total_params"]
+    7946
+    """
     return report.to_json() + "\n"
 
 
