@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from torchscope.errors import InputSpecError
 from torchscope.inspect import summarize
 from torchscope.rendering import print_report
-from torchscope.rendering._columns import COLUMNS
+from torchscope.rendering._columns import COLUMNS, column_keys
 
 if TYPE_CHECKING:
     import torch
@@ -85,7 +85,7 @@ def _columns(col_names: Sequence[str] | None) -> list[str] | None:
                 f"not have; choose from {', '.join(k for k in COLUMNS if k != 'module')}"
             )
         keys.append(key)
-    return keys
+    return column_keys(keys)  # a typo is reported before the forward runs
 
 
 def summary(

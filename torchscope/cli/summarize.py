@@ -18,6 +18,7 @@ from torchscope.cli import (
 from torchscope.distributed import distributed_session, gather_report, is_primary
 from torchscope.errors import InputSpecError
 from torchscope.inspect import summarize
+from torchscope.rendering._columns import column_keys
 from torchscope.rendering._cost import COLUMNS_REGISTERED, cost_block
 from torchscope.rendering._distributed import ranks_renderable
 from torchscope.rendering._report import emit, print_report, ties_renderable
@@ -53,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 0:
         raise InputSpecError(f"--depth {args.depth} is negative: use 0 for the root only, 1, 2…")
     options = input_options(args)
+    if args.columns is not None:
+        column_keys(args.columns)  # a typo is reported before any work
     if getattr(args, "cost", False):
         options.update(cost=True, optimizer=args.optimizer, train_dtype=args.train_dtype)
     elif getattr(args, "optimizer", None) or getattr(args, "train_dtype", None):

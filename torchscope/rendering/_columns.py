@@ -40,6 +40,7 @@ __all__ = [
     "Column",
     "call_inputs_text",
     "choose_columns",
+    "column_keys",
     "mixed_dtypes",
     "mixed_modes",
     "register_column",
@@ -341,6 +342,32 @@ ALIASES: dict[str, str] = {"params": "num_params", "total": "num_params", "own":
                            "kernel": "kernel_size", "name": "module", "layer": "module"}
 
 
+def column_keys(keys: Sequence[str] | str) -> list[str]:
+    """The canonical keys of ``keys`` (a list or a comma-separated string), checked.
+
+    Raises:
+        TorchscopeError: an unknown key, with the closest one.
+
+    >>> column_keys("params,input")
+    ['num_params', 'input_size']
+    """
+    if isinstance(keys, str):
+        keys = [k for k in keys.replace(" ", "").split(",") if k]
+    out: list[str] = []
+    for key in keys:
+        canonical = ALIASES.get(key.lower(), key.lower())
+        if canonical not in COLUMNS:
+            import difflib
+
+            close = difflib.get_close_matches(key, [*COLUMNS, *ALIASES], n=1)
+            hint = f"did you mean {ALIASES.get(close[0], close[0])}? " if close else ""
+            raise TorchscopeError(
+                f"columns: {key!r} is not a column; {hint}choose from {', '.join(COLUMNS)}"
+            )
+        out.append(canonical)
+    return out
+
+
 def choose_columns(report: Report, keys: Sequence[str] | str | None = None) -> list[Column]:
     """The columns of ``report``'s table: the defaults, or ``keys`` in their order.
 
@@ -357,20 +384,9 @@ def choose_columns(report: Report, keys: Sequence[str] | str | None = None) -> l
     """
     if keys is None:
         return [c for c in COLUMNS.values() if c.shown_by_default(report)]
-    if isinstance(keys, str):
-        keys = [k for k in keys.replace(" ", "").split(",") if k]
     chosen: list[Column] = [COLUMNS["module"]]
-    for key in keys:
-        canonical = ALIASES.get(key.lower(), key.lower())
-        column = COLUMNS.get(canonical)
-        if column is None:
-            import difflib
-
-            close = difflib.get_close_matches(key, [*COLUMNS, *ALIASES], n=1)
-            hint = f"did you mean {close[0]}? " if close else ""
-            raise TorchscopeError(
-                f"columns: {key!r} is not a column; {hint}choose from {', '.join(COLUMNS)}"
-            )
+    for key in column_keys(keys):
+        column = COLUMNS[key]
         if column.traced and report.mode is None:
             raise TorchscopeError(
                 f"columns: {key!r} needs a traced forward, and this summary has none; give "
