@@ -226,6 +226,12 @@ DEEP_CALLS: dict[str, Callable[[nn.Module], object]] = {
     "check_lazy": torchscope.check_lazy,
     "check_devices": torchscope.check_devices,
     "device_map": torchscope.device_map,
+    "summarize_meta": lambda m: len(torchscope.summarize(m, input_size=[(1, 2)],
+                                                         mode="meta").modules[-1].calls),
+    "summarize_fake": lambda m: len(torchscope.summarize(m, input_size=[(1, 2)],
+                                                         mode="fake").modules[-1].calls),
+    "summarize_real": lambda m: len(torchscope.summarize(m, torch.zeros(1, 2)).modules[-1].calls),
+    "trace_forward": lambda m: len(torchscope.trace_forward(m, input_size=[(1, 2)]).calls),
     "render_text": lambda m: len(torchscope.render(torchscope.summarize(m), "text")) > 0,
     "render_json": lambda m: len(torchscope.render(torchscope.summarize(m), "json")) > 0,
 }
@@ -234,12 +240,16 @@ DEEP_CALLS: dict[str, Callable[[nn.Module], object]] = {
 @pytest.mark.parametrize("name", DEEP_CALLS)
 def test_two_thousand_levels_of_nesting(name: str) -> None:
     # guards: RecursionError from recursive named_modules()
-    assert sys.getrecursionlimit() < 2000 * 3  # deeper than a recursive walk can go
+    limit = sys.getrecursionlimit()
+    assert limit < 2000 * 3  # deeper than a recursive walk can go
     result = DEEP_CALLS[name](_deep(2000))
     expected = {"summarize": 6, "walk": 2001, "list_parameters": 2, "find_tied": (),
                 "check_ties": (), "compare_ties": (), "find_lazy": (), "check_lazy": (),
-                "check_devices": (), "device_map": {"cpu": ("(root)",)}}
+                "check_devices": (), "device_map": {"cpu": ("(root)",)},
+                "summarize_meta": 1, "summarize_fake": 1, "summarize_real": 1,
+                "trace_forward": 2001}
     assert result == expected.get(name, True)
+    assert sys.getrecursionlimit() == limit
 
 
 def test_deep_lazy_module_found_at_its_path() -> None:

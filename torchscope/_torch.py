@@ -31,6 +31,7 @@ __all__ = [
     "is_lazy",
     "named_modules",
     "parse_dtype",
+    "recursion_room",
     "unwrap_compiled",
     "unwrap_wrappers",
 ]
@@ -80,6 +81,39 @@ def named_modules(model: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.
             for name, child in reversed(list(children.items())):
                 if child is not None and id(child) not in seen:
                     stack.append((base + name, child))
+
+
+#: Deepest module nesting :func:`recursion_room` makes room for (deeper, CPython's C stack runs
+#: out: 10,000 nested Sequential calls crash the interpreter with the limit raised).
+MAX_ROOM_DEPTH = 4000
+
+
+@contextmanager
+def recursion_room(depth: int) -> Iterator[None]:
+    """Raise the recursion limit, while the block runs, so that a forward or a deepcopy through
+    ``depth`` nested modules fits (each level takes about ten Python frames).
+
+    Torch runs nested modules recursively: 2,000 levels exceed the default limit of 1,000
+    frames although the C stack has room for them. Up to :data:`MAX_ROOM_DEPTH` levels; the
+    limit is only ever raised, and restored on exit.
+
+    >>> import sys
+    >>> before = sys.getrecursionlimit()
+    >>> with recursion_room(2000):
+    ...     sys.getrecursionlimit() > 20000
+    True
+    >>> sys.getrecursionlimit() == before
+    True
+    """
+    before = sys.getrecursionlimit()
+    need = 1000 + 12 * min(max(int(depth), 0), MAX_ROOM_DEPTH)
+    if need > before:
+        sys.setrecursionlimit(need)
+    try:
+        yield
+    finally:
+        if need > before:
+            sys.setrecursionlimit(before)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchscope._torch import gc_paused, unwrap_wrappers
+from torchscope._torch import gc_paused, recursion_room, unwrap_wrappers
 from torchscope._units import humanize_bytes
 from torchscope.cost import estimate_cost
 from torchscope.distributed import gather_report
@@ -166,6 +166,7 @@ def summarize(
         root = modules[0]
         lazy, lazy_findings = _lazy_records(w.nodes)  # before the trace: it infers shapes
         cycles, packed = w.cycles, w.packed
+        depth = max(node.depth for node in w.nodes)
         del w
     # the collector, running again, visits every record built above at the next allocation
     # (building the report below): its cost is part of this call, as it is in the benchmark
@@ -189,9 +190,10 @@ def summarize(
         lazy_tensors=root.lazy_tensors,
     )
     if example_inputs is not None or example_kwargs is not None or input_size is not None:
-        report = _with_trace(report, model, example_inputs, example_kwargs=example_kwargs,
-                             input_size=input_size, dtypes=dtypes, device=device, mode=mode,
-                             follow_functions=follow_functions)
+        with recursion_room(depth):  # torch calls nested modules recursively
+            report = _with_trace(report, model, example_inputs, example_kwargs=example_kwargs,
+                                 input_size=input_size, dtypes=dtypes, device=device, mode=mode,
+                                 follow_functions=follow_functions)
         findings.extend(report.findings)
         notes.extend(report.notes)
         if cost:

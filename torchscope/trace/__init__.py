@@ -38,7 +38,14 @@ from torch.nn.modules import module as _module_mod
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 from torch.overrides import TorchFunctionMode
 
-from torchscope._torch import fsdp_module_type, fsdp_resharded, gc_paused, is_lazy, unwrap_compiled
+from torchscope._torch import (
+    fsdp_module_type,
+    fsdp_resharded,
+    gc_paused,
+    is_lazy,
+    recursion_room,
+    unwrap_compiled,
+)
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import (
     CallRecord,
@@ -826,9 +833,10 @@ def trace_forward(
     if compiled:
         notes.append("a torch.compile wrapper: traced its original module, eagerly, under the "
                      "names without the _orig_mod. prefix")
+    depth = max((p.count(".") + 1 for p in scan.paths if p), default=0)
     for i, current in enumerate(plan):
         try:
-            with gc_paused():
+            with gc_paused(), recursion_room(depth):  # nested modules run recursively
                 result = _run(model, scan, current, args, kwargs, plan_inputs, dev, notes,
                               follow_functions)
         except _ModeFailed as failed:
