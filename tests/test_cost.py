@@ -444,3 +444,24 @@ def test_flops_column_of_a_module_list_sums_its_blocks() -> None:
     layers = [line for line in text.splitlines() if line.lstrip("│ ├└─").startswith("layers ")]
     assert len(layers) == 1
     assert layers[0].split()[-2:] == torchscope.rendering.humanize_count(blocks).split()
+
+
+def test_autocast_training_on_fake_tensors_equals_a_real_run() -> None:
+    model = MLP()
+    fake = torchscope.estimate_cost(model, input_size=[(2, 20)], train_dtype="autocast:bf16")
+    real = torchscope.estimate_cost(model, input_size=[(2, 20)], train_dtype="autocast:bf16",
+                                    mode="real")
+    assert (fake.mode, real.mode) == ("fake", "real")
+    assert fake.train_dtype == "float32 with autocast bfloat16"
+    assert fake.forward_flops == 30720 and fake.backward_flops == 40960
+    # parameters stay float32; autocast saves bfloat16 copies of input, weights and activations
+    assert fake.param_bytes == fake.grad_bytes == 7946 * 4
+    assert fake.saved_bytes == real.saved_bytes
+    assert fake.saved_bytes > torchscope.estimate_cost(model, input_size=[(2, 20)]).saved_bytes
+    assert fake.training_peak_bytes == real.training_peak_bytes
+
+
+def test_autocast_on_meta_is_one_error() -> None:
+    with pytest.raises(InputSpecError, match=r"meta tensors ignore torch.autocast"):
+        torchscope.estimate_cost(MLP(), input_size=[(2, 20)], train_dtype="autocast:bf16",
+                                 mode="meta")

@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --cost: adam, adamw, sgd or sgd-momentum, for the size of "
                         "the optimizer state")
     parser.add_argument("--train-dtype", default=None, metavar="DTYPE",
-                        help="with --cost: the dtype of training (bf16, fp16, float32)")
+                        help="with --cost: the dtype of training (bf16, fp16, float32), or "
+                        "autocast:bf16 for mixed precision")
 
 
 def run(args: argparse.Namespace) -> int:

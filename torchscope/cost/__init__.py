@@ -29,7 +29,7 @@ from torchscope.cost._counter import CostMode, DeviceAttention, Tally, storage_b
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records._cost import OPTIMIZERS, CallCost, CostReport
 from torchscope.trace import build_inputs, meta_copy, state_guard
-from torchscope.trace._guard import _fake_copy, _shallow_copy, _tree
+from torchscope.trace._guard import _copy_with, _fake_copy, _shallow_copy, _tree
 from torchscope.trace._inputs import _map_tensors, _parse_device, _tensors_in
 
 __all__ = ["MODES", "OPTIMIZERS", "estimate_cost"]
@@ -76,7 +76,9 @@ def estimate_cost(
             the size of the optimizer state.
         train_dtype: the dtype of parameters, gradients and optimizer state in training
             (``"bf16"``); in meta and fake mode the copy runs in it, so activations are sized
-            in it too. Default: the model's own dtypes.
+            in it too. ``"autocast:bf16"``: mixed precision instead, the forward under
+            ``torch.autocast`` with parameters, gradients and state in their own dtype (fake
+            or real tensors: meta ignores autocast). Default: the model's own dtypes.
 
     Returns:
         A :class:`~torchscope.records.CostReport`.
@@ -101,6 +103,10 @@ def estimate_cost(
             raise InputSpecError(
                 f"optimizer = {optimizer!r} is not one of {', '.join(OPTIMIZERS)} (or None); "
                 "pick the one whose state to size")
+    amp = isinstance(train_dtype, str) and train_dtype.strip().lower().startswith("autocast:")
+    if amp:
+        assert isinstance(train_dtype, str)
+        train_dtype = train_dtype.split(":", 1)[1]
     dtype = None if train_dtype is None else parse_dtype(train_dtype, where="train_dtype")
     if dtype is not None and not dtype.is_floating_point:
         raise InputSpecError(
@@ -136,8 +142,14 @@ def estimate_cost(
                if t is not None]
     model_meta = bool(tensors) and all(t.is_meta for t in tensors if not is_lazy(t))
     has_lazy = any(is_lazy(t) for t in tensors)
+    if amp and mode == "meta":
+        raise InputSpecError(
+            f"train_dtype = 'autocast:{train_dtype}' with mode = 'meta': meta tensors ignore "
+            "torch.autocast; use mode='auto', 'fake' or 'real'")
     if mode != "auto":
         plan = [mode]
+    elif amp:  # autocast acts on CPU/CUDA tensors (fake ones too), not on meta
+        plan = ["fake"] if model_meta else ["fake", "real"]
     else:
         plan = ["meta", "fake"] if model_meta else ["meta", "fake", "real"]
     if "real" in plan and model_meta:
@@ -153,7 +165,8 @@ def estimate_cost(
     for i, current in enumerate(plan):
         try:
             with gc_paused():
-                report = _run(model, current, args, kwargs, dtype, optimizer, has_lazy)
+                report = _run(model, current, args, kwargs, dtype, optimizer, has_lazy,
+                              amp=amp)
         except _Failed as failed:
             failures.append(f"{current}: {_short(failed.error)}")
             if i + 1 < len(plan):
@@ -242,10 +255,14 @@ def _roots(output: Any) -> tuple[list[torch.Tensor], str]:
 
 
 def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-         dtype: torch.dtype | None, optimizer: str | None, has_lazy: bool) -> CostReport:
+         train_dtype: torch.dtype | None, optimizer: str | None, has_lazy: bool, *,
+         amp: bool = False) -> CostReport:
     notes: list[str] = []
     fake_mode: Any = None
     target = model
+    # the dtype the copy is cast to: none under autocast (parameters keep theirs)
+    dtype = None if amp else train_dtype
+    amp_device = "cpu"
     try:
         if mode == "meta":
             target = meta_copy(model)
@@ -257,11 +274,17 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
             from torch._subclasses.fake_tensor import FakeTensorMode
 
             fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-            target = _fake_copy(model, fake_mode)
+            on_meta = amp and any(p.is_meta for p in model.parameters())
+            if on_meta:  # autocast needs a device: fake CPU tensors stand in for meta ones
+                target = _copy_with(model, lambda t: _fake_on_cpu(fake_mode, t))
+            else:
+                target = _fake_copy(model, fake_mode)
 
             def to_fake(t: torch.Tensor) -> torch.Tensor:
                 if dtype is not None and t.is_floating_point():
                     t = t.detach().to(dtype).requires_grad_(t.requires_grad)
+                if t.is_meta:
+                    return _fake_on_cpu(fake_mode, t)
                 fake: torch.Tensor = fake_mode.from_tensor(t)
                 return fake
 
@@ -282,6 +305,8 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
     if mode == "meta":
         sdp_device = next((t.device for t in (*model.parameters(), *model.buffers())
                            if not t.is_meta and not is_lazy(t)), None)
+    if amp:
+        amp_device = next((t.device.type for t in target.parameters()), "cpu")
     modules, paths_list = _tree(target)
     paths = dict(zip(map(id, modules), paths_list))
     inputs = list(_tensors_in((args, kwargs)))
@@ -304,7 +329,11 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
             stack.enter_context(CostMode(tally))
             stack.enter_context(torch.autograd.graph.saved_tensors_hooks(tally.pack, _unpack))
             try:
-                output = target(*args, **kwargs)
+                if amp:
+                    with torch.autocast(amp_device, dtype=train_dtype):
+                        output = target(*args, **kwargs)
+                else:
+                    output = target(*args, **kwargs)
             except Exception as err:
                 raise _Failed("forward", err) from err
             tally.static_keys |= _static_keys(target)  # lazy layers made theirs in forward
@@ -333,8 +362,24 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
     finally:
         tally.close()
         guard.__exit__(None, None, None)
+    if amp:
+        notes.append(f"mixed precision: the forward ran under torch.autocast({amp_device!r}, "
+                     f"{dtype_name(train_dtype or torch.float32)}); parameters, gradients and "
+                     "optimizer state keep the parameters' dtype")
     return _report(tally, target, mode, inputs, dtype, optimizer, train_peak, infer_peak,
-                   output_bytes, notes)
+                   output_bytes, notes, amp_dtype=train_dtype if amp else None)
+
+
+def _fake_on_cpu(fake_mode: Any, t: torch.Tensor) -> torch.Tensor:
+    """A fake CPU tensor of ``t``'s shape, strides and dtype (``t`` on any device)."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    meta = t if t.is_meta else torch.empty_strided(t.size(), t.stride(), dtype=t.dtype,
+                                                    device="meta")
+    fake: torch.Tensor = FakeTensor(fake_mode, meta.detach(), torch.device("cpu"))
+    if t.requires_grad:
+        fake.requires_grad_(True)
+    return fake
 
 
 def _unpack(t: torch.Tensor) -> torch.Tensor:
@@ -365,7 +410,8 @@ def _leaves(target: nn.Module, inputs: list[torch.Tensor]) -> list[torch.Tensor]
 
 def _report(tally: Tally, target: nn.Module, mode: str, inputs: list[torch.Tensor],
             dtype: torch.dtype | None, optimizer: str | None, train_peak: int,
-            infer_peak: int, output_bytes: int, notes: list[str]) -> CostReport:
+            infer_peak: int, output_bytes: int, notes: list[str], *,
+            amp_dtype: torch.dtype | None = None) -> CostReport:
     # inclusive numbers: each call's own, then added to every ancestor (children come later)
     n = len(tally.call_path)
     fwd, bwd, saved = list(tally.fwd), list(tally.bwd), list(tally.saved)
@@ -419,6 +465,8 @@ def _report(tally: Tally, target: nn.Module, mode: str, inputs: list[torch.Tenso
     if optimizer is not None and optimizer != "sgd":
         state_dtype = "/".join(dtypes) or None
     train_name = "/".join(dtypes) or "float32"
+    if amp_dtype is not None:
+        train_name += f" with autocast {dtype_name(amp_dtype)}"
     input_bytes = storage_bytes(inputs)
     static = param_bytes + buffer_bytes + input_bytes
     if mode == "real" and dtype is not None and any(
