@@ -21,6 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import torchscope
 from torchscope import examples
 from torchscope.errors import ForwardError, InitPolicyError
+from torchscope.trace import _guard
 
 MODES = ("real", "meta", "fake")
 
@@ -205,9 +206,18 @@ def _model(name: str) -> nn.Module:
     return model
 
 
+@pytest.fixture(params=["snapshot", "copy-on-write"])
+def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways the guard keeps values: one copy up front (small models) or a copy of each
+    tensor right before its first write (large ones: forced here with a zero threshold)."""
+    if request.param == "copy-on-write":
+        monkeypatch.setattr(_guard, "_SNAPSHOT_BYTES", 0)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", list(HOSTILE))
-def test_summarize_undoes_what_the_forward_did(name: str, mode: str,
+def test_summarize_undoes_what_the_forward_did(name: str, mode: str, strategy: str,
                                                clean_globals: None) -> None:
     model = _model(name)
     x = torch.randn(3, 4)
@@ -220,7 +230,8 @@ def test_summarize_undoes_what_the_forward_did(name: str, mode: str,
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_raising_forward_leaves_everything_as_it_was(mode: str, clean_globals: None) -> None:
+def test_a_raising_forward_leaves_everything_as_it_was(mode: str, strategy: str,
+                                                       clean_globals: None) -> None:
     model = Raises().train()
     x = torch.randn(3, 4)
     before, versions, flags, glob = _bytes(model), _versions(model), _flags(model), _globals()
@@ -234,7 +245,7 @@ def test_a_raising_forward_leaves_everything_as_it_was(mode: str, clean_globals:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_embedding_max_norm_renormalization_is_undone(mode: str) -> None:
+def test_embedding_max_norm_renormalization_is_undone(mode: str, strategy: str) -> None:
     torch.manual_seed(0)
     model = RenormEmbedding()
     with torch.no_grad():
@@ -278,7 +289,7 @@ def _empty_guard(model: nn.Module) -> None:
 
 
 @pytest.mark.parametrize("call", list(CALLS))
-def test_a_pending_backward_survives_the_call(call: str) -> None:
+def test_a_pending_backward_survives_the_call(call: str, strategy: str) -> None:
     # guards the bug: restoring state wrote into every buffer, bumping its version counter, so
     # a backward pending outside raised "modified by an inplace operation"
     torch.manual_seed(0)
@@ -291,7 +302,7 @@ def test_a_pending_backward_survives_the_call(call: str) -> None:
     assert model.fc.weight.grad is not None
 
 
-def test_a_written_buffer_gets_its_version_back_too() -> None:
+def test_a_written_buffer_gets_its_version_back_too(strategy: str) -> None:
     # the forward's own in-place write is undone bytes and version both: autograd sees what
     # it saved
     torch.manual_seed(0)
@@ -304,7 +315,7 @@ def test_a_written_buffer_gets_its_version_back_too() -> None:
     assert model.fc.weight.grad is not None
 
 
-def test_a_grad_accumulated_inside_the_forward_is_undone() -> None:
+def test_a_grad_accumulated_inside_the_forward_is_undone(strategy: str) -> None:
     torch.manual_seed(0)
     model = BackwardInside()
     model.fc.weight.grad = torch.ones_like(model.fc.weight)
@@ -316,13 +327,19 @@ def test_a_grad_accumulated_inside_the_forward_is_undone() -> None:
     assert model.fc.bias.grad is None
 
 
-def test_state_guard_leaves_no_mode_and_copies_nothing_untouched() -> None:
-    model = UsesBuffer()
+@pytest.mark.parametrize(("strategy", "modes_inside"), [("snapshot", 0), ("copy-on-write", 1)])
+def test_state_guard_leaves_no_mode_behind(strategy: str, modes_inside: int,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    if strategy == "copy-on-write":
+        monkeypatch.setattr(_guard, "_SNAPSHOT_BYTES", 0)
+    model = WritesBuffer().train()
+    before, versions = _bytes(model), _versions(model)
     with torchscope.state_guard(model):
         inside = torch._C._len_torch_dispatch_stack()  # type: ignore[attr-defined]
         model(torch.randn(3, 4))
-    assert inside == 1  # the copy-on-write watcher, gone after the block
+    assert inside == modes_inside  # the copy-on-write watcher only for large models
     assert torch._C._len_torch_dispatch_stack() == 0  # type: ignore[attr-defined]
+    assert (_bytes(model), _versions(model)) == (before, versions)
 
 
 def test_state_guard_refuses_what_is_not_a_module() -> None:

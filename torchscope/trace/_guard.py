@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import ctypes
 import random
 import sys
 import warnings
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules import module as _module_mod
+from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.hooks import RemovableHandle
 
@@ -259,17 +261,74 @@ class _CopyOnWrite(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+class _Snapshot:
+    """A copy of a few small storages taken up front, for models whose tensors are small:
+    compared byte for byte on restore (cheaper than watching every operator); bytes go back
+    into the storages themselves, so no version counter moves. CPU storages are read and
+    written by address (``ctypes``: one ``memcmp`` for all of them); other devices through
+    one concatenated copy per device."""
+
+    __slots__ = ("cpu", "cpu_saved", "groups", "keep")
+
+    def __init__(self, storages: list[Any]) -> None:
+        by_device: dict[Any, list[torch.Tensor]] = {}
+        self.keep = storages  # the addresses below stay valid while these live
+        self.cpu: list[tuple[int, int]] = []  # (address, bytes) of CPU storages
+        for st in storages:
+            if st.device.type == "cpu":
+                self.cpu.append((st.data_ptr(), st.nbytes()))
+            else:
+                view = torch.empty(0, dtype=torch.uint8, device=st.device).set_(st)
+                by_device.setdefault(st.device, []).append(view)
+        self.cpu_saved = _read_cpu(self.cpu)
+        self.groups = [(views, torch.cat(views)) for views in by_device.values()]
+
+    def restore(self) -> None:
+        cpu = self.cpu
+        if cpu and _read_cpu(cpu) != self.cpu_saved:
+            saved = self.cpu_saved
+            offset = 0
+            for address, n in cpu:
+                part = saved[offset:offset + n]
+                offset += n
+                if ctypes.string_at(address, n) != part:
+                    ctypes.memmove(address, part, n)
+        with torch.no_grad():
+            for views, saved_t in self.groups:
+                if torch.equal(torch.cat(views), saved_t):
+                    continue
+                offset = 0
+                for view in views:
+                    n = view.numel()
+                    part_t = saved_t[offset:offset + n]
+                    offset += n
+                    if not torch.equal(view, part_t):
+                        view.copy_(part_t)
+
+
+def _read_cpu(spans: list[tuple[int, int]]) -> bytes:
+    string_at = ctypes.string_at
+    return b"".join([string_at(address, n) for address, n in spans])
+
+
+#: models whose watched tensors hold at most this many bytes are copied up front (one copy,
+#: compared on restore); larger ones are copied on write, tensor by tensor
+_SNAPSHOT_BYTES = 32 << 20
+
+
 class _Guard:
     """Saves what a forward may change and restores it (see :func:`state_guard`).
 
     ``watch``: the forward runs on the modules' own tensors, so their values, versions,
     ``requires_grad`` flags, gradients and the modules' attributes are watched too; without it
     (a copy of the model runs) only hooks, training flags, the tensor dicts and the global
-    state are.
+    state are. Every check on restore is first a comparison of flat lists built by C-level
+    passes (the common case: nothing changed); only a difference costs a closer look.
     """
 
     __slots__ = (
         "attr_dicts",
+        "attr_marks",
         "cow",
         "flags",
         "global_dicts",
@@ -278,10 +337,13 @@ class _Guard:
         "hook_dicts",
         "hook_id",
         "modules",
+        "requires",
         "sets",
+        "snapshot",
         "tensor_dicts",
         "tensor_marks",
         "tensors",
+        "versions",
     )
 
     def __init__(self, modules: list[nn.Module], *, watch: bool) -> None:
@@ -293,17 +355,20 @@ class _Guard:
         self.hook_dicts: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
         # (dict, shallow copy) to undo reassigned, added or deleted parameters/buffers/children
         self.tensor_dicts: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        # (module __dict__, shallow copy): plain attributes set or replaced by a forward
+        # (module __dict__, shallow copy): plain attributes set, replaced or deleted
         self.attr_dicts: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        self.attr_marks: tuple[list[int], list[int]] | None = None
         # (set, copy): non-persistent buffer names
         self.sets: list[tuple[set[str], set[str]]] = []
-        # (tensor, version, requires_grad, grad) of every parameter and buffer (watch only)
-        self.tensors: list[tuple[torch.Tensor, int, bool, Any]] = []
-        self.grads: list[torch.Tensor] = []
+        # every parameter and buffer once, with its version, requires_grad and .grad (watch)
+        self.tensors: list[torch.Tensor] = []
+        self.versions: list[int] = []
+        self.requires: list[bool] = []
+        self.grads: list[Any] = []
         self.cow: _CopyOnWrite | None = None
+        self.snapshot: _Snapshot | None = None
         dicts: list[dict[str, Any]] = []  # the tensor dicts, copied below in one pass
         hook_dicts = self.hook_dicts
-        seen: set[int] = set()
         for m in modules:
             md = m.__dict__  # (item lookups: faster than attribute reads on a Module)
             try:
@@ -312,49 +377,59 @@ class _Guard:
                           or md["_state_dict_hooks"] or md["_state_dict_pre_hooks"]
                           or md["_load_state_dict_pre_hooks"]
                           or md["_load_state_dict_post_hooks"])
-                params = md["_parameters"]
-                bufs = md["_buffers"]
-                children = md["_modules"]
+                dicts.append(md["_parameters"])
+                dicts.append(md["_buffers"])
+                dicts.append(md["_modules"])
             except KeyError:  # a module missing some of torch's attributes (an old pickle)
                 hooked = True
-                params = getattr(m, "_parameters", None)
-                bufs = getattr(m, "_buffers", None)
-                children = getattr(m, "_modules", None)
+                for name in ("_parameters", "_buffers", "_modules"):
+                    d = md.get(name)
+                    if isinstance(d, dict):
+                        dicts.append(d)
             if hooked:
                 for name in _HOOK_DICTS:
                     d = md.get(name)
                     if d:
                         hook_dicts.append((d, dict(d)))
-            dicts.append(params if params is not None else {})
-            dicts.append(bufs if bufs is not None else {})
-            dicts.append(children if children is not None else {})
-            if watch:
-                self.attr_dicts.append((md, dict(md)))
-                np_set = md.get("_non_persistent_buffers_set")
-                if isinstance(np_set, set):
-                    self.sets.append((np_set, set(np_set)))
-                for group in (params, bufs):
-                    if not group:
-                        continue
-                    for t in group.values():
-                        if t is None or id(t) in seen or not isinstance(t, torch.Tensor):
-                            continue
-                        seen.add(id(t))
-                        grad = t.grad if t.is_leaf else None
-                        self.tensors.append((t, t._version, t.requires_grad, grad))
         self.tensor_dicts.extend(zip(dicts, map(dict, dicts)))
         self.tensor_marks = _tensor_marks(dicts)
         self.global_dicts = [(d, dict(d)) for d in _global_dicts() if d]
         if watch:
-            watched: dict[int, Any] = {}
-            for t, _, _, grad in self.tensors:
-                for x in (t, grad):
-                    if x is None or not _is_data_tensor(x):
-                        continue
-                    storage = _storage_of(x)
-                    if storage is not None and storage.data_ptr():
-                        watched[storage.data_ptr()] = storage
-            if watched:
+            self._watch(modules)
+
+    def _watch(self, modules: list[nn.Module]) -> None:
+        mds = [m.__dict__ for m in modules]
+        self.attr_dicts = list(zip(mds, map(dict, mds)))
+        self.attr_marks = _attr_marks(mds)
+        self.sets = [(ps, set(ps)) for ps in (md.get("_non_persistent_buffers_set")
+                                               for md in mds) if isinstance(ps, set)]
+        seen: dict[int, torch.Tensor] = {}
+        for md in mds:
+            for name in ("_parameters", "_buffers"):
+                d = md.get(name)
+                if d:
+                    for t in d.values():
+                        if isinstance(t, torch.Tensor):
+                            seen[id(t)] = t
+        tensors = self.tensors = list(seen.values())
+        self.versions = list(map(_VERSION, tensors))
+        self.requires = list(map(_REQUIRES_GRAD, tensors))
+        self.grads = [t.grad if t.is_leaf else None for t in tensors]
+        watched: dict[int, Any] = {}
+        fake = sys.modules.get("torch._subclasses.fake_tensor")
+        fake_type: Any = fake.FakeTensor if fake is not None else ()
+        for x in chain(tensors, self.grads):
+            if x is None or x.is_meta or isinstance(x, (UninitializedTensorMixin, fake_type)):
+                continue
+            storage = _storage_of(x)
+            if storage is not None:
+                ptr = storage.data_ptr()
+                if ptr:
+                    watched[ptr] = storage
+        if watched:
+            if sum(st.nbytes() for st in watched.values()) <= _SNAPSHOT_BYTES:
+                self.snapshot = _Snapshot(list(watched.values()))
+            else:
                 self.cow = _CopyOnWrite(watched)
 
     def start(self) -> None:
@@ -392,38 +467,42 @@ class _Guard:
                 if not _same_items(current, saved):
                     current.clear()
                     current.update(saved)
-        for md, saved in self.attr_dicts:  # plain attributes set, replaced or deleted
-            if not _same_items(md, saved):
-                for key in [k for k in md if k not in saved]:
-                    del md[key]
-                for key, value in saved.items():
-                    if md.get(key, _MISSING) is not value:
-                        md[key] = value
+        if self.attr_marks is not None and _attr_marks(
+                [md for md, _ in self.attr_dicts]) != self.attr_marks:
+            for md, saved in self.attr_dicts:  # plain attributes set, replaced or deleted
+                if not _same_items(md, saved):
+                    for key in [k for k in md if k not in saved]:
+                        del md[key]
+                    for key, value in saved.items():
+                        if md.get(key, _MISSING) is not value:
+                            md[key] = value
         for current_set, saved_set in self.sets:
             if current_set != saved_set:
                 current_set.clear()
                 current_set.update(saved_set)
-        if self.cow is not None and self.cow.saved:  # values written in place: bytes back
+        if self.snapshot is not None:  # values written in place: bytes back
+            self.snapshot.restore()
+        if self.cow is not None and self.cow.saved:
             with torch.no_grad():
                 for storage, copy_ in self.cow.saved.values():
                     storage.copy_(copy_)
             self.cow.saved.clear()
-        if self.tensors:
-            moved_t: list[torch.Tensor] = []
-            moved_v: list[int] = []
-            for t, version, requires_grad, grad in self.tensors:
-                if t.requires_grad is not requires_grad and t.is_leaf:
-                    t.requires_grad_(requires_grad)
+        tensors = self.tensors
+        if tensors:
+            if list(map(_REQUIRES_GRAD, tensors)) != self.requires:
+                for t, flag in zip(tensors, self.requires):
+                    if t.requires_grad is not flag and t.is_leaf:
+                        t.requires_grad_(flag)
+            for t, grad in zip(tensors, self.grads):
                 if t.is_leaf and t.grad is not grad:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         t.grad = grad
-                if t._version != version:
-                    moved_t.append(t)
-                    moved_v.append(version)
-            if moved_t:  # written and put back: autograd sees the tensor it saved
+            if list(map(_VERSION, tensors)) != self.versions:
+                moved = [(t, v) for t, v in zip(tensors, self.versions) if t._version != v]
+                # written and put back: autograd sees the tensor it saved
                 torch._C._autograd._unsafe_set_version_counter(  # type: ignore[attr-defined]
-                    tuple(moved_t), tuple(moved_v))
+                    tuple(t for t, _ in moved), tuple(v for _, v in moved))
         if list(map(_TRAINING, self.modules)) != self.flags:
             for m, flag in zip(self.modules, self.flags):
                 if m.training is not flag:
@@ -432,6 +511,8 @@ class _Guard:
 
 _MISSING = object()
 _TRAINING = attrgetter("training")
+_VERSION = attrgetter("_version")
+_REQUIRES_GRAD = attrgetter("requires_grad")
 
 
 def _tensor_marks(dicts: list[dict[str, Any]]) -> tuple[list[int], list[str], list[int]]:
@@ -441,6 +522,12 @@ def _tensor_marks(dicts: list[dict[str, Any]]) -> tuple[list[int], list[str], li
     ids."""
     return (list(map(len, dicts)), list(chain.from_iterable(dicts)),
             list(map(id, chain.from_iterable(map(dict.values, dicts)))))
+
+
+def _attr_marks(dicts: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
+    """The sizes and value ids of module ``__dict__``\\ s (C-level passes): an attribute set,
+    replaced or deleted changes them (the guard's copies keep the old values alive)."""
+    return (list(map(len, dicts)), list(map(id, chain.from_iterable(map(dict.values, dicts)))))
 
 
 def _same_items(current: dict[str, Any], saved: dict[str, Any]) -> bool:
