@@ -232,6 +232,8 @@ DEEP_CALLS: dict[str, Callable[[nn.Module], object]] = {
                                                          mode="fake").modules[-1].calls),
     "summarize_real": lambda m: len(torchscope.summarize(m, torch.zeros(1, 2)).modules[-1].calls),
     "trace_forward": lambda m: len(torchscope.trace_forward(m, input_size=[(1, 2)]).calls),
+    "to_dot": lambda m: torchscope.to_dot(torchscope.summarize(
+        m, input_size=[(1, 2)], follow_functions=True)).startswith("digraph"),
     "render_text": lambda m: len(torchscope.render(torchscope.summarize(m), "text")) > 0,
     "render_json": lambda m: len(torchscope.render(torchscope.summarize(m), "json")) > 0,
 }

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torchscope._torch import recursion_room
 from torchscope.errors import InputSpecError, TorchscopeError
 from torchscope.records import (
     CallRecord,
@@ -129,7 +130,9 @@ def to_dot(
     True
     """
     _check_args(report, depth)
-    return _Diagram(report, depth=depth, expand=expand, legend=legend).dot()
+    nesting = max((m.depth for m in report.modules), default=0)
+    with recursion_room(nesting):  # clusters nest as deep as the modules
+        return _Diagram(report, depth=depth, expand=expand, legend=legend).dot()
 
 
 def to_graphviz(
