@@ -89,8 +89,8 @@ def _function_stack() -> list[Any]:
 
 
 def _dispatch_stack() -> list[Any]:
-    return [torch._C._get_dispatch_stack_at(i)  # type: ignore[attr-defined]
-            for i in range(torch._C._len_torch_dispatch_stack())]  # type: ignore[attr-defined]
+    c: Any = torch._C
+    return [c._get_dispatch_stack_at(i) for i in range(c._len_torch_dispatch_stack())]
 
 
 def _set_function_stack(modes: list[Any]) -> None:
@@ -228,13 +228,13 @@ def _storage_of(t: object) -> Any:
         return None
 
 
-class _CopyOnWrite(TorchDispatchMode):
+class _CopyOnWrite(TorchDispatchMode):  # type: ignore[no-untyped-call,unused-ignore]
     """Keeps a copy of a watched storage right before the first operator writes into it, so
     the guard can put its bytes back (only what was written is copied, and the bytes go back
     through the storage: no version counter moves)."""
 
     def __init__(self, watched: dict[int, Any]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call,unused-ignore]
         self.watched = watched  # data_ptr -> storage
         self.saved: dict[int, tuple[Any, Any]] = {}
 
@@ -435,7 +435,8 @@ class _Guard:
     def start(self) -> None:
         """Begin copying on write (the mode goes on the dispatch stack until restore)."""
         if self.cow is not None:
-            torch._C._push_on_torch_dispatch_stack(self.cow)  # type: ignore[attr-defined]
+            c: Any = torch._C
+            c._push_on_torch_dispatch_stack(self.cow)
 
     def restore(self, *, own_hooks: int = 0) -> None:
         """Undo what happened since entry; ``own_hooks`` handles were registered (and removed)
@@ -471,11 +472,11 @@ class _Guard:
                 [md for md, _ in self.attr_dicts]) != self.attr_marks:
             for md, saved in self.attr_dicts:  # plain attributes set, replaced or deleted
                 if not _same_items(md, saved):
-                    for key in [k for k in md if k not in saved]:
-                        del md[key]
-                    for key, value in saved.items():
-                        if md.get(key, _MISSING) is not value:
-                            md[key] = value
+                    for attr in [k for k in md if k not in saved]:
+                        del md[attr]
+                    for attr, value in saved.items():
+                        if md.get(attr, _MISSING) is not value:
+                            md[attr] = value
         for current_set, saved_set in self.sets:
             if current_set != saved_set:
                 current_set.clear()
@@ -501,8 +502,9 @@ class _Guard:
             if list(map(_VERSION, tensors)) != self.versions:
                 moved = [(t, v) for t, v in zip(tensors, self.versions) if t._version != v]
                 # written and put back: autograd sees the tensor it saved
-                torch._C._autograd._unsafe_set_version_counter(  # type: ignore[attr-defined]
-                    tuple(t for t, _ in moved), tuple(v for _, v in moved))
+                autograd: Any = torch._C._autograd
+                autograd._unsafe_set_version_counter(tuple(t for t, _ in moved),
+                                                     tuple(v for _, v in moved))
         if list(map(_TRAINING, self.modules)) != self.flags:
             for m, flag in zip(self.modules, self.flags):
                 if m.training is not flag:
