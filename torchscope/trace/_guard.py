@@ -582,10 +582,11 @@ def state_guard(model: nn.Module) -> Iterator[None]:
     >>> import torch
     >>> from torch import nn
     >>> bn = nn.BatchNorm1d(3).train()
+    >>> version = bn.running_mean._version
     >>> with state_guard(bn):
     ...     _ = bn(torch.randn(4, 3))
-    >>> int(bn.num_batches_tracked), bn.running_mean._version
-    (0, 0)
+    >>> int(bn.num_batches_tracked), bn.running_mean._version == version
+    (0, True)
     """
     if not isinstance(model, nn.Module):
         raise InputSpecError(
