@@ -125,6 +125,14 @@ def test_deeply_nested_kwargs_are_one_line(depth: int, capsys: pytest.CaptureFix
     assert line.startswith(expected)
 
 
+def test_real_inputs_that_cannot_be_allocated_are_one_line() -> None:
+    with pytest.raises(InputSpecError, match=(
+            r"^cannot build inputs of sizes \[\[1073741824, 536870912\]\] on device 'cpu': "
+            r"2,305,843,009,213,693,952 bytes could not be allocated \(RuntimeError\); use "
+            r"smaller sizes or mode='meta'$")):
+        torchscope.trace_forward(nn.Linear(8, 8), input_size=[(2**30, 2**29)], mode="real")
+
+
 def test_load_json_limits() -> None:
     assert load_json('{"a": [[1]]}', what="x", max_depth=3) == {"a": [[1]]}
     with pytest.raises(TargetError, match=r"^x nests arrays or objects more than 2 levels deep"):

@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import enum
 import json
+import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
@@ -278,11 +279,12 @@ def _make_inputs(plan: list[tuple[tuple[int, ...], torch.dtype]],
     """Zeros of the planned shapes and dtypes on ``device`` (under a fake mode: fake ones)."""
     try:
         return tuple(torch.zeros(size, dtype=dt, device=device) for size, dt in plan)
-    except (RuntimeError, TypeError) as err:  # out of memory on a real device
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except (RuntimeError, TypeError, MemoryError) as err:  # out of memory on a real device
+        nbytes = sum(math.prod(size) * dt.itemsize for size, dt in plan)
         raise InputSpecError(
             f"cannot build inputs of sizes {[list(s) for s, _ in plan]} on device "
-            f"{str(device)!r} ({first[:120]}); use smaller sizes or mode='meta'"
+            f"{str(device)!r}: {nbytes:,} bytes could not be allocated "
+            f"({type(err).__name__}); use smaller sizes or mode='meta'"
         ) from None
 
 
