@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -271,3 +272,29 @@ def test_nothing_on_stderr_when_piped() -> None:
     # progress goes to a terminal only: piped runs keep stderr clean
     proc = run_cli("summarize", "--input-size", "2,20")
     assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_progress_goes_to_a_terminal_stderr_only() -> None:
+    import select
+
+    master, slave = os.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "torchscope", "summarize",
+                               "--input-size", "2,20"], stdout=subprocess.PIPE, stderr=slave,
+                              env=env, timeout=120)
+    finally:
+        os.close(slave)
+    shown = b""
+    while select.select([master], [], [], 0.5)[0]:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert proc.returncode == 0
+    assert b"tracing a forward of MLP" in shown
+    assert b"\x1b" not in proc.stdout and b"Total params: 7,946" in proc.stdout
