@@ -580,47 +580,21 @@ def _to_meta(t: torch.Tensor) -> torch.Tensor:
     return t if t.is_meta else t.to("meta")
 
 
-# Frozen slotted dataclasses set each field through ``object.__setattr__`` by name; setting the
-# slots directly builds the same object faster (one per call and per flow edge).
-_new_object = object.__new__
-_SET_CALL = tuple(getattr(CallRecord, f.name).__set__ for f in dataclasses.fields(CallRecord))
-_SET_EDGE = tuple(getattr(FlowEdge, f.name).__set__ for f in dataclasses.fields(FlowEdge))
-
-
 def _result(mode: str, target: nn.Module, modules: list[nn.Module], path_list: list[str],
             recorder: _Recorder, input_specs: tuple[Spec, ...],
             kw_specs: tuple[tuple[str, Spec], ...], outputs: Spec,
             notes: list[str]) -> TraceResult:
     raw = recorder.calls
-    # the records are built here, once, with their slots set directly (see _SET_CALL)
-    new = _new_object
-    c0, c1, c2, c3 = _SET_CALL
-    calls: list[tuple[str, CallRecord]] = []
-    add_call = calls.append
-    for i, c in enumerate(raw):
-        rec = new(CallRecord)
-        c0(rec, i)
-        c1(rec, c[1])
-        c2(rec, c[2])
-        c3(rec, c[3])
-        add_call((c[0], rec))
+    calls = [(c[0], CallRecord(i, c[1], c[2], c[3])) for i, c in enumerate(raw)]
     called = {c[0] for c in raw}
     uncalled = tuple([p for p in path_list if p not in called])
     edges = recorder.edges
     if recorder.many[0]:  # drop repeats, keeping the first of each
         edges = list({(src, dst, id(spec)): (src, dst, spec)
                       for src, dst, spec in edges}.values())
-    e0, e1, e2, e3, e4 = _SET_EDGE
-    flow: list[FlowEdge] = []
-    add_edge = flow.append
-    for src, dst, spec in edges:
-        edge = new(FlowEdge)
-        e0(edge, src)
-        e1(edge, dst)
-        e2(edge, None if src is None else raw[src][0])
-        e3(edge, None if dst is None else raw[dst][0])
-        e4(edge, spec)
-        add_edge(edge)
+    flow = [FlowEdge(src, dst, None if src is None else raw[src][0],
+                     None if dst is None else raw[dst][0], spec)
+            for src, dst, spec in edges]
     findings: tuple[Finding, ...] = ()  # parameters without gradient: torchscope.training
     return TraceResult(mode=mode, calls=tuple(calls), uncalled=uncalled, inputs=input_specs,
                        input_kwargs=kw_specs, outputs=outputs, flow=tuple(flow), findings=findings,
