@@ -8,7 +8,8 @@ RSS:
   the same trace (``to_dot`` of ``summarize(..., follow_functions=True)``, what ``torchscope
   graph`` runs); the line under each pair gives the 100k/10k ratios (linear growth is 10x;
   goal <= 12x);
-* ``python -m torchscope summarize <Linear(1000, 8)> --mode meta --input-size 1000,1000,1000``:
+* ``python -m torchscope summarize <Linear(1000, 8)> --mode meta --input-size 1000,1000,1000``
+  next to the same command without inputs (the floor the imports set):
   the peak RSS of the whole command (goal: under 300 MB; the input would be 4 GB of real
   zeros).
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -77,23 +77,36 @@ def bench_growth(small: int, large: int) -> None:
               f"(goal <= {1.2 * large / small:.0f}x)", flush=True)
 
 
+_PEAK = ("import resource, runpy, sys\n"
+         "sys.argv = ['torchscope', *sys.argv[1:]]\n"
+         "try:\n    runpy.run_module('torchscope', run_name='__main__')\n"
+         "except SystemExit as exit:\n    code = exit.code\n"
+         "else:\n    code = 0\n"
+         "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+
+
+def _command_peak(args: list[str]) -> tuple[float, float, str]:
+    """(seconds, peak RSS MB, status) of ``python -m torchscope ARGS`` in a fresh process."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _PEAK, *args], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    last = (done.stderr.strip().splitlines() or ["1 0"])[-1].split()
+    code, peak_kb = last[0], float(last[1]) if len(last) > 1 else 0.0
+    return seconds, peak_kb / 1024, "ok" if code in ("0", "None") else f"exit {code}"
+
+
 def bench_meta_input() -> None:
     with tempfile.TemporaryDirectory() as folder:
         target = os.path.join(folder, "wide.py")
         with open(target, "w", encoding="utf-8") as f:
             f.write("import torch\nmodel = torch.nn.Linear(1000, 8)\n")
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        start = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "torchscope", "summarize", f"{target}:model", "--mode", "meta",
-             "--input-size", "1000,1000,1000", "--format", "text"],
-            capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    status = "ok" if done.returncode == 0 else f"exit {done.returncode}: " + (
-        done.stderr.strip().splitlines() or ["?"])[-1][:120]
+        common = ["summarize", f"{target}:model", "--format", "text"]
+        static = _command_peak(common)
+        meta = _command_peak([*common, "--mode", "meta", "--input-size", "1000,1000,1000"])
+    print(f"summarize (static, the imports' floor) on Linear(1000, 8): {static[0]:.1f} s, peak "
+          f"RSS {static[1]:.0f} MB [{static[2]}]")
     print(f"summarize --mode meta --input-size 1000,1000,1000 on Linear(1000, 8): "
-          f"{seconds:.1f} s, peak RSS {max(peak, before) / 1024:.0f} MB (goal < 300 MB) [{status}]")
+          f"{meta[0]:.1f} s, peak RSS {meta[1]:.0f} MB (goal < 300 MB) [{meta[2]}]")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2,000 and 20,000 modules")
     args = parser.parse_args(argv)
     small, large = (2_000, 20_000) if args.quick else (10_000, 100_000)
-    bench_meta_input()  # first: the children's peak RSS is a maximum over all of them
+    bench_meta_input()
     bench_growth(small, large)
     return 0
 
