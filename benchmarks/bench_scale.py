@@ -13,8 +13,8 @@ RSS:
   the peak RSS of the whole command (goal: under 300 MB; the input would be 4 GB of real
   zeros).
 
-    python benchmarks/bench_scale.py            # ~1-2 minutes on 2 cores
-    python benchmarks/bench_scale.py --quick    # 2,000 and 20,000 modules
+    python benchmarks/bench_scale.py            # ~8-10 minutes on 2 shared cores
+    python benchmarks/bench_scale.py --quick    # 2,000 and 20,000 modules, ~1 minute
 """
 
 from __future__ import annotations
