@@ -226,6 +226,7 @@ DEEP_CALLS: dict[str, Callable[[nn.Module], object]] = {
     "check_lazy": torchscope.check_lazy,
     "check_devices": torchscope.check_devices,
     "device_map": torchscope.device_map,
+    "check_devices_traced": lambda m: torchscope.check_devices(m, input_size=[(1, 2)]),
     "summarize_meta": lambda m: len(torchscope.summarize(m, input_size=[(1, 2)],
                                                          mode="meta").modules[-1].calls),
     "summarize_fake": lambda m: len(torchscope.summarize(m, input_size=[(1, 2)],
@@ -248,6 +249,7 @@ def test_two_thousand_levels_of_nesting(name: str) -> None:
     expected = {"summarize": 6, "walk": 2001, "list_parameters": 2, "find_tied": (),
                 "check_ties": (), "compare_ties": (), "find_lazy": (), "check_lazy": (),
                 "check_devices": (), "device_map": {"cpu": ("(root)",)},
+                "check_devices_traced": (),
                 "summarize_meta": 1, "summarize_fake": 1, "summarize_real": 1,
                 "trace_forward": 2001}
     assert result == expected.get(name, True)

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchscope._torch import is_lazy, named_modules
+from torchscope._torch import is_lazy, named_modules, recursion_room
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import Finding, Severity, SyncReport
 from torchscope.syncs import detect_syncs, no_syncs
@@ -489,7 +489,9 @@ def check_devices(model: nn.Module, example_inputs: Any = None, *, input_size: o
     findings += _plain_findings(model)
     findings += _dtype_findings(model)
     if example_inputs is not None or input_size is not None:
-        findings += _input_findings(model, example_inputs, input_size=input_size,
-                                    dtypes=dtypes, device=device, mode=mode)
+        depth = max((p.count(".") + 1 for p, _ in named_modules(model) if p), default=0)
+        with recursion_room(depth):  # nested modules run recursively
+            findings += _input_findings(model, example_inputs, input_size=input_size,
+                                        dtypes=dtypes, device=device, mode=mode)
     order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
     return tuple(sorted(findings, key=lambda f: order[f.severity]))
