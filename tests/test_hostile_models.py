@@ -14,6 +14,7 @@ from torch import nn
 
 import torchscope
 from torchscope import examples
+from torchscope._torch import named_modules
 from torchscope.errors import InputSpecError
 from torchscope.records import Severity
 from torchscope.tying import stored_bytes
@@ -233,6 +234,19 @@ DEEP_CALLS: dict[str, Callable[[nn.Module], object]] = {
                                                          mode="fake").modules[-1].calls),
     "summarize_real": lambda m: len(torchscope.summarize(m, torch.zeros(1, 2)).modules[-1].calls),
     "trace_forward": lambda m: len(torchscope.trace_forward(m, input_size=[(1, 2)]).calls),
+    "meta_copy": lambda m: next(torchscope.meta_copy(m).parameters(recurse=False), None) is None,
+    "check": lambda m: torchscope.check(m, input_size=[(1, 2)]) is not None,
+    "find_unused_parameters": lambda m: torchscope.find_unused_parameters(
+        m, input_size=[(1, 2)]) is not None,
+    "find_nonfinite": lambda m: torchscope.find_nonfinite(m, input_size=[(1, 2)]) is not None,
+    "gradient_flow": lambda m: torchscope.gradient_flow(m, input_size=[(1, 2)]) is not None,
+    "estimate_cost": lambda m: torchscope.estimate_cost(m, input_size=[(1, 2)]) is not None,
+    "check_optimizer": lambda m: torchscope.check_optimizer(
+        m, torch.optim.SGD([p for _, sub in named_modules(m) for p in sub._parameters.values()],
+                           lr=0.1)) is not None,
+    "apply_init": lambda m: torchscope.apply_init(
+        m, [{"match": "*.weight", "init": "zeros"}], dry_run=True) is not None,
+    "infer_lazy_shapes": lambda m: torchscope.infer_lazy_shapes(m, input_size=[(1, 2)]) == (),
     "to_dot": lambda m: torchscope.to_dot(torchscope.summarize(
         m, input_size=[(1, 2)], follow_functions=True)).startswith("digraph"),
     "render_text": lambda m: len(torchscope.render(torchscope.summarize(m), "text")) > 0,

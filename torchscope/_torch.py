@@ -9,10 +9,12 @@ Nothing here imports a torchscope module above the ground layer.
 
 from __future__ import annotations
 
+import functools
 import gc
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
 
 import torch
 from torch import nn
@@ -31,7 +33,9 @@ __all__ = [
     "is_lazy",
     "named_modules",
     "parse_dtype",
+    "model_depth",
     "recursion_room",
+    "room_for_depth",
     "unwrap_compiled",
     "unwrap_wrappers",
 ]
@@ -114,6 +118,58 @@ def recursion_room(depth: int) -> Iterator[None]:
     finally:
         if need > before:
             sys.setrecursionlimit(before)
+
+
+def model_depth(model: nn.Module) -> int:
+    """How many levels of submodules ``model`` nests (0: no children), found without
+    recursion; each module is visited once.
+
+    >>> model_depth(torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(1, 1))))
+    2
+    """
+    deepest = 0
+    seen: set[int] = set()
+    stack: list[tuple[nn.Module, int]] = [(model, 0)]
+    while stack:
+        module, depth = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        deepest = max(deepest, depth)
+        children = module._modules
+        if children:
+            stack.extend((child, depth + 1) for child in children.values()
+                         if child is not None and id(child) not in seen)
+    return deepest
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def room_for_depth(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Decorate a public function that takes a model, so that torch's recursive calls
+    (``named_parameters()``, ``state_dict()``, ``deepcopy``, nested forwards) fit for models
+    nested up to :data:`MAX_ROOM_DEPTH` levels (see :func:`recursion_room`). The model is the
+    first ``nn.Module`` argument; shallow models (under 50 levels) run as they are.
+
+    >>> @room_for_depth
+    ... def count(model):
+    ...     return len(list(model.parameters()))
+    >>> count(torch.nn.Linear(1, 1))
+    2
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        model = next((a for a in (*args, *kwargs.values()) if isinstance(a, nn.Module)), None)
+        depth = model_depth(model) if model is not None else 0
+        if depth < 50:
+            return fn(*args, **kwargs)
+        with recursion_room(depth):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 # ---------------------------------------------------------------------------------------------

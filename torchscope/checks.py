@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from torchscope._torch import room_for_depth
 from torchscope.devices import check_devices
 from torchscope.errors import InputSpecError
 from torchscope.lazy import check_lazy
@@ -41,6 +42,7 @@ def _static(model: nn.Module, inputs: Any) -> list[Finding]:
     return list(dict.fromkeys(found))  # check_devices repeats check_ties' tie-devices
 
 
+@room_for_depth
 def check(
     model: nn.Module,
     example_inputs: object = None,

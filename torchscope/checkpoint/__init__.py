@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from torchscope._torch import room_for_depth
 from torchscope.checkpoint._read import (
     _byte_totals,
     _Scan,
@@ -216,6 +217,7 @@ def _pick_state_dict(scan: _Scan, model_keys: set[str],
     return best, candidates[best]
 
 
+@room_for_depth
 def diff_checkpoint(
     model: nn.Module,
     source: str | os.PathLike[str] | Mapping[str, Any],

@@ -24,7 +24,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchscope._torch import dtype_name, gc_paused, is_lazy, parse_dtype, unwrap_compiled
+from torchscope._torch import (
+    dtype_name,
+    gc_paused,
+    is_lazy,
+    parse_dtype,
+    room_for_depth,
+    unwrap_compiled,
+)
 from torchscope.cost._counter import CostMode, DeviceAttention, Tally, storage_bytes
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records._cost import OPTIMIZERS, CallCost, CostReport
@@ -41,6 +48,7 @@ _OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD",
                     "sgd-momentum": "SGD with momentum"}
 
 
+@room_for_depth
 def estimate_cost(
     model: nn.Module,
     example_inputs: Any = None,

@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 from torch.utils.hooks import RemovableHandle
 
+from torchscope._torch import room_for_depth
 from torchscope.errors import InitPolicyError
 from torchscope.init._policy import (
     INITIALIZERS,
@@ -247,6 +248,7 @@ class _DeferredInit:
 # the public entry point
 
 
+@room_for_depth
 def apply_init(
     model: nn.Module,
     policy: Policy,
@@ -366,7 +368,7 @@ def apply_init(
             warnings.warn(
                 f"init rule #{rule.index} {rule.selector.text!r} -> {rule.init.text} {why}",
                 InitRuleWarning,
-                stacklevel=2,
+                stacklevel=3,  # the caller of apply_init (under its room_for_depth wrapper)
             )
 
     statuses = _statuses(units, dry_run=dry_run)

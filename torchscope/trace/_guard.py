@@ -23,7 +23,7 @@ from torch.utils.hooks import RemovableHandle
 
 __all__ = ["meta_copy", "state_guard"]
 
-from torchscope._torch import is_lazy
+from torchscope._torch import is_lazy, room_for_depth
 from torchscope.errors import InputSpecError
 
 # ---------------------------------------------------------------------------------------------
@@ -219,12 +219,17 @@ def _written_args(func: Any) -> tuple[tuple[int, str], ...]:
     return found
 
 
-def _storage_of(t: object) -> Any:
+def _storage_of(t: object) -> tuple[Any, int] | None:
+    """``(storage, address)`` of a tensor with data of its own; ``None`` for other values,
+    sparse tensors, wrapper subclasses (DTensor), storages freed or resized to nothing (FSDP
+    between forwards)."""
     if not isinstance(t, torch.Tensor):
         return None
     try:
-        return t.untyped_storage()
-    except (RuntimeError, NotImplementedError, TypeError):  # sparse, wrapper subclasses
+        storage = t.untyped_storage()
+        ptr: int = storage.data_ptr()
+        return (storage, ptr) if ptr and storage.nbytes() else None
+    except (RuntimeError, NotImplementedError, TypeError):
         return None
 
 
@@ -243,11 +248,11 @@ class _CopyOnWrite(TorchDispatchMode):  # type: ignore[no-untyped-call,unused-ig
             for v in value:
                 self._save(v)
             return
-        storage = _storage_of(value)
-        if storage is None:
+        found = _storage_of(value)
+        if found is None:
             return
-        ptr = storage.data_ptr()
-        if ptr and ptr in self.watched and ptr not in self.saved:
+        storage, ptr = found
+        if ptr in self.watched and ptr not in self.saved:
             self.saved[ptr] = (storage, storage.clone())
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
@@ -268,15 +273,17 @@ class _Snapshot:
     written by address (``ctypes``: one ``memcmp`` for all of them); other devices through
     one concatenated copy per device."""
 
-    __slots__ = ("cpu", "cpu_saved", "groups", "keep")
+    __slots__ = ("cpu", "cpu_saved", "cpu_storages", "groups", "keep")
 
     def __init__(self, storages: list[Any]) -> None:
         by_device: dict[Any, list[torch.Tensor]] = {}
         self.keep = storages  # the addresses below stay valid while these live
         self.cpu: list[tuple[int, int]] = []  # (address, bytes) of CPU storages
+        self.cpu_storages: list[Any] = []
         for st in storages:
             if st.device.type == "cpu":
                 self.cpu.append((st.data_ptr(), st.nbytes()))
+                self.cpu_storages.append(st)
             else:
                 view = torch.empty(0, dtype=torch.uint8, device=st.device).set_(st)
                 by_device.setdefault(st.device, []).append(view)
@@ -285,7 +292,19 @@ class _Snapshot:
 
     def restore(self) -> None:
         cpu = self.cpu
-        if cpu and _read_cpu(cpu) != self.cpu_saved:
+        if not cpu:
+            pass
+        elif list(map(_where, self.cpu_storages)) != cpu:
+            # a storage was freed, resized or moved (FSDP reshards between forwards): only the
+            # ones still where they were are read, and written back
+            saved = self.cpu_saved
+            offset = 0
+            for st, (address, n) in zip(self.cpu_storages, cpu):
+                part = saved[offset:offset + n]
+                offset += n
+                if _where(st) == (address, n) and ctypes.string_at(address, n) != part:
+                    ctypes.memmove(address, part, n)
+        elif _read_cpu(cpu) != self.cpu_saved:
             saved = self.cpu_saved
             offset = 0
             for address, n in cpu:
@@ -295,15 +314,26 @@ class _Snapshot:
                     ctypes.memmove(address, part, n)
         with torch.no_grad():
             for views, saved_t in self.groups:
-                if torch.equal(torch.cat(views), saved_t):
-                    continue
+                try:
+                    if torch.equal(torch.cat(views), saved_t):
+                        continue
+                except RuntimeError:  # a storage resized in between: compare one by one
+                    pass
                 offset = 0
                 for view in views:
                     n = view.numel()
                     part_t = saved_t[offset:offset + n]
                     offset += n
-                    if not torch.equal(view, part_t):
+                    if view.numel() == n and not torch.equal(view, part_t):
                         view.copy_(part_t)
+
+
+def _where(storage: Any) -> tuple[int, int]:
+    """(address, bytes) of a storage now; (0, 0) once it was freed."""
+    try:
+        return storage.data_ptr(), storage.nbytes()
+    except RuntimeError:
+        return 0, 0
 
 
 def _read_cpu(spans: list[tuple[int, int]]) -> bytes:
@@ -421,11 +451,9 @@ class _Guard:
         for x in chain(tensors, self.grads):
             if x is None or x.is_meta or isinstance(x, (UninitializedTensorMixin, fake_type)):
                 continue
-            storage = _storage_of(x)
-            if storage is not None:
-                ptr = storage.data_ptr()
-                if ptr:
-                    watched[ptr] = storage
+            found = _storage_of(x)
+            if found is not None:
+                watched[found[1]] = found[0]
         if watched:
             if sum(st.nbytes() for st in watched.values()) <= _SNAPSHOT_BYTES:
                 self.snapshot = _Snapshot(list(watched.values()))
@@ -486,7 +514,8 @@ class _Guard:
         if self.cow is not None and self.cow.saved:
             with torch.no_grad():
                 for storage, copy_ in self.cow.saved.values():
-                    storage.copy_(copy_)
+                    if storage.nbytes() == copy_.nbytes():  # not freed or resized since
+                        storage.copy_(copy_)
             self.cow.saved.clear()
         tensors = self.tensors
         if tensors:
@@ -640,6 +669,7 @@ def _copy_with(model: nn.Module, convert: Callable[[torch.Tensor], torch.Tensor]
     return copy.deepcopy(model, memo)
 
 
+@room_for_depth
 def meta_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose parameters, buffers and tensor attributes live on ``meta``.
 

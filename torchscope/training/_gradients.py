@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchscope._torch import is_lazy
+from torchscope._torch import is_lazy, room_for_depth
 from torchscope.errors import ForwardError, InputSpecError, TorchscopeError
 from torchscope.records import Finding, Severity
 from torchscope.records._training import BlockGradient, GradientReport, ParamGradient
@@ -186,6 +186,7 @@ def watch_gradients(model: nn.Module, *, depth: int = 2, vanishing: float = VANI
     watch.report = gradient_report(model, depth=depth, vanishing=vanishing, exploding=exploding)
 
 
+@room_for_depth
 def gradient_flow(
     model: nn.Module,
     example_inputs: object = None,

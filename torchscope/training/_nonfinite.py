@@ -15,7 +15,7 @@ from torch.nn.modules import module as _module_mod
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import _disable_current_modes
 
-from torchscope._torch import is_lazy
+from torchscope._torch import is_lazy, room_for_depth
 from torchscope.errors import ForwardError
 from torchscope.records import Finding, Severity
 from torchscope.records._training import NonfiniteReport, TensorStats
@@ -232,6 +232,7 @@ def _finding(site: _Site, model_type: str, module_type: str | None) -> Finding:
                    hint=hint, location=site.location)
 
 
+@room_for_depth
 def find_nonfinite(
     model: nn.Module,
     example_inputs: object = None,

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchscope._torch import is_lazy
+from torchscope._torch import is_lazy, room_for_depth
 from torchscope.errors import InputSpecError
 from torchscope.records import Finding, Severity
 from torchscope.records._training import OptimizerGroup, OptimizerReport
@@ -50,6 +50,7 @@ def _no_decay(model: nn.Module, aliases: dict[int, list[str]]) -> dict[int, str]
     return out
 
 
+@room_for_depth
 def check_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> OptimizerReport:
     """Compare the parameters an optimizer holds with the model's: trainable parameters it
     does not hold (they never change), frozen ones it does, a parameter in two groups, a

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.modules import module as _module_mod
 from torch.overrides import TorchFunctionMode
 
-from torchscope._torch import is_lazy
+from torchscope._torch import is_lazy, room_for_depth
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import Finding, Severity
 from torchscope.records._training import UnusedParam, UnusedReason, UnusedReport
@@ -301,6 +301,7 @@ def unused_in_forward(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str,
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+@room_for_depth
 def find_unused_parameters(
     model: nn.Module,
     example_inputs: object = None,
