@@ -173,6 +173,13 @@ class RenormEmbedding(nn.Module):
         return self.emb(ids)
 
 
+class FreesStorage(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        self.fc.weight.untyped_storage().resize_(0)  # what a sharding wrapper does between calls
+        return y
+
+
 HOSTILE: dict[str, Callable[[], nn.Module]] = {
     "clamps-weight": ClampsWeight,
     "writes-buffer": WritesBuffer,
@@ -313,6 +320,16 @@ def test_a_written_buffer_gets_its_version_back_too(strategy: str) -> None:
     assert (_bytes(model), _versions(model)) == (before, versions)
     out.backward()
     assert model.fc.weight.grad is not None
+
+
+def test_a_parameter_storage_freed_by_the_forward_comes_back() -> None:
+    # guards the bug: the guard read and wrote a freed storage by its old address
+    torch.manual_seed(0)
+    model = FreesStorage().train()
+    before, versions = _bytes(model), _versions(model)
+    torchscope.summarize(model, torch.randn(3, 4), mode="real")
+    assert model.fc.weight.untyped_storage().nbytes() == 64
+    assert (_bytes(model), _versions(model)) == (before, versions)
 
 
 def test_a_grad_accumulated_inside_the_forward_is_undone(strategy: str) -> None:

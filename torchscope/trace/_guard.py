@@ -295,15 +295,21 @@ class _Snapshot:
         if not cpu:
             pass
         elif list(map(_where, self.cpu_storages)) != cpu:
-            # a storage was freed, resized or moved (FSDP reshards between forwards): only the
-            # ones still where they were are read, and written back
+            # a storage was freed or resized by the forward: given its size back, then its bytes
             saved = self.cpu_saved
             offset = 0
-            for st, (address, n) in zip(self.cpu_storages, cpu):
+            for st, (_, n) in zip(self.cpu_storages, cpu):
                 part = saved[offset:offset + n]
                 offset += n
-                if _where(st) == (address, n) and ctypes.string_at(address, n) != part:
-                    ctypes.memmove(address, part, n)
+                now = _where(st)
+                if now[1] != n:
+                    try:
+                        st.resize_(n)
+                    except RuntimeError:  # a storage that cannot be resized: left as it is
+                        continue
+                    now = _where(st)
+                if now[1] == n and ctypes.string_at(now[0], n) != part:
+                    ctypes.memmove(now[0], part, n)
         elif _read_cpu(cpu) != self.cpu_saved:
             saved = self.cpu_saved
             offset = 0
@@ -514,8 +520,12 @@ class _Guard:
         if self.cow is not None and self.cow.saved:
             with torch.no_grad():
                 for storage, copy_ in self.cow.saved.values():
-                    if storage.nbytes() == copy_.nbytes():  # not freed or resized since
+                    try:
+                        if storage.nbytes() != copy_.nbytes():  # freed or resized since
+                            storage.resize_(copy_.nbytes())
                         storage.copy_(copy_)
+                    except RuntimeError:  # a storage that cannot be resized: left as it is
+                        continue
             self.cow.saved.clear()
         tensors = self.tensors
         if tensors:
