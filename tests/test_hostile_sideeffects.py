@@ -28,7 +28,8 @@ MODES = ("real", "meta", "fake")
 
 def _bytes(model: nn.Module) -> dict[str, bytes]:
     """The state dict as raw bytes: bit-identical means equal here (NaNs included)."""
-    return {k: v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    # (a copy first: a storage shared with NumPy can no longer be resized)
+    return {k: v.detach().cpu().clone().reshape(-1).view(torch.uint8).numpy().tobytes()
             for k, v in model.state_dict().items()}
 
 
