@@ -37,8 +37,12 @@ __all__ = ["check"]
 _ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
-def _static(model: nn.Module, inputs: Any) -> list[Finding]:
-    found = [*check_devices(model, inputs), *check_ties(model), *check_lazy(model)]
+def _static(model: nn.Module, inputs: Any, mode: str = "real") -> list[Finding]:
+    # meta/fake: the input check runs on a fake copy that keeps each tensor's device (no real
+    # forward of the model)
+    device_mode = "fake" if mode in ("meta", "fake") else "real"
+    found = [*check_devices(model, inputs, mode=device_mode), *check_ties(model),
+             *check_lazy(model)]
     return list(dict.fromkeys(found))  # check_devices repeats check_ties' tie-devices
 
 
@@ -96,9 +100,11 @@ def check(
     inputs: tuple[Any, ...] | None = None
     kwargs: dict[str, Any] = {}
     if example_inputs is not None or input_size is not None or example_kwargs:
+        if input_size is not None and device is None:  # built where the model is (meta too)
+            device = next((t.device for t in (*model.parameters(), *model.buffers())), None)
         inputs, kwargs = resolve_inputs("check", example_inputs, example_kwargs, input_size,
                                         dtypes, device)
-    findings = _static(model, inputs)
+    findings = _static(model, inputs, mode)
     notes: list[str] = []
     ran: str | None = None
     gradients = None
