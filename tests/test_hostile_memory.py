@@ -101,3 +101,22 @@ def test_check_devices_meta_mode_never_runs_the_model() -> None:
     assert findings == ()
     assert len(ran) == 1  # one forward ran...
     assert ran != [id(model)]  # ...on a fake copy, not on the model
+
+
+def test_check_meta_mode_runs_no_real_forward() -> None:
+    # guards the bug: check --mode meta ran the device check as a real forward of the model
+    seen: list[str] = []
+    model = examples.MLP()
+    model.register_forward_pre_hook(lambda m, a: seen.append(type(m.hidden.weight).__name__
+                                                             + ":" + m.hidden.weight.device.type))
+    report = torchscope.check(model, input_size=[(2, 20)], mode="meta")
+    assert report.mode == "meta"
+    assert "Parameter:cpu" not in seen  # only copies ran (fake, then meta)
+    assert seen == ["FakeTensor:cpu", "Parameter:meta"]
+
+
+def test_check_builds_inputs_where_a_meta_model_is() -> None:
+    # guards the bug: a meta model got a devices-input error about inputs check built on cpu
+    report = torchscope.check(examples.MLP().to("meta"), input_size=[(2, 20)])
+    assert [f.code for f in report.findings] == ["devices-meta"]
+    assert report.mode == "meta"
