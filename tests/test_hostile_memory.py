@@ -120,3 +120,9 @@ def test_check_builds_inputs_where_a_meta_model_is() -> None:
     report = torchscope.check(examples.MLP().to("meta"), input_size=[(2, 20)])
     assert [f.code for f in report.findings] == ["devices-meta"]
     assert report.mode == "meta"
+
+
+def test_check_meta_mode_builds_no_real_inputs(built_on: list[str]) -> None:
+    report = torchscope.check(nn.Linear(10, 8), input_size=[HUGE], mode="meta")
+    assert report.mode == "meta"
+    assert "cpu" not in built_on  # the sizes were built on meta and as fake tensors only

@@ -37,12 +37,17 @@ __all__ = ["check"]
 _ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
-def _static(model: nn.Module, inputs: Any, mode: str = "real") -> list[Finding]:
+def _static(model: nn.Module, inputs: Any, mode: str = "real",
+            sizes: tuple[Any, Any, Any] | None = None) -> list[Finding]:
     # meta/fake: the input check runs on a fake copy that keeps each tensor's device (no real
-    # forward of the model)
+    # forward of the model); ``sizes``: (input_size, dtypes, device) to build fake inputs from
     device_mode = "fake" if mode in ("meta", "fake") else "real"
-    found = [*check_devices(model, inputs, mode=device_mode), *check_ties(model),
-             *check_lazy(model)]
+    if sizes is not None:
+        devices = check_devices(model, input_size=sizes[0], dtypes=sizes[1], device=sizes[2],
+                                mode=device_mode)
+    else:
+        devices = check_devices(model, inputs, mode=device_mode)
+    found = [*devices, *check_ties(model), *check_lazy(model)]
     return list(dict.fromkeys(found))  # check_devices repeats check_ties' tie-devices
 
 
@@ -99,12 +104,15 @@ def check(
         raise InputSpecError(f"check: mode = {mode!r} is not one of {', '.join(MODES)}")
     inputs: tuple[Any, ...] | None = None
     kwargs: dict[str, Any] = {}
+    # sizes only in meta mode: inputs built on meta (no memory for them)
+    on_meta = example_inputs is None and input_size is not None and mode == "meta"
     if example_inputs is not None or input_size is not None or example_kwargs:
         if input_size is not None and device is None:  # built where the model is (meta too)
             device = next((t.device for t in (*model.parameters(), *model.buffers())), None)
         inputs, kwargs = resolve_inputs("check", example_inputs, example_kwargs, input_size,
-                                        dtypes, device)
-    findings = _static(model, inputs, mode)
+                                        dtypes, "meta" if on_meta else device)
+    findings = _static(model, inputs, mode,
+                       sizes=(input_size, dtypes, device) if on_meta else None)
     notes: list[str] = []
     ran: str | None = None
     gradients = None

@@ -32,6 +32,7 @@ The synchronization detector lives in :mod:`torchscope.syncs` (re-exported here)
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -359,6 +360,10 @@ def _input_findings(model: nn.Module, example_inputs: Any, *, input_size: object
             model = _fake_copy(model, fake_mode)
             if example_inputs is not None:
                 example_inputs = _map_tensors(example_inputs, fake_mode.from_tensor)
+            # FakeTensorMode logs a traceback for every failing op; the error is reported once
+            logger = logging.getLogger("torch._subclasses.fake_tensor")
+            stack.callback(setattr, logger, "disabled", logger.disabled)
+            logger.disabled = True
             stack.enter_context(fake_mode)
         if input_size is not None:  # built where the model is (or on ``device``)
             dev = _parse_device(device) if device is not None else _model_device(model)
