@@ -6,7 +6,8 @@ torchscope. Cases:
 
 * ``summarize --mode meta|fake|auto --input-size 1000,1000,1000`` on ``Linear(1000, 8)``:
   4 GB of float32 input if it were real. Goal: under 300 MB peak, and no more than the same
-  summary with ``--input-size 2,1000`` (the input size costs nothing);
+  summary with ``--input-size 2,1000`` (the input size costs nothing); the same for
+  ``check --mode meta``;
 * a traced (meta) summary of a model of 10,000 and of 100,000 modules: the 100k run's RSS
   growth over the baseline should stay within 12x the 10k run's (linear, not worse).
 
@@ -91,6 +92,12 @@ def main() -> None:
             print(f"  --mode {mode:<4} --input-size 1000,1000,1000  peak RSS {rss:7.1f} MiB  "
                   f"(+{rss - base:.1f} over baseline, {rss - small:+.1f} vs 2,1000; {goal}; "
                   f"{wall:.1f} s)")
+        rss, wall = _run(_cli(folder, "check bench_models:linear --mode meta "
+                                      "--input-size 1000,1000,1000"))
+        goal = "ok" if rss < 300 else "OVER the 300 MiB goal"
+        print(f"  check --mode meta --input-size 1000,1000,1000 peak RSS {rss:7.1f} MiB  "
+              f"(+{rss - base:.1f} over baseline, {rss - small:+.1f} vs the 2,1000 summary; "
+              f"{goal}; {wall:.1f} s)")
         print()
         print("traced (meta) summary of many modules")
         sizes = [10_000] if opts.quick else [10_000, 100_000]
