@@ -18,18 +18,16 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
 import torchscope
 from tests.models import TRANSFORMERS, assert_same_state, bert, gpt2, state_fingerprint
 from torchscope import examples
-from torchscope.records import CheckpointDiff, CheckpointInfo
 from torchscope.cli import main
 from torchscope.errors import CheckpointError
-from torchscope.records import Severity, TieKind
+from torchscope.records import CheckpointDiff, CheckpointInfo, Severity, TieKind
 
 # ------------------------------------------------------------------------------------------
 # helpers

@@ -713,8 +713,8 @@ def test_text_rendering_snapshot(snapshot: Callable[[str, str], None]) -> None:
 
 
 def test_rich_and_markdown_rendering_snapshot(snapshot: Callable[[str, str], None]) -> None:
-    from torchscope.rendering._init import render_init
     from torchscope.rendering import make_console
+    from torchscope.rendering._init import render_init
 
     r = _shared_report()
     buf = io.StringIO()

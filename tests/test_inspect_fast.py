@@ -17,8 +17,8 @@ from models import gpt2
 from torch import nn
 
 import torchscope
-from torchscope.inspect import _walk as ts_walk
 from torchscope import examples
+from torchscope.inspect import _walk as ts_walk
 from torchscope.records import ModuleRecord, ParamRecord
 
 

@@ -1,6 +1,6 @@
-"""The first promise (no side effects), across the whole public surface: after every public call the model's
-state_dict is bit-identical, every training flag is as it was, no hook is left (module and
-global dicts), the RNG and grad mode are restored and nothing was moved — also when the
+"""The first promise (no side effects), across the whole public surface: after every public call
+the model's state_dict is bit-identical, every training flag is as it was, no hook is left
+(module and global dicts), the RNG and grad mode are restored and nothing was moved — also when the
 model's forward raises. One table of calls, one table of models."""
 
 from __future__ import annotations

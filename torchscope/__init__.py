@@ -27,6 +27,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 if TYPE_CHECKING:
     from torchscope import examples as examples
+    from torchscope.arch_diff import diff as diff
     from torchscope.checkpoint import (
         diff_checkpoint as diff_checkpoint,
         inspect_checkpoint as inspect_checkpoint,
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
         check_devices as check_devices,
         device_map as device_map,
     )
-    from torchscope.arch_diff import diff as diff
     from torchscope.distributed import (
         check_fsdp_ties as check_fsdp_ties,
         gather_report as gather_report,
@@ -73,12 +73,12 @@ if TYPE_CHECKING:
     from torchscope.records import (
         ArchitectureDiff as ArchitectureDiff,
         BlockGradient as BlockGradient,
+        CallCost as CallCost,
         CallRecord as CallRecord,
-        CheckResult as CheckResult,
         CheckpointDiff as CheckpointDiff,
         CheckpointEntry as CheckpointEntry,
         CheckpointInfo as CheckpointInfo,
-        CallCost as CallCost,
+        CheckResult as CheckResult,
         CostReport as CostReport,
         DtypeMismatch as DtypeMismatch,
         Finding as Finding,
@@ -281,7 +281,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 _SUBMODULES = ("examples", "records", "errors", "inspect", "rendering", "cli", "distributed",
-               "devices", "syncs", "tying", "lazy", "init", "checkpoint", "trace", "checks", "training")
+               "devices", "syncs", "tying", "lazy", "init", "checkpoint", "trace", "checks",
+               "training", "cost", "testing")
 
 __all__ = sorted([*_EXPORTS, "__version__", "examples"])
 

@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from torchscope.arch_diff import diff, load_report
 from torchscope.cli import (
     add_format_argument,
     add_input_arguments,
@@ -24,7 +25,6 @@ from torchscope.cli import (
     load_target,
     output_format,
 )
-from torchscope.arch_diff import diff, load_report
 from torchscope.rendering import show
 
 __all__ = ["add_arguments", "run"]

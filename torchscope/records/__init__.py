@@ -23,11 +23,6 @@ from torchscope.records._checkpoint import (
     ShapeMismatch as ShapeMismatch,
     UntiedInFile as UntiedInFile,
 )
-from torchscope.records._cost import (
-    OPTIMIZERS as OPTIMIZERS,
-    CallCost as CallCost,
-    CostReport as CostReport,
-)
 from torchscope.records._core import (
     SCHEMA_VERSION as SCHEMA_VERSION,
     CallRecord as CallRecord,
@@ -51,6 +46,11 @@ from torchscope.records._core import (
     record_dict as record_dict,
     record_json as record_json,
 )
+from torchscope.records._cost import (
+    OPTIMIZERS as OPTIMIZERS,
+    CallCost as CallCost,
+    CostReport as CostReport,
+)
 from torchscope.records._diff import (
     ArchitectureDiff as ArchitectureDiff,
     CallChange as CallChange,
@@ -67,6 +67,11 @@ from torchscope.records._init import (
     InitRule as InitRule,
     InitStatus as InitStatus,
 )
+from torchscope.records._syncs import (
+    SyncKind as SyncKind,
+    SyncReport as SyncReport,
+    SyncSite as SyncSite,
+)
 from torchscope.records._training import (
     BlockGradient as BlockGradient,
     GradientReport as GradientReport,
@@ -78,11 +83,6 @@ from torchscope.records._training import (
     UnusedParam as UnusedParam,
     UnusedReason as UnusedReason,
     UnusedReport as UnusedReport,
-)
-from torchscope.records._syncs import (
-    SyncKind as SyncKind,
-    SyncReport as SyncReport,
-    SyncSite as SyncSite,
 )
 
 __all__ = [

@@ -67,7 +67,7 @@ class Severity(str, enum.Enum):
 
 
 class TieKind(str, enum.Enum):
-    """How tensors in a :class:`TiedGroup` share memory (see docs/architecture.md, "Shared tensors")."""
+    """How tensors in a :class:`TiedGroup` share memory (docs/architecture.md, "Shared tensors")."""
 
     ALIAS = "alias"  # one Parameter/tensor object under several names
     SHARED_STORAGE = "shared_storage"  # distinct tensor objects over the same bytes

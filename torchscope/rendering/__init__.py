@@ -21,26 +21,34 @@ from typing import Any, Literal, get_args
 
 from torchscope._units import humanize_bytes as humanize_bytes, humanize_count as humanize_count
 from torchscope.errors import TorchscopeError
-from torchscope.records import CostReport
 from torchscope.records import (
     ArchitectureDiff,
     CheckpointDiff,
-    CheckResult,
-    GradientReport,
-    NonfiniteReport,
-    OptimizerReport,
-    UnusedReport,
     CheckpointInfo,
+    CheckResult,
+    CostReport,
     Finding,
+    GradientReport,
     InitReport,
     LazyRecord,
+    NonfiniteReport,
+    OptimizerReport,
     Report,
     SyncReport,
     TiedGroup,
+    UnusedReport,
     record_dict,
 )
-from torchscope.rendering import _check, _checkpoint, _diff, _init, _report, _syncs, _training
-from torchscope.rendering import _cost
+from torchscope.rendering import (
+    _check,
+    _checkpoint,
+    _cost,
+    _diff,
+    _init,
+    _report,
+    _syncs,
+    _training,
+)
 from torchscope.rendering._columns import COLUMNS as COLUMNS, register_column as register_column
 from torchscope.rendering._report import (
     WIDTH as WIDTH,
