@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from torch import nn
 from models import TRANSFORMERS
 
 import torchscope
@@ -392,3 +393,22 @@ def test_summary_mult_adds_shows_flops(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["Module", "Type", "FLOPs"]
     assert "30.7 K" in out  # 2 × (2·20·256 + 2·256·10) multiply-adds
+
+
+def test_text_tree_keeps_the_indentation_under_a_last_child() -> None:
+    # guards: tabulate stripped the leading blanks of a cell, so a grandchild under the last
+    # child was drawn at its parent's level ("└─ lin" under "└─ child")
+    class Child(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+
+    class Root(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(2, 2)
+            self.child = Child()
+
+    lines = torchscope.render(torchscope.summarize(Root()), "text").splitlines()
+    labels = [line[:len("   └─ lin")].rstrip() for line in lines[2:6]]
+    assert labels == ["Root", "├─ a", "└─ child", "   └─ lin"]

@@ -500,8 +500,9 @@ def _text_table(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> str
 
     if not rows:
         return "  ".join(c.header for c in columns)
+    # the tree's indentation is leading white space, which tabulate strips unless told not to
     return str(tabulate([list(r) for r in rows], headers=[c.header for c in columns],
-                        tablefmt="simple", disable_numparse=True,
+                        tablefmt="simple", disable_numparse=True, preserve_whitespace=True,
                         colalign=["right" if c.numeric else "left" for c in columns]))
 
 
