@@ -84,6 +84,24 @@ def test_a_strided_meta_view_is_traced_without_materializing() -> None:
         assert result.outputs == torchscope.TensorSpec((3, 2), "float32", "meta")
 
 
+def test_a_strided_meta_view_is_counted_without_byte_ranges(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # guards the bug: summarize() built one byte range per element of a strided view (1.6 GB
+    # for a 4*10**8-element meta tensor, then a raw RuntimeError)
+    from torchscope.tying import _core
+
+    def refuse(tensors: object) -> object:
+        raise AssertionError("a view that never overlaps needs no byte ranges")
+
+    monkeypatch.setattr(_core, "_strided_clusters", refuse)
+    model = nn.Linear(2, 2, device="meta")
+    model.weight = nn.Parameter(torch.empty(4 * 10**8, device="meta")[::2].view(2, 10**8))
+    report = torchscope.summarize(model)
+    assert report.total_params == 2 * 10**8 + 2
+    assert report.module("").total_params == 2 * 10**8 + 2
+    assert torchscope.find_tied(model) == ()
+
+
 def test_check_devices_meta_mode_never_runs_the_model() -> None:
     ran: list[int] = []
 

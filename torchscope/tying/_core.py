@@ -150,6 +150,22 @@ def _is_dense(t: torch.Tensor) -> bool:
     return True
 
 
+def _never_overlaps(t: torch.Tensor) -> bool:
+    """True when no two elements of ``t`` share a byte: each stride, in increasing order, steps
+    past the whole extent of the smaller ones (``a[::2]``, ``w[:, ::3]``, a transpose).
+
+    >>> _never_overlaps(torch.zeros(10)[::2]), _never_overlaps(torch.zeros(3).expand(2, 3))
+    (True, False)
+    """
+    extent = 1
+    for stride, size in sorted((int(st), int(sz)) for sz, st in zip(t.shape, t.stride())
+                               if sz != 1):
+        if stride < extent:
+            return False
+        extent = stride * (size - 1) + extent
+    return True
+
+
 def _byte_runs(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact byte ranges ``(starts, ends)`` (int64, unsorted, may repeat) covered by ``t``.
 
@@ -191,6 +207,11 @@ def _clusters(tensors: Sequence[torch.Tensor]) -> list[_Cluster]:
     """
     if all(_is_dense(t) for t in tensors):
         return _dense_clusters(tensors)
+    if len(tensors) == 1 and _never_overlaps(tensors[0]):
+        # one view whose elements never share a byte (``a[::2]``): its size needs no byte
+        # ranges, which would take memory in proportion to its elements
+        t = tensors[0]
+        return [_Cluster([0], t.numel() * t.element_size(), t.numel())]
     return _strided_clusters(tensors)
 
 
