@@ -822,3 +822,18 @@ def test_cli_unused_rule_shown_in_plan_not_as_python_warning(tmp_path: Path) -> 
     assert out.returncode == 0
     assert "matched nothing" in out.stdout and "unmatched" in out.stdout
     assert "InitRuleWarning" not in out.stderr
+
+
+def test_init_stats_measures_a_copy_and_leaves_the_model_alone() -> None:
+    # guards: the statistics of --check-stats were computed by the command line, with no
+    # Python function to get them; the model itself must stay as it was
+    model = MLP()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = torchscope.init_stats(model, {"*.weight": "normal(std=0.02)", "*.bias": "zeros"},
+                                   seed=0)
+    stats = {name: (mean, std) for name, mean, std in report.stats}
+    assert stats["hidden.bias"] == (0.0, 0.0)
+    mean, std = stats["hidden.weight"]
+    assert mean is not None and std is not None and abs(std - 0.02) < 0.002
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert "mean" in torchscope.render(report, "text")

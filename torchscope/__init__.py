@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from torchscope.init import (
         InitRuleWarning as InitRuleWarning,
         apply_init as apply_init,
+        init_stats as init_stats,
         load_policy as load_policy,
     )
     from torchscope.inspect import (
@@ -243,6 +244,7 @@ _EXPORTS: dict[str, str] = {
     # initialization policies
     "InitRuleWarning": "init",
     "apply_init": "init",
+    "init_stats": "init",
     "load_policy": "init",
     # cost: FLOPs and memory
     "estimate_cost": "cost",

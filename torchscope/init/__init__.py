@@ -32,6 +32,8 @@ True
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -55,6 +57,7 @@ from torchscope.init._policy import (
     parse_policy,
     rule_where,
 )
+from torchscope.lazy import materialize
 from torchscope.records import InitEntry, InitReport, InitRule, InitStatus
 from torchscope.tying import storage_key
 
@@ -66,6 +69,7 @@ __all__ = [
     "InitRuleWarning",
     "InitStatus",
     "apply_init",
+    "init_stats",
     "load_policy",
 ]
 
@@ -490,3 +494,73 @@ def _entry(unit: _Unit, modules: Mapping[str, nn.Module], status: InitStatus) ->
         init=None if unit.rule is None else unit.rule.init.text,
         status=status,
     )
+
+
+def init_stats(
+    model: nn.Module,
+    policy: Policy,
+    *,
+    seed: int | None = None,
+    input_size: Sequence[Sequence[int]] | None = None,
+    dtypes: Sequence[torch.dtype | str] | None = None,
+) -> InitReport:
+    """The plan of ``policy`` with the mean and std every tensor gets, measured on a copy.
+
+    The model itself is untouched: the policy is applied to ``copy.deepcopy(model)``. A lazy
+    model's copy is materialized by a forward on zeros of ``input_size`` (its deferred
+    initializers run then); without sizes its lazy tensors' statistics stay unknown.
+
+    Args:
+        model: the model to plan for.
+        policy: as for :func:`apply_init`.
+        seed: seeds the random initializers.
+        input_size: input shapes that materialize a lazy copy.
+        dtypes: one dtype per input (default float32).
+
+    Returns:
+        The dry-run :class:`~torchscope.records.InitReport` with ``stats`` filled.
+
+    Raises:
+        InitPolicyError: a bad policy, or a model ``copy.deepcopy`` cannot copy.
+
+    >>> import torchscope
+    >>> r = init_stats(torchscope.examples.MLP(), {"*.bias": "zeros"}, seed=0)
+    >>> [s for s in r.stats if s[0] == "hidden.bias"]
+    [('hidden.bias', 0.0, 0.0)]
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InitRuleWarning)  # the plan lists unused rules itself
+        report = apply_init(model, policy, seed=seed, dry_run=True)
+    try:
+        twin = copy.deepcopy(model)
+    except Exception as err:
+        raise InitPolicyError(
+            f"statistics need a copy of the model, but copy.deepcopy raised "
+            f"{type(err).__name__}: {err}; plan without statistics"
+        ) from err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InitRuleWarning)
+        apply_init(twin, policy, seed=seed)
+    notes = report.notes
+    if input_size is not None:
+        materialize(twin, input_size=input_size, dtypes=dtypes)  # runs the deferred initializers
+    elif any(e.lazy for e in report.entries):
+        notes = (*notes, "mean/std of lazy tensors are unknown until a forward materializes "
+                 "them: add --input-size (e.g. --input-size 2,20), or input_size= in Python")
+    stats: list[tuple[str, float | None, float | None]] = []
+    with torch.no_grad():
+        for e in report.entries:
+            t = twin.get_parameter(e.name) if _is_parameter(twin, e.name) else \
+                twin.get_buffer(e.name)
+            if is_lazy(t) or t.device.type == "meta" or t.numel() == 0 or t.is_complex():
+                stats.append((e.name, None, None))
+                continue
+            data = t.detach().double()
+            stats.append((e.name, data.mean().item(), data.std(correction=0).item()))
+    return dataclasses.replace(report, notes=notes, stats=tuple(stats))
+
+
+def _is_parameter(model: nn.Module, name: str) -> bool:
+    owner, _, leaf = name.rpartition(".")
+    module = model.get_submodule(owner) if owner else model
+    return leaf in module._parameters

@@ -78,6 +78,9 @@ class InitReport:
     seed: int | None
     dry_run: bool
     notes: tuple[str, ...] = field(default=())
+    #: ``(name, mean, population std)`` per entry after applying the policy to a copy
+    #: (:func:`torchscope.init_stats`); ``None`` values where the tensor holds no data yet
+    stats: tuple[tuple[str, float | None, float | None], ...] = field(default=())
 
     @property
     def unmatched(self) -> tuple[str, ...]:

@@ -144,7 +144,8 @@ def _json(payload: dict[str, Any]) -> str:
 _RENDERERS: dict[type, _Renderer] = {
     Report: _report_renderer,
     CostReport: lambda obj, fmt, **o: _cost.render_cost(obj, fmt=fmt, **o),
-    InitReport: lambda obj, fmt, **o: _init.render_init(obj, fmt=fmt, **o),
+    InitReport: lambda obj, fmt, **o: _init.render_init(obj, fmt=fmt, **{
+        "stats": _init.stats_of(obj), **o}),
     SyncReport: _sync_renderer,
     CheckpointInfo: lambda obj, fmt, **o: _checkpoint.render_info(obj, fmt=fmt, **o),
     CheckpointDiff: lambda obj, fmt, **o: _checkpoint.render_diff(obj, fmt=fmt, **o),

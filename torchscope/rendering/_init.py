@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Stats",
+    "stats_of",
     "render_init",
     "render_init_json",
     "render_init_markdown",
@@ -213,11 +214,20 @@ def render_init_rich(report: InitReport, *, stats: Stats | None = None) -> Any:
 def render_init_json(report: InitReport, *, stats: Stats | None = None) -> str:
     """The report as JSON (exact values); with ``stats``, each entry gains ``mean``/``std``."""
     data = report.to_dict()
+    data.pop("stats", None)  # shown per entry below
     if stats is not None:
         for entry in data["entries"]:
             value = stats.get(entry["name"])
             entry["mean"], entry["std"] = (None, None) if value is None else value
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def stats_of(report: InitReport) -> Stats | None:
+    """The report's mean/std per tensor name, or ``None`` when it holds none."""
+    if not report.stats:
+        return None
+    return {name: None if mean is None or std is None else (mean, std)
+            for name, mean, std in report.stats}
 
 
 def render_init(report: InitReport, *, fmt: str, stats: Stats | None = None) -> Any:
