@@ -827,7 +827,7 @@ def test_cli_unused_rule_shown_in_plan_not_as_python_warning(tmp_path: Path) -> 
 def test_init_stats_measures_a_copy_and_leaves_the_model_alone() -> None:
     # guards: the statistics of --check-stats were computed by the command line, with no
     # Python function to get them; the model itself must stay as it was
-    model = MLP()
+    model = examples.MLP()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     report = torchscope.init_stats(model, {"*.weight": "normal(std=0.02)", "*.bias": "zeros"},
                                    seed=0)
