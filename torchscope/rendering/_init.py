@@ -65,14 +65,6 @@ def _names(e: InitEntry) -> str:
     return f"{escape_text(e.name)} = {escape_text(e.aliases[0])}{more}"
 
 
-def _elide(text: str, width: int) -> str:
-    if len(text) <= width:
-        return text
-    keep = width - 1
-    head = keep // 2
-    return text[:head] + "…" + text[len(text) - (keep - head):]
-
-
 def _num(value: float) -> str:
     return f"{value:.3g}"
 
@@ -125,13 +117,13 @@ def _footer(report: InitReport, width: int = WIDTH) -> list[str]:
 
 def render_init_text(report: InitReport, *, stats: Stats | None = None,
                      width: int = WIDTH) -> str:
-    """The report as plain-text tables that fit ``width`` columns (long names elided in the
-    middle; the Markdown and JSON renderings keep them whole).
+    """The report as plain-text tables; names, shapes and initializers are never cut (a long
+    name makes the table wider, as piped text should be).
 
     Args:
         report: what :func:`~torchscope.apply_init` returned.
         stats: optional ``name -> (mean, std)`` columns.
-        width: the widest line allowed.
+        width: where the footer's prose wraps.
 
     Returns:
         The text, ending with a newline.
@@ -139,24 +131,12 @@ def render_init_text(report: InitReport, *, stats: Stats | None = None,
     from tabulate import tabulate
 
     headers, rows = _rows(report, stats)
-    # tabulate pads headers by 2 (its MIN_PADDING) and separates columns by 2 spaces
-    others = sum(max(len(h) + 2, *(len(r[i]) for r in rows)) for i, h in enumerate(headers)
-                 if i > 0) if rows else 0
-    budget = max(20, width - others - 2 * (len(headers) - 1))
-    for r in rows:
-        r[0] = _elide(r[0], budget)
     out = [_title(report), ""]
     align = ["left"] * 5 + ["right"] * (len(headers) - 5)
     out.append(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True,
                         colalign=align))
     out += ["", "rules (first match wins):"]
     rule_rows = _rule_rows(report)
-    if rule_rows:
-        fixed = max(len(r[0]) for r in rule_rows) + max(len(r[3]) for r in rule_rows) + 6
-        sel_width = min(max(len(r[1]) for r in rule_rows), max(20, (width - fixed) // 2))
-        init_width = max(20, width - fixed - sel_width)
-        rule_rows = [[a, _elide(b, sel_width), _elide(c, init_width), d]
-                     for a, b, c, d in rule_rows]
     out.append(tabulate(rule_rows, tablefmt="plain", disable_numparse=True))
     footer = _footer(report, width)
     if footer:
