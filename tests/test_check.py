@@ -144,3 +144,34 @@ def test_acceptance_command_json_has_schema_version() -> None:
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "schema_version" in json.loads(proc.stdout)
+
+
+class _RaisesInForward(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x[:, :3])  # wrong width: the model cannot run
+
+
+@pytest.mark.parametrize("mode", ["real", "auto", "meta"])
+def test_a_forward_that_raises_is_a_finding_not_a_usage_error(mode: str) -> None:
+    # guards: check reported a model that fails on its inputs as bad usage (exit 2), so CI
+    # could not tell a broken model from a mistyped command
+    model = _RaisesInForward()
+    before = state_fingerprint(model)
+    result = torchscope.check(model, input_size=[(2, 8)], mode=mode)
+    errors = [f for f in result.findings if f.severity.value == "error"]
+    assert [f.code for f in errors] == ["forward-failed"]
+    assert "fc" in errors[0].message and result.exit_code == 1
+    assert_same_state(before, state_fingerprint(model))
+
+
+def test_check_reports_a_module_cycle() -> None:
+    # guards: the module-cycle error of the walk was missing from check's findings
+    model = nn.Sequential(nn.Linear(2, 2))
+    model[0]._modules["up"] = model
+    result = torchscope.check(model)
+    assert [f.code for f in result.findings if f.severity.value == "error"] == ["module-cycle"]
+    assert result.exit_code == 1

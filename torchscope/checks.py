@@ -22,15 +22,14 @@ from torch import nn
 
 from torchscope._torch import room_for_depth
 from torchscope.devices import check_devices
-from torchscope.errors import InputSpecError
-from torchscope.lazy import check_lazy
+from torchscope.errors import ForwardError, InputSpecError
+from torchscope.inspect import summarize
 from torchscope.records import CheckResult, Finding, Severity
 from torchscope.syncs import detect_syncs
 from torchscope.trace import MODES
 from torchscope.trace._inputs import _tensors_in
 from torchscope.training import find_nonfinite, gradient_flow, unused_in_forward
 from torchscope.training._common import LossFn, check_model, resolve_inputs
-from torchscope.tying import check_ties
 
 __all__ = ["check"]
 
@@ -47,8 +46,9 @@ def _static(model: nn.Module, inputs: Any, mode: str = "real",
                                 mode=device_mode)
     else:
         devices = check_devices(model, inputs, mode=device_mode)
-    found = [*devices, *check_ties(model), *check_lazy(model)]
-    return list(dict.fromkeys(found))  # check_devices repeats check_ties' tie-devices
+    # ties, lazy layers and module cycles from the one walk of a static summary
+    found = [*devices, *summarize(model).findings]
+    return list(dict.fromkeys(found))  # check_devices repeats the tie-devices finding
 
 
 @room_for_depth
@@ -111,20 +111,32 @@ def check(
             device = next((t.device for t in (*model.parameters(), *model.buffers())), None)
         inputs, kwargs = resolve_inputs("check", example_inputs, example_kwargs, input_size,
                                         dtypes, "meta" if on_meta else device)
-    findings = _static(model, inputs, mode,
-                       sizes=(input_size, dtypes, device) if on_meta else None)
     notes: list[str] = []
+    try:
+        findings = _static(model, inputs, mode,
+                           sizes=(input_size, dtypes, device) if on_meta else None)
+    except ForwardError as err:  # the model cannot run these inputs: that is what check found
+        findings = [*_static(model, None), _forward_failed(err)]
+        inputs = None
+        notes.append("the forward raised, so no other check that needs a forward ran")
     ran: str | None = None
     gradients = None
     nonfinite_report = None
-    if inputs is None:
+    if inputs is None and not any(f.code == "forward-failed" for f in findings):
         notes.append("no --input-size: no forward ran (no unused-parameter or sync checks)")
         if backward or nonfinite:
             notes.append("--backward and --nonfinite need example inputs")
     elif any(f.code == "devices-input" for f in findings):
         notes.append("the forward stopped at a device mismatch: fix it to run the other checks")
-    else:
-        ran, traced = _forward_checks(model, inputs, kwargs, mode, backward, loss_fn, notes)
+    elif inputs is not None:
+        try:
+            ran, traced = _forward_checks(model, inputs, kwargs, mode, backward, loss_fn, notes)
+        except ForwardError as err:
+            findings.append(_forward_failed(err))
+            findings.sort(key=lambda f: _ORDER[f.severity])
+            return CheckResult(model_type=type(model).__name__, findings=tuple(findings),
+                               notes=(*notes, "the forward raised, so no other check that "
+                                      "needs a forward ran"), mode=None, backward=backward)
         findings += traced
         if backward:
             gradients = gradient_flow(model, inputs, example_kwargs=kwargs, loss_fn=loss_fn)
@@ -172,6 +184,16 @@ def _forward_checks(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str,
     notes.append("syncs: one real forward under the detector"
                  + (" (no GPU: what would synchronize on one)" if syncs.include_cpu else ""))
     return "real", [*report.findings, *syncs.findings()]
+
+
+def _forward_failed(err: ForwardError) -> Finding:
+    """The forward raised on the example inputs: an error finding (exit 1), not a usage error."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return Finding(
+        code="forward-failed", severity=Severity.ERROR, message=first, path=None,
+        hint="fix the model or the example inputs (shapes, dtypes, devices); every check that "
+        "needs a forward runs once it succeeds",
+    )
 
 
 @contextmanager
