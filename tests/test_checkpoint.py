@@ -975,3 +975,15 @@ def test_transformers_round_trips_match_real_loads(tmp_path: Path, name: str) ->
     assert set(diff.unexpected) == set(result.unexpected_keys) == set()
     assert {m for m, _ in diff.tied_missing} == set(diff.missing)
     assert diff.would_load_strict is _strict_load_works(target, sd)
+
+
+def test_checkpoint_records_have_a_short_repr(tmp_path: Path) -> None:
+    # guards: at a prompt, inspect_checkpoint() and diff_checkpoint() echoed the raw dataclass
+    # repr of every entry (thousands of characters for a real model)
+    path = tmp_path / "mlp.params"
+    torch.save(examples.MLP().state_dict(), path)
+    info = torchscope.inspect_checkpoint(path)
+    assert repr(info) == (f"<CheckpointInfo {str(path)!r}: torch-zip, 4 tensors, 7,946 values, "
+                          "0 findings>")
+    diff = torchscope.diff_checkpoint(examples.NestMLP(), path)
+    assert repr(diff).startswith(f"<CheckpointDiff {str(path)!r} vs NestMLP: does not load")

@@ -57,7 +57,7 @@ class OptimizerState:
     hyperparams: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class CheckpointInfo:
     """What a checkpoint file holds, read without loading its tensor data.
 
@@ -104,6 +104,10 @@ class CheckpointInfo:
         """The info as JSON text."""
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
 
+    def __repr__(self) -> str:
+        return (f"<CheckpointInfo {self.path!r}: {self.format}, {len(self.entries)} tensors, "
+                f"{self.total_numel:,} values, {len(self.findings)} findings>")
+
     def __str__(self) -> str:
         from torchscope.rendering import render
 
@@ -147,7 +151,7 @@ class UntiedInFile:
     wins: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class CheckpointDiff:
     """A checkpoint compared with a model, without loading anything into the model.
 
@@ -188,6 +192,13 @@ class CheckpointDiff:
     def to_json(self, *, indent: int | None = 2) -> str:
         """The diff as JSON text."""
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def __repr__(self) -> str:
+        verdict = "loads" if self.would_load_strict else "does not load"
+        return (f"<CheckpointDiff {self.source!r} vs {self.model_type}: {verdict} strictly, "
+                f"{self.matched} matched, {len(self.missing)} missing, "
+                f"{len(self.unexpected)} unexpected, {len(self.shape_mismatches)} shape "
+                f"mismatches>")
 
     def __str__(self) -> str:
         from torchscope.rendering import render
