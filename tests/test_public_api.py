@@ -88,13 +88,15 @@ def test_layers_are_kept() -> None:
 
 def test_repository_speaks_of_the_product_only() -> None:
     # guards: tracker numbers and pointers outside the repository in code, tests and docs
-    pattern = re.compile(r"issue [0-9]+|\(issue|DESIGN\.md|\.\./shared", re.IGNORECASE)
+    # the words are put together here so that this line is not itself a match
+    words = ["iss" + "ue [0-9]+", r"\(iss" + "ue", "DES" + r"IGN\.md", r"\.\./sha" + "red"]
+    pattern = re.compile("|".join(words), re.IGNORECASE)
     offenders = []
     for folder in ("torchscope", "tests", "benchmarks", "docs"):
         for path in (ROOT / folder).rglob("*"):
             if path.suffix in {".py", ".md", ".txt", ".toml", ".sh"} and path.is_file():
                 for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                    if pattern.search(line) and path.name != "test_public_api.py":
+                    if pattern.search(line):
                         offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     offenders += [f"README.md: {m.group(0)}" for m in pattern.finditer(readme)]
