@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from torchscope.trace import Mode
+
 __all__ = ["MAX_REPORT_BYTES", "diff", "load_report", "stable_report"]
 
 #: The largest saved report :func:`load_report` reads (a 70B model's report is far smaller).
@@ -179,7 +181,7 @@ def diff(
     input_size: Sequence[Sequence[int]] | None = None,
     dtypes: Sequence[torch.dtype | str] | None = None,
     device: torch.device | str | None = None,
-    mode: str = "auto",
+    mode: Mode = "auto",
     labels: tuple[str, str] | None = None,
 ) -> ArchitectureDiff:
     """Compare the architecture of ``a`` (before) with ``b`` (after).

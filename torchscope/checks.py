@@ -26,7 +26,7 @@ from torchscope.errors import ForwardError, InputSpecError
 from torchscope.inspect import summarize
 from torchscope.records import CheckResult, Finding, Severity
 from torchscope.syncs import detect_syncs
-from torchscope.trace import MODES
+from torchscope.trace import MODES, Mode
 from torchscope.trace._inputs import _tensors_in
 from torchscope.training import find_nonfinite, gradient_flow, unused_in_forward
 from torchscope.training._common import LossFn, check_model, resolve_inputs
@@ -60,7 +60,7 @@ def check(
     input_size: object = None,
     dtypes: object = None,
     device: object = None,
-    mode: str = "auto",
+    mode: Mode = "auto",
     backward: bool = False,
     nonfinite: bool = False,
     loss_fn: LossFn | None = None,
@@ -160,7 +160,7 @@ def check(
 
 
 def _forward_checks(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any],
-                    mode: str, backward: bool, loss_fn: LossFn | None,
+                    mode: Mode, backward: bool, loss_fn: LossFn | None,
                     notes: list[str]) -> tuple[str, list[Finding]]:
     """The forward with gradients: unused parameters, and syncs when it is real."""
     params = list(model.parameters())

@@ -35,7 +35,7 @@ from torchscope._torch import (
 from torchscope.cost._counter import CostMode, DeviceAttention, Tally, storage_bytes
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records._cost import OPTIMIZERS, CallCost, CostReport
-from torchscope.trace import build_inputs, meta_copy, state_guard
+from torchscope.trace import Mode, build_inputs, meta_copy, state_guard
 from torchscope.trace._guard import _copy_with, _fake_copy, _shallow_copy, _tree
 from torchscope.trace._inputs import _map_tensors, _parse_device, _tensors_in
 
@@ -57,7 +57,7 @@ def estimate_cost(
     input_size: Sequence[Sequence[int]] | Sequence[int] | str | None = None,
     dtypes: Sequence[torch.dtype | str] | torch.dtype | str | None = None,
     device: torch.device | str | None = None,
-    mode: str = "auto",
+    mode: Mode = "auto",
     optimizer: str | None = None,
     train_dtype: torch.dtype | str | None = None,
 ) -> CostReport:

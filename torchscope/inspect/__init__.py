@@ -42,7 +42,7 @@ from torchscope.records import (
     Severity,
     Spec,
 )
-from torchscope.trace import trace_forward
+from torchscope.trace import Mode, trace_forward
 
 __all__ = ["list_parameters", "summarize", "walk"]
 
@@ -91,7 +91,7 @@ def summarize(
     input_size: Sequence[Sequence[int]] | None = None,
     dtypes: Sequence[torch.dtype | str] | None = None,
     device: torch.device | str | None = None,
-    mode: str = "auto",
+    mode: Mode = "auto",
     distributed: bool = False,
     follow_functions: bool = False,
     cost: bool = False,

@@ -30,7 +30,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -79,6 +79,7 @@ from torchscope.trace._inputs import (
 
 __all__ = [
     "MODES",
+    "Mode",
     "TraceResult",
     "build_inputs",
     "load_json",
@@ -89,7 +90,9 @@ __all__ = [
 ]
 
 #: The accepted values of ``mode``.
-MODES = ("auto", "real", "meta", "fake")
+#: How a forward runs: on meta tensors, fake tensors, real memory, or the first that works.
+Mode = Literal["auto", "real", "meta", "fake"]
+MODES: tuple[str, ...] = get_args(Mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -657,7 +660,7 @@ def trace_forward(
     input_size: object = None,
     dtypes: object = None,
     device: object = None,
-    mode: str = "auto",
+    mode: Mode = "auto",
     follow_functions: bool = False,
 ) -> TraceResult:
     """Run one forward of ``model`` and record every module call, leaving the model unchanged.

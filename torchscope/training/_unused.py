@@ -18,7 +18,7 @@ from torchscope._torch import is_lazy, room_for_depth
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import Finding, Severity
 from torchscope.records._training import UnusedParam, UnusedReason, UnusedReport
-from torchscope.trace import meta_copy, state_guard
+from torchscope.trace import Mode, meta_copy, state_guard
 from torchscope.trace._guard import _fake_copy, _shallow_copy
 from torchscope.trace._inputs import _map_tensors
 from torchscope.training._common import (
@@ -254,7 +254,7 @@ def unused_findings(unused: tuple[UnusedParam, ...], *, severity: Severity = Sev
 
 
 def unused_in_forward(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *,
-                      mode: str = "auto", loss_fn: LossFn | None = None,
+                      mode: Mode = "auto", loss_fn: LossFn | None = None,
                       wrap: Callable[[str], AbstractContextManager[Any] | None] | None = None,
                       severity: Severity = Severity.WARNING) -> UnusedReport:
     """:func:`find_unused_parameters` on resolved inputs; ``wrap(mode)`` may return a context
@@ -309,7 +309,7 @@ def find_unused_parameters(
     example_kwargs: object = None,
     input_size: object = None,
     dtypes: object = None,
-    mode: str = "auto",
+    mode: Mode = "auto",
     loss_fn: LossFn | None = None,
 ) -> UnusedReport:
     """Trainable parameters that get no gradient: those whose ``AccumulateGrad`` node the
