@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from torchscope.rendering._text import escape_markdown, escape_text, plain
+from torchscope.rendering._text import WIDTH, escape_markdown, escape_text, plain
 
 if TYPE_CHECKING:
     from torchscope.records import InitEntry, InitReport
@@ -34,7 +34,6 @@ __all__ = [
 #: entry name -> (mean, std) after applying the policy to a copy; ``None`` when unknown
 Stats = Mapping[str, "tuple[float, float] | None"]
 
-WIDTH = 100
 _STATUS_HELP = {
     "planned": "planned: would be initialized (dry run)",
     "deferred": "deferred: initialized right after the lazy layer's first forward materializes it",

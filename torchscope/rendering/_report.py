@@ -46,6 +46,7 @@ from torchscope.rendering._columns import (
     spec_text,
 )
 from torchscope.rendering._text import (
+    WIDTH,
     cell_width,
     escape_markdown,
     escape_text,
@@ -79,8 +80,6 @@ __all__ = [
     "tree_rows",
 ]
 
-#: The width of fixed-width renderings (golden files, HTML, text of a rich renderable).
-WIDTH = 100
 
 
 def spec_str(spec: Spec, *, limit: int | None = None) -> str:

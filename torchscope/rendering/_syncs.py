@@ -16,14 +16,13 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING, Any
 
-from torchscope.rendering._text import escape_markdown, escape_text, plain
+from torchscope.rendering._text import WIDTH, escape_markdown, escape_text, plain
 
 if TYPE_CHECKING:
     from torchscope.records import SyncReport
 
 __all__ = ["render_sync_report", "rich_sync_report"]
 
-_WIDTH = 100
 
 
 def _headline(report: SyncReport) -> str:
@@ -69,7 +68,7 @@ def _wrapped(pairs: list[tuple[str, str]]) -> list[str]:
     width = max(len(key) for key, _ in pairs)
     lines = []
     for key, text in pairs:
-        wrapped = textwrap.wrap(text, max(_WIDTH - width - 4, 40), break_long_words=False,
+        wrapped = textwrap.wrap(text, max(WIDTH - width - 4, 40), break_long_words=False,
                                 break_on_hyphens=False) or [""]
         lines.append(f"  {key.ljust(width)}  {wrapped[0]}")
         lines += [" " * (width + 4) + more for more in wrapped[1:]]

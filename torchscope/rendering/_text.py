@@ -25,7 +25,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.text import Text
 
+#: The width of fixed-width renderings (golden files, HTML, text of a rich renderable).
+WIDTH = 100
+
 __all__ = [
+    "WIDTH",
     "cell_width",
     "escape_markdown",
     "escape_text",
