@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from torchscope.records._core import SCHEMA_VERSION, Finding, Severity, record_dict
+from torchscope.records._core import SCHEMA_VERSION, Displayed, Finding, Severity, record_dict
 from torchscope.records._training import GradientReport, NonfiniteReport
 
 __all__ = ["CheckResult"]
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class CheckResult:
+class CheckResult(Displayed):
     """The findings of :func:`torchscope.check`, errors first, and what ran.
 
     ``mode`` is the mode of the forward that ran (``real``, ``meta`` or ``fake``), or ``None``
@@ -72,17 +72,3 @@ class CheckResult:
         return (f"<CheckResult {self.model_type}: {self.errors} errors, {self.warnings} "
                 f"warnings, {len(self.findings) - self.errors - self.warnings} info>")
 
-    def __str__(self) -> str:
-        from torchscope.rendering import render
-
-        return str(render(self, "text"))
-
-    def __rich__(self) -> Any:
-        from torchscope.rendering import render
-
-        return render(self, "rich")
-
-    def _repr_html_(self) -> str:
-        from torchscope.rendering import render_html
-
-        return render_html(self)

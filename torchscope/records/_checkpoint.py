@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any
 
-from torchscope.records._core import Finding, TiedGroup, record_dict
+from torchscope.records._core import Displayed, Finding, TiedGroup
 
 __all__ = [
     "CheckpointDiff",
@@ -58,7 +56,7 @@ class OptimizerState:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class CheckpointInfo:
+class CheckpointInfo(Displayed):
     """What a checkpoint file holds, read without loading its tensor data.
 
     ``format`` is ``torch-zip``, ``torch-legacy``, ``safetensors``, ``sharded`` (an index JSON)
@@ -96,27 +94,9 @@ class CheckpointInfo:
                 return e
         raise KeyError(f"no tensor named {name!r} in {self.path}")
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict with exact numbers (enums as their values)."""
-        return record_dict(self)
-
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """The info as JSON text."""
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
-
     def __repr__(self) -> str:
         return (f"<CheckpointInfo {self.path!r}: {self.format}, {len(self.entries)} tensors, "
                 f"{self.total_numel:,} values, {len(self.findings)} findings>")
-
-    def __str__(self) -> str:
-        from torchscope.rendering import render
-
-        return str(render(self, "text"))
-
-    def __rich__(self) -> Any:
-        from torchscope.rendering import render
-
-        return render(self, "rich")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +132,7 @@ class UntiedInFile:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class CheckpointDiff:
+class CheckpointDiff(Displayed):
     """A checkpoint compared with a model, without loading anything into the model.
 
     When the keys only match after removing or adding a prefix (``strip_prefix``/``add_prefix``,
@@ -185,29 +165,11 @@ class CheckpointDiff:
         """True when ``load_state_dict(strict=True)`` would succeed as the file is."""
         return self.would_load_strict
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (enums as their values)."""
-        return record_dict(self)
-
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """The diff as JSON text."""
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
-
     def __repr__(self) -> str:
         verdict = "loads" if self.would_load_strict else "does not load"
         return (f"<CheckpointDiff {self.source!r} vs {self.model_type}: {verdict} strictly, "
                 f"{self.matched} matched, {len(self.missing)} missing, "
                 f"{len(self.unexpected)} unexpected, {len(self.shape_mismatches)} shape "
                 f"mismatches>")
-
-    def __str__(self) -> str:
-        from torchscope.rendering import render
-
-        return str(render(self, "text"))
-
-    def __rich__(self) -> Any:
-        from torchscope.rendering import render
-
-        return render(self, "rich")
 
 

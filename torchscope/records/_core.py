@@ -20,10 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from torchscope.records._cost import CostReport
-
 __all__ = [
     "SCHEMA_VERSION",
+    "Displayed",
     "CallRecord",
     "Finding",
     "FlowEdge",
@@ -48,6 +47,41 @@ __all__ = [
 
 #: Version of the JSON schema written by :meth:`Report.to_dict`. Bump on incompatible changes.
 SCHEMA_VERSION = 1
+
+
+class Displayed:
+    """JSON and display for a result record: ``to_dict``/``to_json`` through the one codec
+    (:func:`record_dict`), ``str()`` its text, rich and Jupyter its table.
+
+    >>> import torchscope
+    >>> isinstance(torchscope.summarize(torchscope.examples.MLP()), Displayed)
+    True
+    """
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: exact numbers, enums as their values, ``schema_version`` first."""
+        return record_dict(self)
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """:meth:`to_dict` as JSON text."""
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def __str__(self) -> str:
+        from torchscope.rendering import render
+
+        return str(render(self, "text"))
+
+    def __rich__(self) -> Any:
+        from torchscope.rendering import render
+
+        return render(self, "rich")
+
+    def _repr_html_(self) -> str:
+        from torchscope.rendering import render_html
+
+        return render_html(self)
 
 
 class ParamKind(str, enum.Enum):
@@ -278,7 +312,7 @@ class Finding:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class Report:
+class Report(Displayed):
     """The summary of one model: modules, tensors, ties, lazy layers, findings and totals.
 
     Totals count each unique byte range of storage once. ``lazy_tensors`` counts uninitialized
@@ -331,10 +365,6 @@ class Report:
         raise KeyError(f"no module at path {path!r}; paths are as named_modules() names them")
 
     # -- serialization ----------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (exact numbers, enums as strings, specs tagged by kind)."""
-        return record_dict(self)
-
     def to_json(self, *, indent: int | None = 2) -> str:
         """The report as JSON text; :meth:`from_json` reads it back to an equal report."""
         return record_json(self, indent=indent)
@@ -374,20 +404,10 @@ class Report:
 
         return str(render(self, "text", width="terminal"))  # piped: never wrapped
 
-    def __rich__(self) -> Any:
-        from torchscope.rendering import render
-
-        return render(self, "rich")
-
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         from torchscope.rendering import mimebundle
 
         return mimebundle(self)  # one display per notebook cell: text/plain and text/html
-
-    def _repr_html_(self) -> str:
-        from torchscope.rendering import render_html
-
-        return render_html(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -545,3 +565,8 @@ def _decode_spec(data: Any) -> Spec:
     spec = _decode(cls, data)
     assert isinstance(spec, (TensorSpec, ValueSpec))
     return spec
+
+
+# The cost record builds on Displayed above, and Report.from_dict resolves the ``cost`` field's
+# type in this module's namespace: import it once everything it needs here is defined.
+from torchscope.records._cost import CostReport  # noqa: E402

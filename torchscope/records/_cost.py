@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from torchscope.records._core import Displayed
+
 __all__ = ["OPTIMIZERS", "CallCost", "CostReport"]
 
 #: The optimizers whose state a :class:`CostReport` can size (``None``: no optimizer).
@@ -43,7 +45,7 @@ class CallCost:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class CostReport:
+class CostReport(Displayed):
     """FLOPs and memory of one forward and backward, per module call and per training step.
 
     FLOPs: ``forward_flops``/``backward_flops`` are exact for the ops torch has a formula for
@@ -144,17 +146,3 @@ class CostReport:
         return (f"<CostReport {self.mode}: forward {self.forward_flops:,} FLOPs, backward "
                 f"{self.backward_flops:,} FLOPs, {len(self.calls)} calls>")
 
-    def __str__(self) -> str:
-        from torchscope.rendering import render
-
-        return str(render(self, "text"))
-
-    def __rich__(self) -> Any:
-        from torchscope.rendering import render
-
-        return render(self, "rich")
-
-    def _repr_html_(self) -> str:
-        from torchscope.rendering import render_html
-
-        return render_html(self)

@@ -12,11 +12,10 @@ True
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from torchscope.records._core import SCHEMA_VERSION, ParamKind, record_dict
+from torchscope.records._core import SCHEMA_VERSION, Displayed, ParamKind, record_dict
 
 __all__ = [
     "ArchitectureDiff",
@@ -133,7 +132,7 @@ class CallChange:
 
 
 @dataclass(frozen=True, slots=True)
-class ArchitectureDiff:
+class ArchitectureDiff(Displayed):
     """The architecture of two models compared: modules, tensors, counts, ties and call shapes.
 
     ``before``/``after`` name the two sides (the root type, or the file a report came from).
@@ -173,21 +172,3 @@ class ArchitectureDiff:
         out["equal"] = self.equal
         return out
 
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """The diff as JSON text."""
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
-
-    def __str__(self) -> str:
-        from torchscope.rendering import render
-
-        return str(render(self, "text"))
-
-    def __rich__(self) -> Any:
-        from torchscope.rendering import render
-
-        return render(self, "rich")
-
-    def _repr_html_(self) -> str:
-        from torchscope.rendering import render_html
-
-        return render_html(self)

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from torchscope.records._core import record_dict
+from torchscope.records._core import Displayed, record_dict
 
 __all__ = ["InitEntry", "InitReport", "InitRule", "InitStatus"]
 
@@ -62,7 +62,7 @@ class InitEntry:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class InitReport:
+class InitReport(Displayed):
     """What :func:`apply_init` did (or, in a dry run, would do) to every parameter.
 
     ``print(report)`` shows a table; ``report.to_dict()`` is JSON-ready.
@@ -122,12 +122,3 @@ class InitReport:
         parts = ", ".join(f"{n} {s}" for s, n in counts.items())
         return f"<InitReport {len(self.entries)} tensors ({parts}), {len(self.rules)} rules>"
 
-    def __str__(self) -> str:
-        from torchscope.rendering import render
-
-        return str(render(self, "text"))
-
-    def __rich__(self) -> Any:
-        from torchscope.rendering import render
-
-        return render(self, "rich")

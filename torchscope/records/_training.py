@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
 
-from torchscope.records._core import SCHEMA_VERSION, Finding, Severity, record_dict, record_json
+from torchscope.records._core import (
+    SCHEMA_VERSION,
+    Displayed,
+    Finding,
+    Severity,
+)
 
 __all__ = [
     "BlockGradient",
@@ -21,35 +25,6 @@ __all__ = [
     "UnusedReason",
     "UnusedReport",
 ]
-
-
-class _Displayed:
-    """``str()``, rich and Jupyter display through :func:`torchscope.rendering.render`."""
-
-    __slots__ = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict carrying ``schema_version``."""
-        return record_dict(self)
-
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """The record as JSON text."""
-        return record_json(self, indent=indent)
-
-    def __str__(self) -> str:
-        from torchscope.rendering import render
-
-        return str(render(self, "text"))
-
-    def __rich__(self) -> Any:
-        from torchscope.rendering import render
-
-        return render(self, "rich")
-
-    def _repr_html_(self) -> str:
-        from torchscope.rendering import render_html
-
-        return render_html(self)
 
 
 class UnusedReason(str, enum.Enum):
@@ -84,7 +59,7 @@ class UnusedParam:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class UnusedReport(_Displayed):
+class UnusedReport(Displayed):
     """Which trainable parameters the outputs' autograd graph reaches (DDP's definition).
 
     ``mode`` is how the forward ran (``meta``, ``fake`` or ``real``); ``trainable`` counts
@@ -130,7 +105,7 @@ class TensorStats:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class NonfiniteReport(_Displayed):
+class NonfiniteReport(Displayed):
     """Where the first NaN or infinity of one training step appeared.
 
     ``phase`` is ``forward``, ``backward``, ``parameters`` (a parameter or buffer already held
@@ -212,7 +187,7 @@ class BlockGradient:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class GradientReport(_Displayed):
+class GradientReport(Displayed):
     """Gradient flow after one backward: per parameter and per block, with findings.
 
     ``vanishing``/``exploding`` are the thresholds the findings used (a block whose gradient
@@ -258,7 +233,7 @@ class OptimizerGroup:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class OptimizerReport(_Displayed):
+class OptimizerReport(Displayed):
     """What an optimizer holds compared with a model's trainable parameters.
 
     >>> import torch, torchscope
