@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from torch import nn
 from models import TRANSFORMERS
+from torch import nn
 
 import torchscope
 from torchscope import examples
