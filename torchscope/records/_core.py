@@ -49,6 +49,9 @@ __all__ = [
 SCHEMA_VERSION = 1
 
 
+_R = typing.TypeVar("_R", bound="Displayed")
+
+
 class Displayed:
     """JSON and display for a result record: ``to_dict``/``to_json`` through the one codec
     (:func:`record_dict`), ``str()`` its text, rich and Jupyter its table.
@@ -65,8 +68,30 @@ class Displayed:
         return record_dict(self)
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        """:meth:`to_dict` as JSON text."""
+        """:meth:`to_dict` as JSON text; :meth:`from_json` reads it back to an equal record."""
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls: type[_R], data: dict[str, Any]) -> _R:
+        """Rebuild a record from :meth:`to_dict` output.
+
+        Raises:
+            ValueError: the data was written by an incompatible schema version.
+        """
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ValueError(
+                f"{cls.__name__} schema_version {version!r} is not supported (expected "
+                f"{SCHEMA_VERSION}); regenerate the JSON with this torchscope version"
+            )
+        out = _decode(cls, data)
+        assert isinstance(out, cls)
+        return out
+
+    @classmethod
+    def from_json(cls: type[_R], text: str) -> _R:
+        """Rebuild a record from :meth:`to_json` text."""
+        return cls.from_dict(json.loads(text))
 
     def __str__(self) -> str:
         from torchscope.rendering import render
@@ -363,33 +388,6 @@ class Report(Displayed):
             if rec.path == path:
                 return rec
         raise KeyError(f"no module at path {path!r}; paths are as named_modules() names them")
-
-    # -- serialization ----------------------------------------------------------------------
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """The report as JSON text; :meth:`from_json` reads it back to an equal report."""
-        return record_json(self, indent=indent)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Report:
-        """Rebuild a report from :meth:`to_dict` output.
-
-        Raises:
-            ValueError: the data was written by an incompatible schema version.
-        """
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ValueError(
-                f"report schema_version {version!r} is not supported (expected {SCHEMA_VERSION}); "
-                "regenerate the JSON with this torchscope version"
-            )
-        out = _decode(cls, data)
-        assert isinstance(out, Report)
-        return out
-
-    @classmethod
-    def from_json(cls, text: str) -> Report:
-        """Rebuild a report from :meth:`to_json` text."""
-        return cls.from_dict(json.loads(text))
 
     # -- display ----------------------------------------------------------------------------
     def __repr__(self) -> str:

@@ -10,7 +10,6 @@ Imports the standard library only, so that :mod:`torchscope.records._core` can h
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from torchscope.records._core import Displayed
 
@@ -103,44 +102,6 @@ class CostReport(Displayed):
     def calls_of(self, path: str) -> tuple[CallCost, ...]:
         """The costs of the calls of the module at ``path``, in call order."""
         return tuple(c for c in self.calls if c.path == path)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (exact numbers), ``schema_version`` first."""
-        from torchscope.records._core import record_dict
-
-        return record_dict(self)
-
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """The cost report as JSON text."""
-        from torchscope.records._core import record_json
-
-        return record_json(self, indent=indent)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CostReport:
-        """Rebuild a cost report from :meth:`to_dict` output.
-
-        Raises:
-            ValueError: the data was written by an incompatible schema version.
-        """
-        from torchscope.records._core import SCHEMA_VERSION, _decode
-
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ValueError(
-                f"cost schema_version {version!r} is not supported (expected {SCHEMA_VERSION}); "
-                "regenerate the JSON with this torchscope version"
-            )
-        out = _decode(cls, data)
-        assert isinstance(out, CostReport)
-        return out
-
-    @classmethod
-    def from_json(cls, text: str) -> CostReport:
-        """Rebuild a cost report from :meth:`to_json` text."""
-        import json
-
-        return cls.from_dict(json.loads(text))
 
     def __repr__(self) -> str:
         return (f"<CostReport {self.mode}: forward {self.forward_flops:,} FLOPs, backward "
