@@ -913,13 +913,13 @@ _tree = st.recursive(
 )
 
 
-def _tensors_in(obj: Any) -> list[torch.Tensor]:
+def tensors_in(obj: Any) -> list[torch.Tensor]:
     if isinstance(obj, torch.Tensor):
         return [obj]
     if isinstance(obj, dict):
-        return [t for v in obj.values() for t in _tensors_in(v)]
+        return [t for v in obj.values() for t in tensors_in(v)]
     if isinstance(obj, list):
-        return [t for v in obj for t in _tensors_in(v)]
+        return [t for v in obj for t in tensors_in(v)]
     return []
 
 
@@ -930,7 +930,7 @@ def test_any_nesting_of_tensors_and_values(tmp_path: Path, obj: Any) -> None:
     path = tmp_path / "nested.pt"
     torch.save(obj, path)
     info = torchscope.inspect_checkpoint(path)
-    tensors = _tensors_in(obj)
+    tensors = tensors_in(obj)
     assert len(info.entries) == len(tensors)
     assert sorted(e.shape for e in info.entries) == sorted(tuple(t.shape) for t in tensors)
     assert info.total_numel == sum(t.numel() for t in tensors)

@@ -86,12 +86,12 @@ def _build(name: str) -> tuple[nn.Module, tuple[Any, ...], dict[str, Any]]:
 def _flop_counter_step(model: nn.Module, args: tuple[Any, ...],
                        kwargs: dict[str, Any]) -> FlopCounterMode:
     """FlopCounterMode around a real forward and the backward of its floating outputs."""
-    from torchscope.trace._inputs import _tensors_in
+    from torchscope.trace._inputs import tensors_in
 
     counter = FlopCounterMode(display=False)
     with counter:
         out = model(*args, **kwargs)
-        roots = [t for t in _tensors_in(out) if t.requires_grad and t.is_floating_point()]
+        roots = [t for t in tensors_in(out) if t.requires_grad and t.is_floating_point()]
         roots = list({id(t): t for t in roots}.values())
         torch.autograd.backward(roots, [torch.ones_like(r) for r in roots])
     model.zero_grad(set_to_none=True)

@@ -22,7 +22,7 @@ HUGE = (10**6, 10**6, 10)
 def built_on(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The kind of every example-input tensor torchscope builds from sizes."""
     kinds: list[str] = []
-    make = trace._make_inputs
+    make = trace.make_inputs
 
     def spy(plan: Any, device: torch.device) -> tuple[torch.Tensor, ...]:
         out = make(plan, device)
@@ -31,7 +31,7 @@ def built_on(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             kinds.append("fake" if fake else t.device.type)
         return out
 
-    monkeypatch.setattr(trace, "_make_inputs", spy)
+    monkeypatch.setattr(trace, "make_inputs", spy)
     return kinds
 
 

@@ -24,24 +24,18 @@ from typing import TYPE_CHECKING, Any
 
 from torchscope.errors import TorchscopeError
 from torchscope.records import (
-    CallRecord,
-    MapSpec,
-    ParamRecord,
-    Report,
-    SeqSpec,
-    Spec,
-    TensorSpec,
-    ValueSpec,
-)
-from torchscope.records._diff import (
     ArchitectureDiff,
     CallChange,
+    CallRecord,
     ChangeKind,
     CountDelta,
     FieldChange,
     ModuleChange,
+    ParamRecord,
+    Report,
     TensorChange,
     TieChange,
+    spec_text,
 )
 
 if TYPE_CHECKING:
@@ -467,23 +461,6 @@ def _tie_changes(before: Report, after: Report, m: _Matcher) -> tuple[TieChange,
     return tuple(out)
 
 
-def spec_text(spec: Spec) -> str:
-    """A spec as text with shapes and dtypes (``[2, 20] float32``), the device left out.
-
-    >>> spec_text(TensorSpec((2, 20), "float32", "cpu"))
-    '[2, 20] float32'
-    """
-    if spec is None:
-        return "None"
-    if isinstance(spec, TensorSpec):
-        return f"{_shape_text(spec.shape)} {spec.dtype}"
-    if isinstance(spec, ValueSpec):
-        return spec.repr
-    if isinstance(spec, SeqSpec):
-        return "(" + ", ".join(spec_text(s) for s in spec.items) + ")"
-    if isinstance(spec, MapSpec):
-        return "{" + ", ".join(f"{k}: {spec_text(s)}" for k, s in spec.items) + "}"
-    return str(spec)  # pragma: no cover
 
 
 def _inputs_text(call: CallRecord) -> str:

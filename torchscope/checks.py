@@ -26,8 +26,7 @@ from torchscope.errors import ForwardError, InputSpecError
 from torchscope.inspect import summarize
 from torchscope.records import CheckResult, Finding, Severity
 from torchscope.syncs import detect_syncs
-from torchscope.trace import MODES, Mode
-from torchscope.trace._inputs import _tensors_in
+from torchscope.trace import MODES, Mode, tensors_in
 from torchscope.training import find_nonfinite, gradient_flow, unused_in_forward
 from torchscope.training._common import LossFn, check_model, resolve_inputs
 
@@ -166,7 +165,7 @@ def _forward_checks(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str,
     params = list(model.parameters())
     model_meta = bool(params) and all(t.is_meta for t in params)
     if mode == "auto":
-        tensors = list(_tensors_in((inputs, kwargs)))
+        tensors = list(tensors_in((inputs, kwargs)))
         mode = "meta" if model_meta or (tensors and all(t.is_meta for t in tensors)) else "real"
     syncs = detect_syncs()
 

@@ -43,9 +43,14 @@ from torchscope._torch import is_lazy, named_modules, recursion_room
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import Finding, Severity, SyncReport
 from torchscope.syncs import detect_syncs, no_syncs
-from torchscope.trace import state_guard
-from torchscope.trace._guard import _fake_copy
-from torchscope.trace._inputs import _input_plan, _make_inputs, _map_tensors, _parse_device
+from torchscope.trace import (
+    fake_copy,
+    input_plan,
+    make_inputs,
+    map_tensors,
+    parse_device,
+    state_guard,
+)
 from torchscope.tying import check_ties
 
 __all__ = ["SyncReport", "check_devices", "detect_syncs", "device_map", "no_syncs"]
@@ -357,22 +362,22 @@ def _input_findings(model: nn.Module, example_inputs: Any, *, input_size: object
             from torch._subclasses.fake_tensor import FakeTensorMode
 
             fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-            model = _fake_copy(model, fake_mode)
+            model = fake_copy(model, fake_mode)
             if example_inputs is not None:
-                example_inputs = _map_tensors(example_inputs, fake_mode.from_tensor)
+                example_inputs = map_tensors(example_inputs, fake_mode.from_tensor)
             # FakeTensorMode logs a traceback for every failing op; the error is reported once
             logger = logging.getLogger("torch._subclasses.fake_tensor")
             stack.callback(setattr, logger, "disabled", logger.disabled)
             logger.disabled = True
             stack.enter_context(fake_mode)
         if input_size is not None:  # built where the model is (or on ``device``)
-            dev = _parse_device(device) if device is not None else _model_device(model)
+            dev = parse_device(device) if device is not None else _model_device(model)
             if mode == "real" and dev.type == "meta":
                 raise InputSpecError(
                     "check_devices: the model is on the meta device, so a real forward cannot "
                     "run; use mode='meta' or mode='fake'"
                 )
-            example_inputs = _make_inputs(_input_plan(input_size, dtypes), dev)
+            example_inputs = make_inputs(input_plan(input_size, dtypes), dev)
         return _run_input_checks(model, example_inputs)
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from torchscope.errors import CheckpointError
 from torchscope.records import Finding, OptimizerState, Severity, TiedGroup, TieKind
-from torchscope.trace._inputs import load_json
+from torchscope.trace import load_json
 from torchscope.tying import merge_ranges, storage_key, tensor_extent
 
 if TYPE_CHECKING:

@@ -34,10 +34,20 @@ from torchscope._torch import (
 )
 from torchscope.cost._counter import CostMode, DeviceAttention, Tally, storage_bytes
 from torchscope.errors import ForwardError, InputSpecError
-from torchscope.records._cost import OPTIMIZERS, CallCost, CostReport
-from torchscope.trace import Mode, build_inputs, meta_copy, state_guard
-from torchscope.trace._guard import _copy_with, _fake_copy, _shallow_copy, _tree
-from torchscope.trace._inputs import _map_tensors, _parse_device, _tensors_in
+from torchscope.records import OPTIMIZERS, CallCost, CostReport
+from torchscope.trace import (
+    Mode,
+    build_inputs,
+    copy_with,
+    fake_copy,
+    map_tensors,
+    meta_copy,
+    module_tree,
+    parse_device,
+    shallow_copy,
+    state_guard,
+    tensors_in,
+)
 
 __all__ = ["MODES", "OPTIMIZERS", "estimate_cost"]
 
@@ -132,7 +142,7 @@ def estimate_cost(
                     "input_size=[(2, 20)] (CLI: --input-size 2,20) or example_kwargs")
             args: tuple[Any, ...] = ()
         else:
-            dev = _parse_device(device) if device is not None else None
+            dev = parse_device(device) if device is not None else None
             args = build_inputs(input_size, dtypes,
                                 device=dev if dev is not None and dev.type != "meta" else None)
     else:
@@ -145,7 +155,7 @@ def estimate_cost(
                 else (example_inputs,))
 
     model, compiled = unwrap_compiled(model)
-    modules, _ = _tree(model)
+    modules, _ = module_tree(model)
     tensors = [t for m in modules for t in (*m._parameters.values(), *m._buffers.values())
                if t is not None]
     model_meta = bool(tensors) and all(t.is_meta for t in tensors if not is_lazy(t))
@@ -254,7 +264,7 @@ def _roots(output: Any) -> tuple[list[torch.Tensor], str]:
         loss = getattr(output, "loss", None)
     if isinstance(loss, torch.Tensor) and loss.requires_grad:
         return [loss], "backward from the model's loss output"
-    roots = [t for t in _tensors_in(output)
+    roots = [t for t in tensors_in(output)
              if t.requires_grad and (t.is_floating_point() or t.is_complex())]
     unique = list({id(t): t for t in roots}.values())
     what = ("the output" if len(unique) == 1
@@ -276,17 +286,17 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
             target = meta_copy(model)
             if dtype is not None:
                 target.to(dtype)
-            args = _map_tensors(args, lambda t: _meta_input(t, dtype))
-            kwargs = _map_tensors(kwargs, lambda t: _meta_input(t, dtype))
+            args = map_tensors(args, lambda t: _meta_input(t, dtype))
+            kwargs = map_tensors(kwargs, lambda t: _meta_input(t, dtype))
         elif mode == "fake":
             from torch._subclasses.fake_tensor import FakeTensorMode
 
             fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
             on_meta = amp and any(p.is_meta for p in model.parameters())
             if on_meta:  # autocast needs a device: fake CPU tensors stand in for meta ones
-                target = _copy_with(model, lambda t: _fake_on_cpu(fake_mode, t))
+                target = copy_with(model, lambda t: _fake_on_cpu(fake_mode, t))
             else:
-                target = _fake_copy(model, fake_mode)
+                target = fake_copy(model, fake_mode)
 
             def to_fake(t: torch.Tensor) -> torch.Tensor:
                 if dtype is not None and t.is_floating_point():
@@ -299,10 +309,10 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
             with fake_mode:
                 if dtype is not None:
                     target.to(dtype)
-            args = _map_tensors(args, to_fake)
-            kwargs = _map_tensors(kwargs, to_fake)
+            args = map_tensors(args, to_fake)
+            kwargs = map_tensors(kwargs, to_fake)
         elif has_lazy:
-            target = _shallow_copy(model)
+            target = shallow_copy(model)
             notes.append("the model has uninitialized (lazy) tensors: ran a copy sharing its "
                          "initialized tensors, so the model stays uninitialized")
     except Exception as err:
@@ -315,9 +325,9 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
                            if not t.is_meta and not is_lazy(t)), None)
     if amp:
         amp_device = next((t.device.type for t in target.parameters()), "cpu")
-    modules, paths_list = _tree(target)
+    modules, paths_list = module_tree(target)
     paths = dict(zip(map(id, modules), paths_list))
-    inputs = list(_tensors_in((args, kwargs)))
+    inputs = list(tensors_in((args, kwargs)))
     input_keys = {k for k in map(_storage_key, inputs) if k is not None}
     tally = Tally(paths, set(), input_keys)
     output: Any = None
@@ -345,7 +355,7 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
             except Exception as err:
                 raise _Failed("forward", err) from err
             tally.static_keys |= _static_keys(target)  # lazy layers made theirs in forward
-            for t in _tensors_in(output):
+            for t in tensors_in(output):
                 tally.keep(t, output=True)
             tally.in_forward = False
             infer_peak = tally.inference_peak()

@@ -356,11 +356,11 @@ class Tally:
 
 def storage_bytes(value: Any) -> int:
     """The bytes of the distinct storages of the tensors in ``value``."""
-    from torchscope.trace._inputs import _tensors_in
+    from torchscope.trace import tensors_in
 
     seen: set[int] = set()
     total = 0
-    for t in _tensors_in(value):
+    for t in tensors_in(value):
         try:
             st = t.untyped_storage()
         except (RuntimeError, NotImplementedError, TypeError):

@@ -43,8 +43,9 @@ from torchscope.records import (
     LazyRecord,
     Severity,
     inferred_numel,
+    spec_text,
 )
-from torchscope.trace import TraceResult, _spec_text, build_inputs, trace_forward
+from torchscope.trace import TraceResult, build_inputs, trace_forward
 
 __all__ = [
     "check_lazy",
@@ -477,7 +478,7 @@ def _materialize_error(model: nn.Module, err: Exception, site: _FailureSite) -> 
         path, specs = site.where
         if path:
             where = f"module {path!r}"
-        inputs = f" called with ({', '.join(_spec_text(s) for s in specs)})"
+        inputs = f" called with ({', '.join(spec_text(s) for s in specs)})"
     return ForwardError(
         f"materialize: the forward of {type(model).__name__} raised in {where}{inputs}: "
         f"{type(err).__name__}: {_first_line(err)}; the model was left as it was (still "

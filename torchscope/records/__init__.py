@@ -45,6 +45,7 @@ from torchscope.records._core import (
     inferred_numel as inferred_numel,
     record_dict as record_dict,
     record_json as record_json,
+    spec_text as spec_text,
 )
 from torchscope.records._cost import (
     OPTIMIZERS as OPTIMIZERS,
@@ -71,6 +72,7 @@ from torchscope.records._syncs import (
     SyncKind as SyncKind,
     SyncReport as SyncReport,
     SyncSite as SyncSite,
+    short_path as short_path,
 )
 from torchscope.records._training import (
     BlockGradient as BlockGradient,
@@ -143,4 +145,6 @@ __all__ = [
     "inferred_numel",
     "record_dict",
     "record_json",
+    "short_path",
+    "spec_text",
 ]

@@ -43,6 +43,7 @@ __all__ = [
     "inferred_numel",
     "record_dict",
     "record_json",
+    "spec_text",
 ]
 
 #: Version of the JSON schema written by :meth:`Report.to_dict`. Bump on incompatible changes.
@@ -419,6 +420,24 @@ _SPEC_TAGS: dict[type, str] = {
     ValueSpec: "value",
 }
 _SPEC_BY_TAG = {tag: cls for cls, tag in _SPEC_TAGS.items()}
+
+
+def spec_text(spec: Spec) -> str:
+    """A spec as one line for messages and diffs: shapes with dtypes (``[2, 20] float32``),
+    the device left out, nesting kept.
+
+    >>> spec_text(SeqSpec("tuple", (TensorSpec((2,), "int64", "cpu"), None)))
+    '([2] int64, None)'
+    """
+    if spec is None:
+        return "None"
+    if isinstance(spec, TensorSpec):
+        return f"{spec.shape_str()} {spec.dtype}"
+    if isinstance(spec, ValueSpec):
+        return spec.repr
+    if isinstance(spec, SeqSpec):
+        return "(" + ", ".join(spec_text(s) for s in spec.items) + ")"
+    return "{" + ", ".join(f"{k}: {spec_text(s)}" for k, s in spec.items) + "}"
 
 
 def inferred_numel(records: Iterable[LazyRecord], *,

@@ -164,14 +164,6 @@ _SEQUENCE_RENDERERS: dict[type, _Renderer] = {
 }
 
 
-def register(record_type: type, renderer: _Renderer, *, sequence: bool = False) -> None:
-    """Make :func:`render` show ``record_type`` with ``renderer(obj, fmt, **options)``.
-
-    With ``sequence=True`` the renderer takes a tuple of such records.
-
-    >>> register(Report, _report_renderer)
-    """
-    (_SEQUENCE_RENDERERS if sequence else _RENDERERS)[record_type] = renderer
 
 
 def _renderer_of(obj: object) -> _Renderer | None:

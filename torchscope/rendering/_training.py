@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from torchscope._units import humanize_count
-from torchscope.records import record_json
-from torchscope.records._training import (
+from torchscope.records import (
     GradientReport,
     NonfiniteReport,
     OptimizerReport,
     TensorStats,
     UnusedReport,
+    record_json,
 )
 from torchscope.rendering._report import _simple_table, findings_table
 

@@ -57,8 +57,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchscope.errors import SyncError, TorchscopeError
-from torchscope.records import SyncKind, SyncReport
-from torchscope.records._syncs import short_path
+from torchscope.records import SyncKind, SyncReport, short_path
 from torchscope.syncs._rules import (
     DISPATCH_RULES,
     FIX_SCALAR,

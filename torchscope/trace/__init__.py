@@ -51,30 +51,31 @@ from torchscope.records import (
     CallRecord,
     Finding,
     FlowEdge,
-    SeqSpec,
     Spec,
     TensorSpec,
     ValueSpec,
+    spec_text,
 )
 from torchscope.trace._guard import (
-    _fake_copy,
     _Guard,
-    _shallow_copy,
-    _tree,
+    copy_with,
+    fake_copy,
     meta_copy,
+    module_tree,
+    shallow_copy,
     state_guard,
 )
 from torchscope.trace._inputs import (
     _build_spec,
-    _input_plan,
-    _make_inputs,
-    _map_tensors,
-    _parse_device,
-    _tensors_in,
     _TensorSpecs,
     build_inputs,
+    input_plan,
     load_json,
+    make_inputs,
+    map_tensors,
+    parse_device,
     spec_of,
+    tensors_in,
 )
 
 __all__ = [
@@ -82,14 +83,22 @@ __all__ = [
     "Mode",
     "TraceResult",
     "build_inputs",
+    "copy_with",
+    "fake_copy",
+    "input_plan",
     "load_json",
+    "make_inputs",
+    "map_tensors",
     "meta_copy",
+    "module_tree",
+    "parse_device",
+    "shallow_copy",
     "spec_of",
     "state_guard",
+    "tensors_in",
     "trace_forward",
 ]
 
-#: The accepted values of ``mode``.
 #: How a forward runs: on meta tensors, fake tensors, real memory, or the first that works.
 Mode = Literal["auto", "real", "meta", "fake"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -263,7 +272,7 @@ class _Recorder:
         return pre, post
 
     def add_graph_input(self, value: object) -> None:
-        for t in _tensors_in(value):
+        for t in tensors_in(value):
             self.producers[id(t)] = (weakref.ref(t), (None,), self.specs(t))
 
     def graph_output(self, value: object) -> Spec:
@@ -349,7 +358,7 @@ class _FollowFunctions(TorchFunctionMode):  # type: ignore[no-untyped-call,unuse
         producers = self.producers
         get = producers.get
         srcs: dict[int | None, None] = {}
-        for t in _tensors_in(args) if not kwargs else _tensors_in((args, kwargs)):
+        for t in tensors_in(args) if not kwargs else tensors_in((args, kwargs)):
             entry = get(id(t))
             if entry is not None and entry[0]() is t:
                 srcs.update(dict.fromkeys(entry[1]))
@@ -417,7 +426,7 @@ class _Scan:
 
 
 def _scan(model: nn.Module) -> _Scan:
-    modules, paths = _tree(model)
+    modules, paths = module_tree(model)
     all_meta = True
     found = has_lazy = False  # found: an initialized tensor
     device: torch.device | None = None
@@ -458,24 +467,24 @@ def _run(model: nn.Module, scan: _Scan, mode: str, args: tuple[Any, ...],
             # plain attributes (rotary tables, masks), which the state guard does not cover
             target = meta_copy(model)
             if plan is not None:
-                args = _make_inputs(plan, torch.device("meta"))
-            args = _map_tensors(args, _to_meta)
-            kwargs = _map_tensors(kwargs, _to_meta)
+                args = make_inputs(plan, torch.device("meta"))
+            args = map_tensors(args, _to_meta)
+            kwargs = map_tensors(kwargs, _to_meta)
         elif mode == "fake":
             from torch._subclasses.fake_tensor import FakeTensorMode
 
             fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-            target = _fake_copy(model, fake_mode)
+            target = fake_copy(model, fake_mode)
             if plan is not None:  # on the model's device, meta included (fake meta tensors)
                 with fake_mode:
-                    args = _make_inputs(plan, device or scan.device or torch.device("cpu"))
-            args = _map_tensors(args, fake_mode.from_tensor)
-            kwargs = _map_tensors(kwargs, fake_mode.from_tensor)
+                    args = make_inputs(plan, device or scan.device or torch.device("cpu"))
+            args = map_tensors(args, fake_mode.from_tensor)
+            kwargs = map_tensors(kwargs, fake_mode.from_tensor)
         else:
             if plan is not None:
-                args = _make_inputs(plan, here or torch.device("cpu"))
+                args = make_inputs(plan, here or torch.device("cpu"))
             if scan.has_lazy:
-                target = _shallow_copy(model)
+                target = shallow_copy(model)
                 notes.append("the model has uninitialized (lazy) tensors: traced a copy sharing "
                              "its initialized tensors, so the model stays uninitialized")
     except InputSpecError:
@@ -611,16 +620,6 @@ def _short_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def _spec_text(spec: Spec) -> str:
-    if spec is None:
-        return "None"
-    if isinstance(spec, TensorSpec):
-        return f"{spec.shape_str()} {spec.dtype}"
-    if isinstance(spec, ValueSpec):
-        return spec.repr
-    if isinstance(spec, SeqSpec):
-        return "(" + ", ".join(_spec_text(s) for s in spec.items) + ")"
-    return "{" + ", ".join(f"{k}: {_spec_text(s)}" for k, s in spec.items) + "}"
 
 
 def _forward_error(failed: _ModeFailed, notes: list[str]) -> ForwardError:
@@ -633,7 +632,7 @@ def _forward_error(failed: _ModeFailed, notes: list[str]) -> ForwardError:
             path, ins, kws = rec.calls[rec.stack[-1]][:3]
             if path:
                 where = f"module {path!r}"
-            parts = [_spec_text(s) for s in ins] + [f"{k}={_spec_text(s)}" for k, s in kws]
+            parts = [spec_text(s) for s in ins] + [f"{k}={spec_text(s)}" for k, s in kws]
             inputs = f" called with ({', '.join(parts)})"
         finished = [c[0] or "<root>" for c in rec.calls if c[3] is not _RAISED]
         if finished:
@@ -733,7 +732,7 @@ def trace_forward(
             "pass e.g. {'attention_mask': mask}"
         )
     kwargs = dict(example_kwargs or {})
-    dev = _parse_device(device) if device is not None else None
+    dev = parse_device(device) if device is not None else None
     if mode == "real" and dev is not None and dev.type == "meta":
         raise InputSpecError(
             "mode = 'real' with device = 'meta': a real forward needs inputs with data; use "
@@ -755,7 +754,7 @@ def trace_forward(
             args: tuple[Any, ...] = ()
         else:
             args = ()
-            plan_inputs = _input_plan(input_size, dtypes)  # checked; built per mode in _run
+            plan_inputs = input_plan(input_size, dtypes)  # checked; built per mode in _run
     else:
         if dtypes is not None:
             raise InputSpecError(
@@ -771,7 +770,7 @@ def trace_forward(
             args = (example_inputs,)
 
     model, compiled = unwrap_compiled(model)
-    tensors = list(_tensors_in((args, kwargs)))
+    tensors = list(tensors_in((args, kwargs)))
     scan = _scan(model)
     for where, m in zip(scan.paths, scan.modules):
         if isinstance(m, torch.jit.ScriptModule):

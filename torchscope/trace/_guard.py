@@ -23,32 +23,21 @@ from torch.utils.hooks import RemovableHandle
 
 __all__ = ["meta_copy", "state_guard"]
 
-from torchscope._torch import is_lazy, room_for_depth
+from torchscope._torch import is_lazy, named_modules, room_for_depth
 from torchscope.errors import InputSpecError
 
 # ---------------------------------------------------------------------------------------------
 # module tree
 
 
-def _tree(model: nn.Module) -> tuple[list[nn.Module], list[str]]:
-    """Every module once, pre-order, with the path ``named_modules()`` gives it."""
-    modules: list[nn.Module] = []
-    paths: list[str] = []
-    seen: set[int] = set()
-    stack: list[tuple[str, nn.Module]] = [("", model)]
-    while stack:
-        path, mod = stack.pop()
-        if id(mod) in seen:
-            continue
-        seen.add(id(mod))
-        modules.append(mod)
-        paths.append(path)
-        children = mod._modules
-        if children:
-            prefix = path + "." if path else ""
-            stack.extend((prefix + name, child)
-                         for name, child in reversed(children.items()) if child is not None)
-    return modules, paths
+def module_tree(model: nn.Module) -> tuple[list[nn.Module], list[str]]:
+    """Every module once, pre-order, and the path ``named_modules()`` gives it.
+
+    >>> module_tree(torch.nn.Sequential(torch.nn.Linear(1, 1)))[1]
+    ['', '0']
+    """
+    pairs = list(named_modules(model))
+    return [m for _, m in pairs], [p for p, _ in pairs]
 
 
 
@@ -71,12 +60,6 @@ _GLOBAL_HOOK_DICTS = (
 )
 
 
-def _is_data_tensor(t: torch.Tensor) -> bool:
-    """True for a tensor holding real data (not meta, fake or uninitialized)."""
-    if t.is_meta or is_lazy(t):
-        return False
-    fake = sys.modules.get("torch._subclasses.fake_tensor")  # no import: it is slow to load
-    return fake is None or not isinstance(t, fake.FakeTensor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -632,7 +615,7 @@ def state_guard(model: nn.Module) -> Iterator[None]:
             f"state_guard: model = {type(model).__name__} is not a torch.nn.Module; pass the "
             "model whose state to protect"
         )
-    modules, _ = _tree(model)
+    modules, _ = module_tree(model)
     guard = _Guard(modules, watch=True)
     guard.start()
     try:
@@ -645,7 +628,7 @@ def state_guard(model: nn.Module) -> Iterator[None]:
 # copies for meta and fake mode
 
 
-def _copy_with(model: nn.Module, convert: Callable[[torch.Tensor], torch.Tensor], *,
+def copy_with(model: nn.Module, convert: Callable[[torch.Tensor], torch.Tensor], *,
                lazy_device: torch.device | None = None) -> nn.Module:
     """``deepcopy(model)`` with each parameter, buffer and tensor attribute replaced by
     ``convert(tensor)`` (once per tensor object, so ties survive); uninitialized (lazy) tensors
@@ -721,15 +704,15 @@ def meta_copy(model: nn.Module) -> nn.Module:
         except (RuntimeError, NotImplementedError, TypeError):  # tensor subclasses
             return torch.empty_like(t, device="meta")
 
-    return _copy_with(model, to_meta, lazy_device=torch.device("meta"))
+    return copy_with(model, to_meta, lazy_device=torch.device("meta"))
 
 
-def _fake_copy(model: nn.Module, fake_mode: Any) -> nn.Module:
+def fake_copy(model: nn.Module, fake_mode: Any) -> nn.Module:
     """A copy over fake tensors. Lazy layers of the copy get a pre-hook that runs after their
     own materialization: materializing under FakeTensorMode leaves real-device Parameters on
     meta, so they are replaced by fresh tensors on the placeholder's device (the fake mode
     turns those into fake tensors)."""
-    copied = _copy_with(model, fake_mode.from_tensor)
+    copied = copy_with(model, fake_mode.from_tensor)
     for m in copied.modules():
         devices = {k: t.device for k, t in (*m._parameters.items(), *m._buffers.items())
                    if t is not None and is_lazy(t)}
@@ -757,6 +740,6 @@ def _refake_hook(devices: dict[str, torch.device]) -> Callable[[nn.Module, Any],
     return hook
 
 
-def _shallow_copy(model: nn.Module) -> nn.Module:
+def shallow_copy(model: nn.Module) -> nn.Module:
     """A copy sharing every initialized tensor (no memory); lazy tensors are fresh."""
-    return _copy_with(model, lambda t: t)
+    return copy_with(model, lambda t: t)

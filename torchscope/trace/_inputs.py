@@ -107,7 +107,7 @@ None, ValueSpec(repr='4')))
     return _build_spec(value, _TensorSpecs())
 
 
-def _tensors_in(value: object, depth: int = 0) -> Iterator[torch.Tensor]:
+def tensors_in(value: object, depth: int = 0) -> Iterator[torch.Tensor]:
     """Every tensor inside ``value`` (same traversal as :func:`_build_spec`)."""
     if isinstance(value, torch.Tensor):
         yield value
@@ -115,29 +115,29 @@ def _tensors_in(value: object, depth: int = 0) -> Iterator[torch.Tensor]:
         return
     elif isinstance(value, (tuple, list)):
         for v in value:
-            yield from _tensors_in(v, depth + 1)
+            yield from tensors_in(v, depth + 1)
     elif isinstance(value, Mapping):
         for v in value.values():
-            yield from _tensors_in(v, depth + 1)
+            yield from tensors_in(v, depth + 1)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for f in dataclasses.fields(value):
-            yield from _tensors_in(getattr(value, f.name), depth + 1)
+            yield from tensors_in(getattr(value, f.name), depth + 1)
 
 
-def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor], depth: int = 0) -> Any:
+def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor], depth: int = 0) -> Any:
     """``value`` with every tensor replaced by ``fn(tensor)`` (tuples, lists, dicts)."""
     if isinstance(value, torch.Tensor):
         return fn(value)
     if depth >= _MAX_DEPTH:
         return value
     if isinstance(value, tuple) and hasattr(type(value), "_fields"):
-        return type(value)(*(_map_tensors(v, fn, depth + 1) for v in value))
+        return type(value)(*(map_tensors(v, fn, depth + 1) for v in value))
     if isinstance(value, (tuple, list)):
-        return type(value)(_map_tensors(v, fn, depth + 1) for v in value)
+        return type(value)(map_tensors(v, fn, depth + 1) for v in value)
     if isinstance(value, dict):
         out = copy.copy(value)
         for k, v in value.items():
-            out[k] = _map_tensors(v, fn, depth + 1)
+            out[k] = map_tensors(v, fn, depth + 1)
         return out
     return value
 
@@ -178,7 +178,7 @@ def _parse_shape(value: object, where: str) -> tuple[int, ...]:
     )
 
 
-def _parse_device(device: object) -> torch.device:
+def parse_device(device: object) -> torch.device:
     """``device`` as a ``torch.device`` this build of torch and this machine have."""
     if not isinstance(device, (str, torch.device)) or (isinstance(device, str)
                                                        and len(device) > 64):
@@ -266,7 +266,7 @@ def _check_buildable(sizes: list[tuple[int, ...]], types: list[torch.dtype]) -> 
             ) from None
 
 
-def _input_plan(input_size: object, dtypes: object) -> list[tuple[tuple[int, ...], torch.dtype]]:
+def input_plan(input_size: object, dtypes: object) -> list[tuple[tuple[int, ...], torch.dtype]]:
     """The checked (shape, dtype) of each input to build; nothing is allocated."""
     sizes = _parse_sizes(input_size)
     types = _parse_dtypes(dtypes, len(sizes))
@@ -274,7 +274,7 @@ def _input_plan(input_size: object, dtypes: object) -> list[tuple[tuple[int, ...
     return list(zip(sizes, types))
 
 
-def _make_inputs(plan: list[tuple[tuple[int, ...], torch.dtype]],
+def make_inputs(plan: list[tuple[tuple[int, ...], torch.dtype]],
                  device: torch.device) -> tuple[torch.Tensor, ...]:
     """Zeros of the planned shapes and dtypes on ``device`` (under a fake mode: fake ones)."""
     try:
@@ -343,9 +343,9 @@ def build_inputs(input_size: object, dtypes: object = None, *,
     >>> [tuple(t.shape) for t in build_inputs([(2, 20), (2,)], ["float32", "long"])]
     [(2, 20), (2,)]
     """
-    plan = _input_plan(input_size, dtypes)
-    dev = _parse_device(device) if device is not None else torch.device("cpu")
-    return _make_inputs(plan, dev)
+    plan = input_plan(input_size, dtypes)
+    dev = parse_device(device) if device is not None else torch.device("cpu")
+    return make_inputs(plan, dev)
 
 
 # ---------------------------------------------------------------------------------------------

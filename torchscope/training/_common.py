@@ -14,9 +14,8 @@ from torch import nn
 
 from torchscope._torch import dtype_name, is_lazy
 from torchscope.errors import InputSpecError
-from torchscope.records._training import TensorStats
-from torchscope.trace import build_inputs
-from torchscope.trace._inputs import _tensors_in
+from torchscope.records import TensorStats, short_path
+from torchscope.trace import build_inputs, tensors_in
 
 __all__ = [
     "LossFn",
@@ -84,7 +83,7 @@ def resolve_inputs(where: str, example_inputs: object, example_kwargs: object,
 
 def output_tensors(output: object) -> list[torch.Tensor]:
     """The floating-point tensors of a model's output that require a gradient."""
-    return [t for t in _tensors_in(output)
+    return [t for t in tensors_in(output)
             if t.requires_grad and (t.is_floating_point() or t.is_complex())]
 
 
@@ -117,8 +116,6 @@ def user_location(skip_torchscope: bool = True) -> str | None:
         name = frame.f_code.co_filename
         own = skip_torchscope and name.startswith(_OWN_DIR) and name != _EXAMPLES
         if not (name.startswith(_TORCH_DIR) or own or name.startswith("<frozen")):
-            from torchscope.records._syncs import short_path
-
             return f"{short_path(name)}:{frame.f_lineno}"
         frame = frame.f_back  # type: ignore[assignment]
     return None

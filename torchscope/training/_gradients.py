@@ -13,8 +13,7 @@ from torch import nn
 
 from torchscope._torch import is_lazy, room_for_depth
 from torchscope.errors import ForwardError, InputSpecError, TorchscopeError
-from torchscope.records import Finding, Severity
-from torchscope.records._training import BlockGradient, GradientReport, ParamGradient
+from torchscope.records import BlockGradient, Finding, GradientReport, ParamGradient, Severity
 from torchscope.trace import state_guard
 from torchscope.training._common import (
     LossFn,

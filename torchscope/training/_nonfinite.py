@@ -17,11 +17,8 @@ from torch.utils._python_dispatch import _disable_current_modes
 
 from torchscope._torch import is_lazy, room_for_depth
 from torchscope.errors import ForwardError
-from torchscope.records import Finding, Severity
-from torchscope.records._training import NonfiniteReport, TensorStats
-from torchscope.trace import state_guard
-from torchscope.trace._guard import _shallow_copy
-from torchscope.trace._inputs import _tensors_in
+from torchscope.records import Finding, NonfiniteReport, Severity, TensorStats
+from torchscope.trace import shallow_copy, state_guard, tensors_in
 from torchscope.training._common import (
     LossFn,
     check_model,
@@ -36,7 +33,7 @@ __all__ = ["find_nonfinite"]
 
 
 def _float_tensors(value: object) -> list[torch.Tensor]:
-    return [t for t in _tensors_in(value)
+    return [t for t in tensors_in(value)
             if (t.is_floating_point() or t.is_complex()) and not t.is_meta]
 
 
@@ -307,7 +304,7 @@ def find_nonfinite(
         notes.append(f"{len(bad_inputs)} example input tensor(s) already hold NaN/Inf")
     target = model
     if any(is_lazy(t) for t in (*model.parameters(), *model.buffers())):
-        target = _shallow_copy(model)
+        target = shallow_copy(model)
     paths = {id(m): p for p, m in target.named_modules(remove_duplicate=False)}
     state = _State(paths=paths)
     params = list({id(p): p for p in model.parameters()}.values())

@@ -9,8 +9,7 @@ from torch import nn
 
 from torchscope._torch import is_lazy, room_for_depth
 from torchscope.errors import InputSpecError
-from torchscope.records import Finding, Severity
-from torchscope.records._training import OptimizerGroup, OptimizerReport
+from torchscope.records import Finding, OptimizerGroup, OptimizerReport, Severity
 from torchscope.training._common import check_model, owner_path, param_aliases
 
 __all__ = ["check_optimizer"]

@@ -16,11 +16,8 @@ from torch.overrides import TorchFunctionMode
 
 from torchscope._torch import is_lazy, room_for_depth
 from torchscope.errors import ForwardError, InputSpecError
-from torchscope.records import Finding, Severity
-from torchscope.records._training import UnusedParam, UnusedReason, UnusedReport
-from torchscope.trace import Mode, meta_copy, state_guard
-from torchscope.trace._guard import _fake_copy, _shallow_copy
-from torchscope.trace._inputs import _map_tensors
+from torchscope.records import Finding, Severity, UnusedParam, UnusedReason, UnusedReport
+from torchscope.trace import Mode, fake_copy, map_tensors, meta_copy, shallow_copy, state_guard
 from torchscope.training._common import (
     LossFn,
     check_model,
@@ -123,18 +120,18 @@ def _target(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str
     if mode == "meta":
         def to_meta(t: torch.Tensor) -> torch.Tensor:
             return t if t.is_meta else t.to("meta")
-        return meta_copy(model), _map_tensors(args, to_meta), _map_tensors(kwargs, to_meta)
+        return meta_copy(model), map_tensors(args, to_meta), map_tensors(kwargs, to_meta)
     if mode == "fake":
         from torch._subclasses.fake_tensor import FakeTensorMode
 
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-        target = _fake_copy(model, fake_mode)
-        fargs = _map_tensors(args, fake_mode.from_tensor)
-        fkwargs = _map_tensors(kwargs, fake_mode.from_tensor)
+        target = fake_copy(model, fake_mode)
+        fargs = map_tensors(args, fake_mode.from_tensor)
+        fkwargs = map_tensors(kwargs, fake_mode.from_tensor)
         stack.enter_context(fake_mode)
         return target, fargs, fkwargs
     if any(is_lazy(t) for t in (*model.parameters(), *model.buffers())):
-        return _shallow_copy(model), args, kwargs
+        return shallow_copy(model), args, kwargs
     return model, args, kwargs
 
 
