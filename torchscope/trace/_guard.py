@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import mmap
 import random
 import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import chain
-from operator import attrgetter
+from operator import attrgetter, itemgetter, methodcaller
 from typing import Any
 
 import torch
@@ -250,13 +251,15 @@ class _CopyOnWrite(TorchDispatchMode):  # type: ignore[no-untyped-call,unused-ig
 
 
 class _Snapshot:
-    """A copy of a few small storages taken up front, for models whose tensors are small:
-    compared byte for byte on restore (cheaper than watching every operator); bytes go back
-    into the storages themselves, so no version counter moves. CPU storages are read and
-    written by address (``ctypes``: one ``memcmp`` for all of them); other devices through
-    one concatenated copy per device."""
+    """A copy of the storages taken up front, for models whose tensors are small: compared
+    byte for byte on restore (cheaper than watching every operator); bytes go back into the
+    storages themselves, so no version counter moves. CPU storages are read and written by
+    address (``ctypes``), merged into a few address regions first: storages allocated one
+    after another lie side by side, and two of them merge when no whole page lies between
+    them, so every byte read is on a page the storages themselves occupy. Other devices go
+    through one concatenated copy per device."""
 
-    __slots__ = ("cpu", "cpu_saved", "cpu_storages", "groups", "keep")
+    __slots__ = ("cpu", "cpu_storages", "groups", "keep", "regions", "store")
 
     def __init__(self, storages: list[Any]) -> None:
         by_device: dict[Any, list[torch.Tensor]] = {}
@@ -270,37 +273,34 @@ class _Snapshot:
             else:
                 view = torch.empty(0, dtype=torch.uint8, device=st.device).set_(st)
                 by_device.setdefault(st.device, []).append(view)
-        self.cpu_saved = _read_cpu(self.cpu)
+        # (start, end, address of the saved bytes, member storages) of each merged region,
+        # saved in one store
+        spans = _regions(list(zip(self.cpu, self.cpu_storages)))
+        self.store = _store(sum(end - start for start, end, _ in spans))
+        self.regions: list[tuple[int, int, int, list[tuple[int, int, Any]]]] = []
+        at = ctypes.addressof(self.store)
+        for start, end, members in spans:
+            ctypes.memmove(at, start, end - start)
+            self.regions.append((start, end, at, members))
+            at += end - start
         self.groups = [(views, torch.cat(views)) for views in by_device.values()]
 
     def restore(self) -> None:
-        cpu = self.cpu
-        if not cpu:
-            pass
-        elif list(map(_where, self.cpu_storages)) != cpu:
-            # a storage was freed or resized by the forward: given its size back, then its bytes
-            saved = self.cpu_saved
-            offset = 0
-            for st, (_, n) in zip(self.cpu_storages, cpu):
-                part = saved[offset:offset + n]
-                offset += n
-                now = _where(st)
-                if now[1] != n:
-                    try:
-                        st.resize_(n)
-                    except RuntimeError:  # a storage that cannot be resized: left as it is
-                        continue
-                    now = _where(st)
-                if now[1] == n and ctypes.string_at(now[0], n) != part:
-                    ctypes.memmove(now[0], part, n)
-        elif _read_cpu(cpu) != self.cpu_saved:
-            saved = self.cpu_saved
-            offset = 0
-            for address, n in cpu:
-                part = saved[offset:offset + n]
-                offset += n
-                if ctypes.string_at(address, n) != part:
-                    ctypes.memmove(address, part, n)
+        if self.cpu:
+            storages = self.cpu_storages
+            try:
+                moved = (list(zip(map(_DATA_PTR, storages), map(_NBYTES, storages)))
+                         != self.cpu)
+            except RuntimeError:
+                moved = True
+            if moved:  # freed or resized: every storage is looked at
+                self._restore_cpu(self.regions)
+            else:
+                # a region also holds the bytes between its storages (allocator bookkeeping,
+                # other objects), which may change: a differing region is looked at closer
+                changed = [r for r in self.regions if _differs(r[0], r[1], r[2])]
+                if changed:
+                    self._restore_cpu(changed)
         with torch.no_grad():
             for views, saved_t in self.groups:
                 try:
@@ -316,6 +316,91 @@ class _Snapshot:
                     if view.numel() == n and not torch.equal(view, part_t):
                         view.copy_(part_t)
 
+    @staticmethod
+    def _restore_cpu(regions: list[tuple[int, int, int, list[tuple[int, int, Any]]]]) -> None:
+        """Put back the bytes of every CPU storage of ``regions`` that differs (a storage
+        freed or resized by the forward gets its size back first)."""
+        memcmp = _libc("memcmp")
+        for start, _, saved, members in regions:
+            for address, n, st in members:
+                now = _where(st)
+                if now[1] != n:
+                    try:
+                        st.resize_(n)
+                    except RuntimeError:  # a storage that cannot be resized: left as it is
+                        continue
+                    now = _where(st)
+                if now[1] != n:
+                    continue
+                saved_at = saved + address - start
+                if (memcmp(now[0], saved_at, n) if memcmp
+                        else ctypes.string_at(now[0], n) != ctypes.string_at(saved_at, n)):
+                    ctypes.memmove(now[0], saved_at, n)
+
+
+def _regions(spans: list[tuple[tuple[int, int], Any]]
+             ) -> list[tuple[int, int, list[tuple[int, int, Any]]]]:
+    """``((address, bytes), storage)`` pairs merged into ``(start, end, members)`` regions
+    wherever no whole page lies between two of them (so every byte of a region is on a page a
+    member occupies)."""
+    shift = _PAGE_SHIFT
+    merged: list[tuple[list[int], list[tuple[int, int, Any]]]] = []
+    for (address, n), st in sorted(spans, key=_SPAN_START):
+        if merged and (address >> shift) - ((merged[-1][0][1] - 1) >> shift) <= 1:
+            bounds = merged[-1][0]
+            if address + n > bounds[1]:
+                bounds[1] = address + n
+            merged[-1][1].append((address, n, st))
+        else:
+            merged.append(([address, address + n], [(address, n, st)]))
+    return [(bounds[0], bounds[1], members) for bounds, members in merged]
+
+
+_SPAN_START = itemgetter(0)
+_DATA_PTR = methodcaller("data_ptr")
+_NBYTES = methodcaller("nbytes")
+_PAGE_SHIFT = (mmap.PAGESIZE - 1).bit_length()
+
+_LIBC: dict[str, Any] = {}
+
+
+def _libc(name: str) -> Any:
+    """The C library's ``memcmp`` (``(void*, void*, size_t) -> int``), or ``None`` where
+    there is no C library to load by name."""
+    if name not in _LIBC:
+        try:
+            fn: Any = getattr(ctypes.CDLL(None), name)
+            fn.restype = ctypes.c_int
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+            _LIBC[name] = fn
+        except (OSError, AttributeError, TypeError):
+            _LIBC[name] = None
+    return _LIBC[name]
+
+
+def _differs(start: int, end: int, saved: int) -> bool:
+    """Whether the bytes at ``start:end`` differ from those at ``saved`` (libc ``memcmp``
+    where it can be found, else two copies and a comparison)."""
+    memcmp = _libc("memcmp")
+    if memcmp:
+        return bool(memcmp(start, saved, end - start))
+    return ctypes.string_at(start, end - start) != ctypes.string_at(saved, end - start)
+
+
+def _store(n: int) -> Any:
+    """A writable buffer of ``n`` bytes for a snapshot: from a private anonymous map asking
+    for huge pages when large (a few page faults instead of one per 4 KiB page: the copy costs
+    about half), else from ``ctypes``."""
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if n >= 2 << 20 and advice is not None:
+        try:
+            mapped = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            mapped.madvise(advice)
+            return (ctypes.c_char * n).from_buffer(mapped)
+        except (OSError, ValueError):
+            pass
+    return ctypes.create_string_buffer(max(n, 1))
+
 
 def _where(storage: Any) -> tuple[int, int]:
     """(address, bytes) of a storage now; (0, 0) once it was freed."""
@@ -323,11 +408,6 @@ def _where(storage: Any) -> tuple[int, int]:
         return storage.data_ptr(), storage.nbytes()
     except RuntimeError:
         return 0, 0
-
-
-def _read_cpu(spans: list[tuple[int, int]]) -> bytes:
-    string_at = ctypes.string_at
-    return b"".join([string_at(address, n) for address, n in spans])
 
 
 #: models whose watched tensors hold at most this many bytes are copied up front (one copy,
