@@ -12,6 +12,9 @@ import torch
 from torch import nn
 
 import torchscope
+import torchscope.devices
+import torchscope.trace._inputs
+import torchscope.training._common
 from torchscope import examples, trace
 
 #: 40 TB of float32: a real allocation of these inputs can only fail
@@ -31,7 +34,9 @@ def built_on(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             kinds.append("fake" if fake else t.device.type)
         return out
 
-    monkeypatch.setattr(trace, "make_inputs", spy)
+    # every module that builds inputs from sizes holds the name: each one is watched
+    for module in (trace, trace._inputs, torchscope.devices, torchscope.training._common):
+        monkeypatch.setattr(module, "make_inputs", spy)
     return kinds
 
 
@@ -143,4 +148,32 @@ def test_check_builds_inputs_where_a_meta_model_is() -> None:
 def test_check_meta_mode_builds_no_real_inputs(built_on: list[str]) -> None:
     report = torchscope.check(nn.Linear(10, 8), input_size=[HUGE], mode="meta")
     assert report.mode == "meta"
-    assert "cpu" not in built_on  # the sizes were built on meta and as fake tensors only
+    assert built_on and "cpu" not in built_on  # built on meta and as fake tensors only
+
+
+def test_check_fake_mode_builds_no_real_inputs(built_on: list[str]) -> None:
+    # guards the bug: check --mode fake built its inputs from sizes as real CPU zeros
+    report = torchscope.check(nn.Linear(10, 8), input_size=[HUGE], mode="fake")
+    assert report.mode == "fake"
+    assert built_on and set(built_on) == {"fake"}
+
+
+@pytest.mark.parametrize(("mode", "kinds"), [("meta", {"meta"}), ("fake", {"fake"}),
+                                             ("auto", {"meta"})])
+def test_unused_parameters_from_sizes_take_no_memory(mode: str, kinds: set[str],
+                                                     built_on: list[str]) -> None:
+    # guards the bug: find_unused_parameters built its inputs from sizes as real CPU zeros
+    # before it knew which mode would run
+    report = torchscope.find_unused_parameters(nn.Linear(10, 8), input_size=[HUGE], mode=mode)
+    assert report.mode == ("meta" if mode == "auto" else mode)
+    assert set(built_on) == kinds
+
+
+def test_unused_parameters_real_mode_builds_on_the_model_device(built_on: list[str]) -> None:
+    # real inputs from sizes go where the model is (a meta model's inputs go to meta)
+    report = torchscope.find_unused_parameters(nn.Linear(10, 8).to("meta"), input_size=[(2, 10)],
+                                               mode="fake")
+    assert report.mode == "fake" and built_on == ["fake"]
+    report = torchscope.find_unused_parameters(nn.Linear(10, 8), input_size=[(2, 10)],
+                                               mode="real")
+    assert report.mode == "real" and built_on[-1] == "cpu"

@@ -26,9 +26,9 @@ from torchscope.errors import ForwardError, InputSpecError
 from torchscope.inspect import summarize
 from torchscope.records import CheckResult, Finding, Severity
 from torchscope.syncs import detect_syncs
-from torchscope.trace import MODES, Mode, tensors_in
+from torchscope.trace import MODES, Mode, input_plan, parse_device, tensors_in
 from torchscope.training import find_nonfinite, gradient_flow, unused_in_forward
-from torchscope.training._common import LossFn, check_model, resolve_inputs
+from torchscope.training._common import LossFn, SizedInputs, check_model, resolve_inputs
 
 __all__ = ["check"]
 
@@ -101,19 +101,22 @@ def check(
     model = check_model(model, "check")
     if mode not in MODES:
         raise InputSpecError(f"check: mode = {mode!r} is not one of {', '.join(MODES)}")
-    inputs: tuple[Any, ...] | None = None
+    inputs: tuple[Any, ...] | SizedInputs | None = None
     kwargs: dict[str, Any] = {}
-    # sizes only in meta mode: inputs built on meta (no memory for them)
-    on_meta = example_inputs is None and input_size is not None and mode == "meta"
-    if example_inputs is not None or input_size is not None or example_kwargs:
-        if input_size is not None and device is None:  # built where the model is (meta too)
-            device = next((t.device for t in (*model.parameters(), *model.buffers())), None)
-        inputs, kwargs = resolve_inputs("check", example_inputs, example_kwargs, input_size,
-                                        dtypes, "meta" if on_meta else device)
+    sized = example_inputs is None and input_size is not None
+    if sized:  # built for each forward as its mode needs: on meta, fake, or real for real
+        if example_kwargs:
+            _, kwargs = resolve_inputs("check", None, example_kwargs, None, None, None)
+        inputs = SizedInputs(input_plan(input_size, dtypes),
+                             parse_device(device) if device is not None else None)
+    elif example_inputs is not None or example_kwargs:
+        inputs, kwargs = resolve_inputs("check", example_inputs, example_kwargs, None, None,
+                                        device)
     notes: list[str] = []
     try:
-        findings = _static(model, inputs, mode,
-                           sizes=(input_size, dtypes, device) if on_meta else None)
+        on_meta = isinstance(inputs, SizedInputs) and inputs.where(model).type == "meta"
+        findings = _static(model, None if sized else inputs, "fake" if on_meta else mode,
+                           sizes=(input_size, dtypes, device) if sized else None)
     except ForwardError as err:  # the model cannot run these inputs: that is what check found
         findings = [*_static(model, None), _forward_failed(err)]
         inputs = None
@@ -137,6 +140,8 @@ def check(
                                notes=(*notes, "the forward raised, so no other check that "
                                       "needs a forward ran"), mode=None, backward=backward)
         findings += traced
+        if (backward or nonfinite) and isinstance(inputs, SizedInputs):
+            inputs = inputs.build(inputs.where(model))  # a real backward needs real inputs
         if backward:
             gradients = gradient_flow(model, inputs, example_kwargs=kwargs, loss_fn=loss_fn)
             unused = any(f.code == "unused-parameters" for f in findings)
@@ -158,7 +163,8 @@ def check(
                        nonfinite=nonfinite_report)
 
 
-def _forward_checks(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any],
+def _forward_checks(model: nn.Module, inputs: tuple[Any, ...] | SizedInputs,
+                    kwargs: dict[str, Any],
                     mode: Mode, backward: bool, loss_fn: LossFn | None,
                     notes: list[str]) -> tuple[str, list[Finding]]:
     """The forward with gradients: unused parameters, and syncs when it is real."""

@@ -15,10 +15,11 @@ from torch import nn
 from torchscope._torch import dtype_name, is_lazy
 from torchscope.errors import InputSpecError
 from torchscope.records import TensorStats, short_path
-from torchscope.trace import build_inputs, tensors_in
+from torchscope.trace import build_inputs, make_inputs, tensors_in
 
 __all__ = [
     "LossFn",
+    "SizedInputs",
     "default_loss",
     "grads_kept",
     "param_aliases",
@@ -33,6 +34,38 @@ LossFn = Callable[[Any], torch.Tensor]
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _EXAMPLES = _OWN_DIR + "examples.py"  # the example models are user code
+
+
+class SizedInputs:
+    """Inputs given as sizes, built only once the mode that runs is known: on ``meta`` for a
+    meta forward, as fake tensors (no memory) inside a fake mode, with memory only for a real
+    forward — on ``device``, else where the model's first tensor is, else the CPU.
+
+    >>> from torchscope.trace import input_plan
+    >>> sized = SizedInputs(input_plan([(2, 3)], None), None)
+    >>> sized.build(torch.device("meta"))[0].shape
+    torch.Size([2, 3])
+    """
+
+    __slots__ = ("device", "plan")
+
+    def __init__(self, plan: list[tuple[tuple[int, ...], torch.dtype]],
+                 device: torch.device | None) -> None:
+        self.plan = plan
+        self.device = device
+
+    def build(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Zeros on ``device`` (fake ones under a fake mode)."""
+        return make_inputs(self.plan, device)
+
+    def where(self, model: nn.Module) -> torch.device:
+        """The device real inputs go to: ``device``, else the model's, else the CPU."""
+        if self.device is not None:
+            return self.device
+        for t in (*model.parameters(), *model.buffers()):
+            if not is_lazy(t):
+                return t.device
+        return torch.device("cpu")
 
 
 def check_model(model: object, where: str) -> nn.Module:

@@ -17,9 +17,18 @@ from torch.overrides import TorchFunctionMode
 from torchscope._torch import is_lazy, room_for_depth
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import Finding, Severity, UnusedParam, UnusedReason, UnusedReport
-from torchscope.trace import Mode, fake_copy, map_tensors, meta_copy, shallow_copy, state_guard
+from torchscope.trace import (
+    Mode,
+    fake_copy,
+    input_plan,
+    map_tensors,
+    meta_copy,
+    shallow_copy,
+    state_guard,
+)
 from torchscope.training._common import (
     LossFn,
+    SizedInputs,
     check_model,
     output_tensors,
     owner_path,
@@ -115,21 +124,32 @@ def _called_modules() -> Iterator[set[int]]:
         handle.remove()
 
 
-def _target(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-            stack: contextlib.ExitStack) -> tuple[nn.Module, tuple[Any, ...], dict[str, Any]]:
+def _target(model: nn.Module, mode: str, args: tuple[Any, ...] | SizedInputs,
+            kwargs: dict[str, Any], stack: contextlib.ExitStack
+            ) -> tuple[nn.Module, tuple[Any, ...], dict[str, Any]]:
+    """The module to run in ``mode`` and its inputs (sized inputs are built here, for the
+    mode: on meta, as fake tensors, or with memory only for a real forward)."""
     if mode == "meta":
         def to_meta(t: torch.Tensor) -> torch.Tensor:
             return t if t.is_meta else t.to("meta")
+        if isinstance(args, SizedInputs):
+            args = args.build(torch.device("meta"))
         return meta_copy(model), map_tensors(args, to_meta), map_tensors(kwargs, to_meta)
     if mode == "fake":
         from torch._subclasses.fake_tensor import FakeTensorMode
 
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         target = fake_copy(model, fake_mode)
+        if isinstance(args, SizedInputs):
+            device = args.where(model)
+            with fake_mode:
+                args = args.build(device)
         fargs = map_tensors(args, fake_mode.from_tensor)
         fkwargs = map_tensors(kwargs, fake_mode.from_tensor)
         stack.enter_context(fake_mode)
         return target, fargs, fkwargs
+    if isinstance(args, SizedInputs):
+        args = args.build(args.where(model))
     if any(is_lazy(t) for t in (*model.parameters(), *model.buffers())):
         return shallow_copy(model), args, kwargs
     return model, args, kwargs
@@ -148,7 +168,8 @@ class _Seen:
     module_types: dict[str, str]
 
 
-def _run_mode(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+def _run_mode(model: nn.Module, mode: str, args: tuple[Any, ...] | SizedInputs,
+              kwargs: dict[str, Any],
               loss_fn: LossFn | None,
               ctx: AbstractContextManager[Any] | None) -> _Seen:
     with contextlib.ExitStack() as stack:
@@ -250,12 +271,14 @@ def unused_findings(unused: tuple[UnusedParam, ...], *, severity: Severity = Sev
     return tuple(findings)
 
 
-def unused_in_forward(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+def unused_in_forward(model: nn.Module, args: tuple[Any, ...] | SizedInputs,
+                      kwargs: dict[str, Any], *,
                       mode: Mode = "auto", loss_fn: LossFn | None = None,
                       wrap: Callable[[str], AbstractContextManager[Any] | None] | None = None,
                       severity: Severity = Severity.WARNING) -> UnusedReport:
-    """:func:`find_unused_parameters` on resolved inputs; ``wrap(mode)`` may return a context
-    to run the forward in (the sync detector in real mode)."""
+    """:func:`find_unused_parameters` on resolved inputs (tensors, or sizes built for the mode
+    that runs); ``wrap(mode)`` may return a context to run the forward in (the sync detector
+    in real mode)."""
     if mode not in _MODES:
         raise InputSpecError(f"mode = {mode!r} is not one of {', '.join(_MODES)}")
     meta_model = any(True for _ in model.parameters()) and all(
@@ -351,6 +374,11 @@ def find_unused_parameters(
     [('aux.weight', 'output not used'), ('aux.bias', 'output not used')]
     """
     model = check_model(model, "find_unused_parameters")
+    if example_inputs is None and input_size is not None:  # built for the mode that runs
+        _, kwargs = resolve_inputs("find_unused_parameters", None, example_kwargs, None, None,
+                                   None) if example_kwargs else ((), {})
+        sized = SizedInputs(input_plan(input_size, dtypes), None)
+        return unused_in_forward(model, sized, kwargs, mode=mode, loss_fn=loss_fn)
     args, kwargs = resolve_inputs("find_unused_parameters", example_inputs, example_kwargs,
                                   input_size, dtypes, None)
     return unused_in_forward(model, args, kwargs, mode=mode, loss_fn=loss_fn)
