@@ -323,8 +323,9 @@ def test_a_written_buffer_gets_its_version_back_too(strategy: str) -> None:
     assert model.fc.weight.grad is not None
 
 
-def test_a_parameter_storage_freed_by_the_forward_comes_back() -> None:
-    # guards the bug: the guard read and wrote a freed storage by its old address
+def test_a_parameter_storage_freed_by_the_forward_comes_back(strategy: str) -> None:
+    # guards the bugs: the guard read and wrote a freed storage by its old address (snapshot);
+    # copy-on-write never saw the storage method that freed it (no dispatch mode sees it)
     torch.manual_seed(0)
     model = FreesStorage().train()
     before, versions = _bytes(model), _versions(model)

@@ -226,6 +226,7 @@ class _CopyOnWrite(TorchDispatchMode):  # type: ignore[no-untyped-call,unused-ig
         super().__init__()  # type: ignore[no-untyped-call,unused-ignore]
         self.watched = watched  # data_ptr -> storage
         self.saved: dict[int, tuple[Any, Any]] = {}
+        self._resize: tuple[Any, Any] | None = None  # (own resize_, the patched one)
 
     def _save(self, value: object) -> None:
         if isinstance(value, (list, tuple)):
@@ -238,6 +239,35 @@ class _CopyOnWrite(TorchDispatchMode):  # type: ignore[no-untyped-call,unused-ig
         storage, ptr = found
         if ptr in self.watched and ptr not in self.saved:
             self.saved[ptr] = (storage, storage.clone())
+
+    def watch_resizes(self) -> None:
+        """Also save a watched storage before ``UntypedStorage.resize_`` frees or resizes it
+        (a sharding wrapper's way to free parameters: a storage method, which no dispatch mode
+        sees). Undone by :meth:`unwatch_resizes`."""
+        cls: Any = torch.UntypedStorage
+        own = cls.__dict__.get("resize_")
+        original = cls.resize_
+        cow = self
+
+        def resize_(storage: Any, size: int) -> Any:
+            cow._save(torch.empty(0, dtype=torch.uint8, device=storage.device).set_(storage))
+            return original(storage, size)
+
+        self._resize = (own, resize_)
+        cls.resize_ = resize_
+
+    def unwatch_resizes(self) -> None:
+        found = self._resize
+        if found is None:
+            return
+        own, patched = found
+        cls: Any = torch.UntypedStorage
+        if cls.__dict__.get("resize_") is patched:
+            if own is None:
+                del cls.resize_
+            else:
+                cls.resize_ = own
+        self._resize = None
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
@@ -534,10 +564,13 @@ class _Guard:
         if self.cow is not None:
             c: Any = torch._C
             c._push_on_torch_dispatch_stack(self.cow)
+            self.cow.watch_resizes()
 
     def restore(self, *, own_hooks: int = 0) -> None:
         """Undo what happened since entry; ``own_hooks`` handles were registered (and removed)
         by torchscope itself in between, so they need no search."""
+        if self.cow is not None:
+            self.cow.unwatch_resizes()
         self.global_state.restore()  # first: takes the copy-on-write mode off the stack
         start = self.hook_id
         if RemovableHandle.next_id > start + own_hooks:
