@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import gc
 import inspect
+import io
 import json
 import linecache
 import os
+import subprocess
 import sys
+import threading
+import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -684,3 +688,216 @@ def test_syncs_command_exit_status_and_missing_script(tmp_path: Path,
     code, out, err = run_cli(["syncs", str(tmp_path / "nope.py")], capsys)
     assert code == 2 and out == ""
     assert "nope.py' does not exist" in err
+
+
+# -- threads already running when recording starts -------------------------------------------------
+# Other tests and the test runner may have threads of their own; the in-process tests below look
+# only at the threads they start (by name). The exact wording is checked in a fresh interpreter,
+# where the main thread is the only one ``threading`` lists: torch's intra-op threads are C++
+# threads Python does not list, and pytest-xdist's I/O thread is started with ``_thread``.
+
+def _loader(name: str, stop: threading.Event, looped: threading.Event | None = None,
+            ) -> threading.Thread:
+    """A started thread named ``name`` that calls ``.item()`` until ``stop`` (``looped`` is set
+    after its first five calls)."""
+
+    def work() -> None:
+        calls = 0
+        while not stop.is_set():
+            torch.ones(1).item()
+            calls += 1
+            if calls == 5 and looped is not None:
+                looped.set()
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def _ours(report: SyncReport, *names: str) -> list[tuple[str, bool | None]]:
+    return [(t.name, t.running_at_end) for t in report.unobserved_threads if t.name in names]
+
+
+def test_thread_running_before_recording_is_named_and_not_counted() -> None:
+    """Guards: a thread already running when recording started (a data-loader worker) called
+    ``.item()`` unseen, and the report did not say so."""
+    stop, looped = threading.Event(), threading.Event()
+    worker = _loader("syncs-loader", stop, looped)
+    try:
+        with detect_syncs() as report:
+            assert looped.wait(30)  # the worker synchronizes while recording goes on
+            torch.ones(1).item()
+            assert _ours(report, "syncs-loader") == [("syncs-loader", None)]
+    finally:
+        stop.set()
+        worker.join(30)
+    assert report.total == 1  # the main thread's only
+    assert report.sites[0].function.endswith("test_thread_running_before_recording_is_named_"
+                                              "and_not_counted")
+    assert _ours(report, "syncs-loader") == [("syncs-loader", True)]
+    note = report.threads_note()
+    assert note is not None and "'syncs-loader' (still running when recording stopped)" in note
+    assert report.notes == (note,)
+    assert report.to_dict()["notes"] == [note]
+
+
+def test_thread_ending_while_recording_is_named_as_ended() -> None:
+    """Guards: a thread found running at the start and gone at the end is reported as ended,
+    not as still running (its synchronizations before it ended were not counted either)."""
+    stop = threading.Event()
+    worker = _loader("syncs-short", stop)
+    with detect_syncs() as report:
+        stop.set()
+        worker.join(30)
+    assert _ours(report, "syncs-short") == [("syncs-short", False)]
+    assert "'syncs-short' (ended before recording stopped)" in (report.threads_note() or "")
+
+
+def test_threads_ended_before_or_started_while_recording_are_not_named() -> None:
+    """Guards: a thread that ended before recording started, or one started while recording
+    (observed, its ``.item()`` counted), is not named; nor, when the report is entered again, a
+    thread the first recording started and still observes."""
+    done = threading.Thread(target=lambda: None, name="syncs-done")
+    done.start()
+    done.join()
+    go = threading.Event()
+
+    def late() -> None:
+        go.wait(30)
+        torch.ones(1).item()
+
+    report = detect_syncs()
+    with report:
+        worker = threading.Thread(target=late, name="syncs-watched")
+        worker.start()
+    with report:  # the worker still runs, under this report's modes
+        go.set()
+        worker.join(30)
+    assert report.total == 1 and report.sites[0].function.endswith("late")
+    assert _ours(report, "syncs-done", "syncs-watched") == []
+
+
+def test_a_thread_found_in_two_recordings_is_named_once() -> None:
+    """Guards: entering the report again listed a thread found running both times twice."""
+    stop = threading.Event()
+    worker = _loader("syncs-twice", stop)
+    report = detect_syncs()
+    try:
+        with report:
+            pass
+        with report:
+            pass
+    finally:
+        stop.set()
+        worker.join(30)
+    assert _ours(report, "syncs-twice") == [("syncs-twice", True)]
+
+
+def test_thread_note_in_every_format_and_names_capped_but_json_complete() -> None:
+    """Guards: the note reached only some outputs; text, Markdown and rich name at most eight
+    threads and count the rest, JSON lists every one."""
+    from torchscope.rendering import make_console
+
+    stop = threading.Event()
+    names = [f"syncs-pool-{i}" for i in range(9)]
+    workers = [_loader(name, stop) for name in names]
+    try:
+        with detect_syncs() as report:
+            torch.ones(1).item()
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(30)
+    n = len(report.unobserved_threads)  # ours, and any other test's still running
+    assert _ours(report, *names) == [(name, True) for name in names]
+    for fmt in ("text", "markdown"):
+        text = " ".join(torchscope.render(report, fmt).split())
+        assert (f"{n} other Python threads were already running when recording started and "
+                f"were not observed (their synchronizations are not counted): ") in text
+        assert f", and {n - 8} more (the JSON output names them all)" in text
+    buf = io.StringIO()
+    make_console(file=buf, width=100, color=False).print(report)
+    rich_text = " ".join(buf.getvalue().split())
+    assert f"{n} other Python threads were already running" in rich_text
+    assert f"and {n - 8} more" in rich_text
+    data = json.loads(torchscope.render(report, "json"))
+    assert [t["name"] for t in data["unobserved_threads"] if t["name"] in names] == names
+    assert all(f"'{name}' (still running" in data["notes"][0] for name in names)
+
+
+def test_thread_name_is_escaped_in_the_note() -> None:
+    """Guards: a thread name with markup or control characters garbled the Markdown and the
+    terminal (the name is shown as its ``repr``, then escaped)."""
+    stop = threading.Event()
+    worker = _loader("syncs|*x*\x1b[31m", stop)
+    try:
+        with detect_syncs() as report:
+            pass
+    finally:
+        stop.set()
+        worker.join(30)
+    text = torchscope.render(report, "text")
+    assert "\x1b" not in text
+    assert "'syncs|*x*\\x1b[31m' (still running" in " ".join(text.split())
+    assert "'syncs\\|\\*x\\*\\x1b[31m'" in torchscope.render(report, "markdown")
+
+
+THREADED = """import sys, threading, time, torch
+from torchscope.cli import main
+stop = threading.Event()
+def work():
+    while not stop.is_set():
+        torch.ones(1).item()
+        time.sleep(0.001)
+loader = threading.Thread(target=work, name="loader")
+loader.start()
+code = main(["syncs", "--format", sys.argv[1], sys.argv[2]])
+stop.set()
+loader.join()
+sys.exit(code)
+"""
+
+
+def test_syncs_command_prints_the_note_for_a_thread_already_running(tmp_path: Path) -> None:
+    """Guards: ``torchscope syncs`` run from a process with a thread already running (a
+    notebook, a launcher) printed a report that looked complete. A fresh interpreter, so the
+    expected text is exact."""
+    job = tmp_path / "job.py"
+    job.write_text("import torch\ntorch.ones(1).item()\n")
+    runs = {fmt: subprocess.run([sys.executable, "-c", THREADED, fmt, str(job)],
+                                capture_output=True, text=True, cwd=tmp_path, timeout=120)
+            for fmt in ("text", "json")}
+    for done in runs.values():
+        assert done.returncode == 0, done.stderr
+    assert runs["text"].stdout.startswith(
+        "1 host-device synchronization at 1 site\n"
+        "(no accelerator: these are the operations that would make the host wait for a GPU)\n"
+        "\n"
+        "1 other Python thread was already running when recording started and was not observed "
+        "(its\n"
+        "synchronizations are not counted): 'loader' (still running when recording stopped)\n"
+        "\n"
+        "  count  site      function    op\n")
+    data = json.loads(runs["json"].stdout)
+    assert data["total"] == 1  # the job's; the loader's calls are not counted
+    assert data["unobserved_threads"] == [{"name": "loader", "running_at_end": True}]
+    assert data["notes"] == [
+        "1 other Python thread was already running when recording started and was not observed "
+        "(its synchronizations are not counted): 'loader' (still running when recording stopped)"]
+
+
+def test_syncs_command_without_other_threads_has_no_note(tmp_path: Path) -> None:
+    """Guards: a note in a run where no other thread was running; a thread the script starts
+    is observed (its ``.item()`` counted), not named. A fresh interpreter, so no thread of the
+    test runner can be there."""
+    job = tmp_path / "job.py"
+    job.write_text("import threading, torch\n\ndef work():\n    torch.ones(1).item()\n\n"
+                   "t = threading.Thread(target=work)\nt.start()\nt.join()\n")
+    runs = {fmt: subprocess.run([sys.executable, "-m", "torchscope", "syncs", "--format", fmt,
+                                 str(job)], capture_output=True, text=True, cwd=tmp_path,
+                                timeout=120)
+            for fmt in ("text", "json")}
+    data = json.loads(runs["json"].stdout)
+    assert (data["total"], data["unobserved_threads"], data["notes"]) == (1, [], [])
+    assert "thread" not in runs["text"].stdout

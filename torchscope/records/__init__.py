@@ -72,6 +72,7 @@ from torchscope.records._syncs import (
     SyncKind as SyncKind,
     SyncReport as SyncReport,
     SyncSite as SyncSite,
+    UnobservedThread as UnobservedThread,
     short_path as short_path,
 )
 from torchscope.records._training import (
@@ -126,6 +127,7 @@ __all__ = [
     "SyncKind",
     "SyncReport",
     "SyncSite",
+    "UnobservedThread",
     "TensorSpec",
     "TieKind",
     "TiedGroup",

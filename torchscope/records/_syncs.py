@@ -10,7 +10,7 @@ from typing import Any
 
 from torchscope.records._core import SCHEMA_VERSION, Finding, Severity
 
-__all__ = ["SyncKind", "SyncReport", "SyncSite", "short_path"]
+__all__ = ["SyncKind", "SyncReport", "SyncSite", "UnobservedThread", "short_path"]
 
 
 class SyncKind(str, enum.Enum):
@@ -66,6 +66,30 @@ class SyncSite:
         return f"{short_path(self.file)}:{self.line}"
 
 
+@dataclass(frozen=True, slots=True)
+class UnobservedThread:
+    """A Python thread that was already running when recording started: torch's modes belong to
+    each thread, so the synchronizations it made were not seen and are not counted.
+
+    ``name`` is the thread's name when recording started; ``running_at_end`` whether it was
+    still running when recording stopped (``None`` while recording goes on).
+
+    >>> UnobservedThread(name="loader", running_at_end=False).status
+    'ended before recording stopped'
+    """
+
+    name: str
+    running_at_end: bool | None = None
+
+    @property
+    def status(self) -> str | None:
+        """Whether it outlived the recording, in words (``None`` while recording goes on)."""
+        if self.running_at_end is None:
+            return None
+        return ("still running when recording stopped" if self.running_at_end
+                else "ended before recording stopped")
+
+
 class SyncReport:
     """What :func:`detect_syncs` recorded: sites with counts, the fix for each, and findings.
 
@@ -78,6 +102,9 @@ class SyncReport:
             accelerator); ``False`` on a CUDA machine, where only device tensors count.
         deep: whether the dispatch-level mode also ran.
         cuda: whether ``torch.cuda.set_sync_debug_mode`` ran as well.
+
+    Threads that were already running when recording started are not observed;
+    :attr:`unobserved_threads` names them and every rendering says so.
 
     >>> import torch, torchscope
     >>> report = torchscope.detect_syncs()
@@ -93,6 +120,8 @@ class SyncReport:
         self.cuda = cuda
         # (file, line, op) -> [count, order, file, line, function, op, kind, via, fix]
         self._sites: dict[tuple[str, int, str], list[Any]] = {}
+        # threads running, unobserved, when recording started: [name, running_at_end], in order
+        self._threads: list[list[Any]] = []
 
     # -- results ---------------------------------------------------------------------------
     @property
@@ -109,6 +138,53 @@ class SyncReport:
     def total(self) -> int:
         """How many synchronizations were recorded, all sites together."""
         return sum(r[0] for r in self._sites.values())
+
+    @property
+    def unobserved_threads(self) -> tuple[UnobservedThread, ...]:
+        """The other Python threads that were already running when recording started, in the
+        order found: their synchronizations are not counted (empty when there were none)."""
+        return tuple(UnobservedThread(name=r[0], running_at_end=r[1]) for r in self._threads)
+
+    def threads_note(self, *, limit: int | None = None) -> str | None:
+        """One sentence naming the threads that were already running when recording started,
+        which were not observed.
+
+        Args:
+            limit: name at most this many and count the rest (default: name all).
+
+        Returns:
+            The sentence, or ``None`` when no other thread was running.
+
+        >>> import threading, torchscope
+        >>> stop = threading.Event()
+        >>> loader = threading.Thread(target=stop.wait, name="loader")
+        >>> loader.start()
+        >>> with torchscope.detect_syncs() as report:
+        ...     pass
+        >>> stop.set(); loader.join()
+        >>> report.threads_note().split(": ", 1)[1]
+        "'loader' (still running when recording stopped)"
+        """
+        threads = self.unobserved_threads
+        if not threads:
+            return None
+        shown = threads if limit is None else threads[:max(limit, 0)]
+        names = [repr(t.name) + (f" ({t.status})" if t.status else "") for t in shown]
+        if len(shown) < len(threads):
+            names.append(f"and {len(threads) - len(shown):,} more")
+        if len(threads) == 1:
+            head = ("1 other Python thread was already running when recording started and was "
+                    "not observed (its synchronizations are not counted)")
+        else:
+            head = (f"{len(threads):,} other Python threads were already running when recording "
+                    "started and were not observed (their synchronizations are not counted)")
+        return f"{head}: {', '.join(names)}"
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What the counts leave out, as sentences: the unobserved threads, all named."""
+        note = self.threads_note()
+        return () if note is None else (note,)
 
     def findings(self) -> tuple[Finding, ...]:
         """One ``sync`` WARNING finding per site, with its location and the fix."""
@@ -131,6 +207,9 @@ class SyncReport:
             "include_cpu": self.include_cpu,
             "deep": self.deep,
             "cuda": self.cuda,
+            "unobserved_threads": [{"name": t.name, "running_at_end": t.running_at_end}
+                                   for t in self.unobserved_threads],
+            "notes": list(self.notes),
             "sites": [
                 {"file": s.file, "line": s.line, "location": s.location, "function": s.function,
                  "op": s.op, "kind": s.kind.value, "count": s.count, "fix": s.fix, "via": s.via}

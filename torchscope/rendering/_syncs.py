@@ -2,7 +2,9 @@
 
 Sites and functions are shown whole (a long path is never clipped); fixes are listed once per
 operation below the table and wrapped at words; file and function names are escaped
-(:mod:`torchscope.rendering._text`) and never read as rich markup.
+(:mod:`torchscope.rendering._text`) and never read as rich markup. Threads that were already
+running when recording started, and so were not observed, are named below the headline in every
+format (the first few in text, Markdown and rich; all of them in JSON).
 
 >>> import torch, torchscope
 >>> with torchscope.detect_syncs() as report:
@@ -42,6 +44,17 @@ def _note(report: SyncReport) -> str | None:
         return ("(no accelerator: these are the operations that would make the host wait for "
                 "a GPU)")
     return None
+
+
+#: how many unobserved threads the text, Markdown and rich renderings name (JSON names all)
+_THREAD_NAMES = 8
+
+
+def _threads_note(report: SyncReport) -> str | None:
+    note = report.threads_note(limit=_THREAD_NAMES)
+    if note is not None and len(report.unobserved_threads) > _THREAD_NAMES:
+        note += " (the JSON output names them all)"
+    return note
 
 
 def _rows(report: SyncReport) -> tuple[list[str], list[list[Any]]]:
@@ -98,6 +111,11 @@ def render_sync_report(report: SyncReport, *, fmt: str = "text") -> str:
     note = _note(report)
     if note:
         lines.append(note)
+    threads = _threads_note(report)
+    if threads:
+        threads = escape_markdown(threads) if fmt == "markdown" else escape_text(threads)
+        lines += ["", *textwrap.wrap(threads, WIDTH, break_long_words=False,
+                                     break_on_hyphens=False)]
     if report.total:
         headers, rows = _rows(report)
         if fmt == "markdown":
@@ -124,6 +142,9 @@ def rich_sync_report(report: SyncReport) -> Any:
     note = _note(report)
     if note:
         parts.append(Text(note, style="dim"))
+    threads = _threads_note(report)
+    if threads:
+        parts += [Text(""), plain(threads, style="yellow")]
     if report.total:
         headers, rows = _rows(report)
         table = Table(*headers, box=None, pad_edge=False, header_style="bold")

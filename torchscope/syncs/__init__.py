@@ -25,6 +25,10 @@ How (docs/architecture.md, "Host-device synchronization"):
   with ``deep=True`` — so the dispatch mode is opt-in.
 * On CUDA, ``torch.cuda.set_sync_debug_mode("warn")`` runs as well and its warnings become sites;
   tensors on the CPU are then not reported (reading them never waits for the GPU).
+* The modes belong to the thread that enters them. Threads started while recording run theirs
+  too (``threading.Thread.start`` is wrapped); threads that were already running are not
+  observed, and the report names them (:attr:`~torchscope.records.SyncReport.unobserved_threads`;
+  :func:`detect_syncs` says why they are not observed).
 
 Known false positives on CPU, not reported: optimizer step counters (``torch.optim`` keeps
 ``step`` as a host tensor and reads it every step), the scalar read inside ``x[mask] = 0.0``
@@ -144,11 +148,18 @@ class SyncRecorder(SyncReport):
         self._depth = 0
         self._stack: contextlib.ExitStack | None = None
         self._thread_start: Any = None  # threading.Thread.start before ours
+        # threads started under this recorder (observed) and those found running when it started
+        self._watched: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+        self._found: weakref.WeakKeyDictionary[threading.Thread, list[Any]] = (
+            weakref.WeakKeyDictionary())
+        self._running: list[tuple[weakref.ref[threading.Thread], list[Any]]] = []
         # id -> (result of .cpu(), (code, line) of the call when .cpu() returned its input)
         self._host: dict[int, tuple[weakref.ref[torch.Tensor], _Line | None]] = {}
 
     # -- recording ---------------------------------------------------------------------------
     def __enter__(self) -> SyncRecorder:
+        """Start recording in this thread and in threads started from now on; note the other
+        threads already running, which are not observed (see :func:`detect_syncs`)."""
         self._depth += 1
         if self._depth > 1:
             return self
@@ -164,6 +175,7 @@ class SyncRecorder(SyncReport):
             stack.close()
             raise
         self._stack = stack
+        self._note_running_threads()
         # torch's modes are per thread: threads started while recording run in their own
         self._thread_start = threading.Thread.start
         threading.Thread.start = self._watched_start(self._thread_start)  # type: ignore[method-assign,assignment]
@@ -176,6 +188,27 @@ class SyncRecorder(SyncReport):
             threading.Thread.start = self._thread_start  # type: ignore[method-assign]
             self._thread_start = None
             stack.close()
+            for ref, row in self._running:
+                thread = ref()
+                row[1] = thread is not None and thread.is_alive()
+            self._running = []
+
+    def _note_running_threads(self) -> None:
+        """Note the threads that run outside this recorder's modes: every thread
+        ``threading.enumerate()`` lists except this one, those started under this recorder
+        (observed) and dummy entries (threads started outside ``threading``, which ``threading``
+        keeps listing after they end). torchscope starts no threads of its own."""
+        current = threading.current_thread()
+        for thread in threading.enumerate():
+            if (thread is current or thread in self._watched
+                    or isinstance(thread, threading._DummyThread)):
+                continue
+            row = self._found.get(thread)
+            if row is None:  # the same thread found again when the report is entered again
+                row = self._found[thread] = [thread.name, None]
+                self._threads.append(row)
+            row[1] = None
+            self._running.append((weakref.ref(thread), row))
 
     def _watched_start(self, start: Callable[[threading.Thread], None],
                        ) -> Callable[[threading.Thread], None]:
@@ -184,6 +217,7 @@ class SyncRecorder(SyncReport):
         recorder = self
 
         def watched_start(thread: threading.Thread) -> None:
+            recorder._watched.add(thread)
             run = thread.run
 
             def watched_run() -> None:
@@ -407,6 +441,18 @@ def detect_syncs(*, include_cpu: bool | None = None, deep: bool = False,
     Raises:
         SyncError: never; see :func:`no_syncs` to fail on the first synchronization.
 
+    Threads: torch's function and dispatch modes live in each thread's own state, and only code
+    running in that thread can enter one. The thread that enters the report records, and so do
+    threads started while it records (their ``run`` enters the modes first). Threads that were
+    already running when recording started are not observed, and the report says so, naming
+    them (:attr:`~torchscope.records.SyncReport.unobserved_threads`) and whether each was still
+    running when recording stopped. Python 3.11 has no way to run code in a thread that is
+    already running (``sys.setprofile`` is per thread, ``threading.setprofile`` only reaches
+    threads started later); the hook that 3.12 adds (``threading.setprofile_all_threads``)
+    could enter a mode in such a thread, but in the middle of that thread's own work: a thread
+    inside its own ``with SomeMode():`` would pop ours when its block ends and leave its mode
+    stack wrong. So the report names those threads on every version instead of observing them.
+
     >>> import torch, torchscope
     >>> with torchscope.detect_syncs() as report:
     ...     for step in range(3):
@@ -446,6 +492,9 @@ def no_syncs(*, include_cpu: bool | None = None, deep: bool = False) -> _NoSyncs
     Raises:
         SyncError: at the first synchronization inside the block, naming the operation, the
             ``file:line`` and the fix; the operation does not run.
+
+    Threads started inside the block are watched too; threads that were already running are not
+    (see :func:`detect_syncs`).
 
     >>> import torch, torchscope
     >>> with torchscope.no_syncs():
