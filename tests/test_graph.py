@@ -40,7 +40,7 @@ def edges(dot: str) -> dict[tuple[str, str], str]:
     out: dict[tuple[str, str], str] = {}
     for line in dot.splitlines():
         m = _EDGE.match(line)
-        if m and "(legend)" not in line:
+        if m and not _unquote(m.group(1)).startswith(".legend."):
             out[(_unquote(m.group(1)), _unquote(m.group(2)))] = m.group(3) or ""
     return out
 
@@ -52,8 +52,9 @@ def nodes(dot: str) -> dict[str, str]:
         if " -> " in line:
             continue
         m = _NODE.match(line)
-        if m and m.group(1) not in ("graph", "node", "edge") and "(legend)" not in line:
-            out[_unquote(m.group(1))] = m.group(2)
+        node = _unquote(m.group(1)) if m else ""
+        if m and m.group(1) not in ("graph", "node", "edge") and not node.startswith(".legend."):
+            out[node] = m.group(2)
     return out
 
 
@@ -206,7 +207,19 @@ def test_node_ids_are_module_paths() -> None:
     ids = set(nodes(to_dot(report)))
     drawn = {m.path for m in report.modules if not m.children}
     assert drawn <= ids
-    assert {"(input)", "(output)"} <= ids
+    assert {".input", ".output"} <= ids
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_made_up_ids_start_with_a_dot(name: str) -> None:
+    """A node id is a module path, a run of blocks (an empty name between its dots) or an id the
+    diagram made up (input, output, the root's box, a call, a ƒ node), which starts with "." as
+    no module path can."""
+    report = _report(name)
+    paths = {m.path for m in report.modules}
+    for node in nodes(to_dot(report)):
+        first, _, last = node.partition("..")  # a run: its first member .. its last one's name
+        assert node in paths or node.startswith(".") or (first in paths and last), node
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,19 +228,19 @@ def test_node_ids_are_module_paths() -> None:
 
 def test_mlp_flow_is_the_chain_of_layers() -> None:
     dot = to_dot(_report("mlp"))
-    assert flow_edges(dot) == {("(input)", "hidden"), ("hidden", "act"), ("act", "output"),
-                               ("output", "(output)")}
+    assert flow_edges(dot) == {(".input", "hidden"), ("hidden", "act"), ("act", "output"),
+                               ("output", ".output")}
     labels = edges(dot)
     assert 'label="[2, 256]"' in labels[("hidden", "act")]
-    assert 'label="[2, 10]"' in labels[("output", "(output)")]
+    assert 'label="[2, 10]"' in labels[("output", ".output")]
 
 
 def test_nested_blocks_are_clusters_with_flow_across_them() -> None:
     dot = to_dot(_report("nestmlp"))
     assert "cluster_net" in clusters(dot)
     assert flow_edges(dot) == {
-        ("(input)", "net.0"), ("net.0", "net.1"), ("net.1", "net.2"), ("net.2", "net.3"),
-        ("net.3", "linear"), ("linear", "(output)"),
+        (".input", "net.0"), ("net.0", "net.1"), ("net.1", "net.2"), ("net.2", "net.3"),
+        ("net.3", "linear"), ("linear", ".output"),
     }
 
 
@@ -235,48 +248,48 @@ def test_module_called_twice_gets_one_box_per_call() -> None:
     # FixedHiddenMLP.linear runs twice: two boxes "call 1/2", "call 2/2", never a self-loop
     dot = to_dot(_report("fixedhiddenmlp"))
     boxes = nodes(dot)
-    assert "call 1/2" in boxes["linear#1"] and "call 2/2" in boxes["linear#2"]
+    assert "call 1/2" in boxes[".linear#1"] and "call 2/2" in boxes[".linear#2"]
     assert "linear" not in boxes
     # relu(mm(x, rand_weight) + 1) and the while loop's x /= 2 are followed: direct edges
-    assert flow_edges(dot) == {("(input)", "linear#1"), ("linear#1", "linear#2"),
-                               ("linear#2", "(output)")}
-    assert code_edges(dot) == set() and "(ƒ)" not in dot
+    assert flow_edges(dot) == {(".input", ".linear#1"), (".linear#1", ".linear#2"),
+                               (".linear#2", ".output")}
+    assert code_edges(dot) == set() and "#ƒ" not in dot
     assert all(a != b for a, b in edges(dot))
 
 
 def test_module_called_twice_without_following_functions_goes_through_code() -> None:
     torch.manual_seed(0)
     dot = to_dot(summarize(examples.FixedHiddenMLP(), input_size=[(2, 20)]))
-    assert flow_edges(dot) == {("(input)", "linear#1")}
-    assert code_edges(dot) == {("linear#1", "(ƒ)(root)"), ("(ƒ)(root)", "linear#2"),
-                               ("linear#2", "(ƒ)(root)"), ("(ƒ)(root)", "(output)")}
+    assert flow_edges(dot) == {(".input", ".linear#1")}
+    assert code_edges(dot) == {(".linear#1", ".#ƒ"), (".#ƒ", ".linear#2"),
+                               (".linear#2", ".#ƒ"), (".#ƒ", ".output")}
 
 
 def test_shared_layer_calls_follow_the_sequence() -> None:
     dot = to_dot(_report("sharedmlp"))
-    assert flow_edges(dot) >= {("1", "2#1"), ("2#1", "3"), ("3", "2#2"), ("2#2", "5")}
-    assert "also 4" in nodes(dot)["2#1"]
+    assert flow_edges(dot) >= {("1", ".2#1"), (".2#1", "3"), ("3", ".2#2"), (".2#2", "5")}
+    assert "also 4" in nodes(dot)[".2#1"]
 
 
 def test_residual_connections_are_direct_edges() -> None:
     # y = x + f(x); out = g(y) + y: every summand is an edge into its consumer
     dot = to_dot(_report("residual"))
     assert flow_edges(dot) == {
-        ("(input)", "f"), ("(input)", "g"), ("f", "g"),  # y = x + f(x) into g
-        ("g", "(output)"), ("f", "(output)"), ("(input)", "(output)"),  # g(y) + y
+        (".input", "f"), (".input", "g"), ("f", "g"),  # y = x + f(x) into g
+        ("g", ".output"), ("f", ".output"), (".input", ".output"),  # g(y) + y
     }
-    assert code_edges(dot) == set() and "(ƒ)" not in dot
-    assert 'label="[2, 8]"' in edges(dot)[("(input)", "g")]
+    assert code_edges(dot) == set() and "#ƒ" not in dot
+    assert 'label="[2, 8]"' in edges(dot)[(".input", "g")]
     # the model drawn as one box: no edge around it
-    assert flow_edges(to_dot(_report("residual"), depth=0)) == {("(input)", "(root)"),
-                                                                 ("(root)", "(output)")}
+    assert flow_edges(to_dot(_report("residual"), depth=0)) == {(".input", ".root"),
+                                                                 (".root", ".output")}
 
 
 def test_residual_without_following_functions_goes_through_the_blocks_code() -> None:
     dot = to_dot(summarize(Residual(), input_size=[(2, 8)]))
-    assert flow_edges(dot) == {("(input)", "f")}
-    assert code_edges(dot) == {("f", "(ƒ)(root)"), ("(ƒ)(root)", "g"), ("g", "(ƒ)(root)"),
-                               ("(ƒ)(root)", "(output)")}
+    assert flow_edges(dot) == {(".input", "f")}
+    assert code_edges(dot) == {("f", ".#ƒ"), (".#ƒ", "g"), ("g", ".#ƒ"),
+                               (".#ƒ", ".output")}
 
 
 class ResidualStack(nn.Module):
@@ -313,34 +326,34 @@ def test_residual_stream_between_blocks() -> None:
     dot = to_dot(report, expand=True)
     flow = flow_edges(dot)
     # the skip around block 0 reaches block 1 and, with block 1's output, the head
-    assert {("(input)", "blocks.0.norm"), ("blocks.0.norm", "blocks.0.ff"),
-            ("(input)", "blocks.1.norm"), ("blocks.0.ff", "blocks.1.norm"),
+    assert {(".input", "blocks.0.norm"), ("blocks.0.norm", "blocks.0.ff"),
+            (".input", "blocks.1.norm"), ("blocks.0.ff", "blocks.1.norm"),
             ("blocks.1.norm", "blocks.1.ff"),
-            ("blocks.1.ff", "head"), ("blocks.0.ff", "head"), ("(input)", "head"),
-            ("head", "(output)")} == flow
-    assert "(ƒ)" not in dot
+            ("blocks.1.ff", "head"), ("blocks.0.ff", "head"), (".input", "head"),
+            ("head", ".output")} == flow
+    assert "#ƒ" not in dot
     # collapsed into one ×2 box, the stream enters and leaves it
     collapsed = flow_edges(to_dot(report))
-    assert {("(input)", "blocks.0..1"), ("blocks.0..1", "head"),
-            ("(input)", "head")} <= collapsed
+    assert {(".input", "blocks.0..1"), ("blocks.0..1", "head"),
+            (".input", "head")} <= collapsed
 
 
 def test_code_node_remains_for_tensors_made_from_no_module() -> None:
     # torch.ones_like(x) * 2 has no producer (ones_like reads only x's shape): head gets a ƒ
     # node, and inner's output, which nothing consumed, flows into it
     dot = to_dot(summarize(ScaledBlock(), input_size=[(2, 8)], follow_functions=True))
-    assert ("(input)", "inner") in flow_edges(dot)
-    assert code_edges(dot) >= {("(ƒ)(root)", "head")}
+    assert (".input", "inner") in flow_edges(dot)
+    assert code_edges(dot) >= {(".#ƒ", "head")}
 
 
 def test_dict_inputs_and_outputs() -> None:
     dot = to_dot(_dict_report())
     # h = enc.a(...) + enc.b(...) feeds the head and is returned as "hidden"
-    assert flow_edges(dot) == {("(input)", "enc.a"), ("(input)", "enc.b"),
+    assert flow_edges(dot) == {(".input", "enc.a"), (".input", "enc.b"),
                                ("enc.a", "head"), ("enc.b", "head"),
-                               ("enc.a", "(output)"), ("enc.b", "(output)"),
-                               ("head", "(output)")}
-    out = nodes(dot)["(output)"]
+                               ("enc.a", ".output"), ("enc.b", ".output"),
+                               ("head", ".output")}
+    out = nodes(dot)[".output"]
     assert "logits: [2, 2]" in out and "hidden: [2, 8]" in out
 
 
@@ -348,7 +361,7 @@ def test_without_trace_containment_only_said_in_title() -> None:
     dot = to_dot(_report("nestmlp_static"))
     assert "containment only" in dot
     assert edges(dot) == {}
-    assert "(input)" not in nodes(dot)
+    assert ".input" not in nodes(dot)
     assert "cluster_net" in clusters(dot)
 
 
@@ -362,9 +375,9 @@ def test_depth_collapses_blocks_into_their_ancestor() -> None:
     boxes = nodes(dot)
     assert "net.0" not in boxes and "+4 modules inside" in boxes["net"]
     assert "peripheries=2" in boxes["net"]
-    assert flow_edges(dot) == {("(input)", "net"), ("net", "linear"), ("linear", "(output)")}
+    assert flow_edges(dot) == {(".input", "net"), ("net", "linear"), ("linear", ".output")}
     root_only = to_dot(report, depth=0)
-    assert flow_edges(root_only) == {("(input)", "(root)"), ("(root)", "(output)")}
+    assert flow_edges(root_only) == {(".input", ".root"), (".root", ".output")}
 
 
 def test_run_of_identical_blocks_collapses_unless_expand() -> None:
@@ -372,8 +385,8 @@ def test_run_of_identical_blocks_collapses_unless_expand() -> None:
     dot = to_dot(report)
     run = "blocks.0..4"
     assert "Block ×5" in nodes(dot)[run]
-    assert flow_edges(dot) == {("(input)", "inp"), ("inp", run), (run, "head"),
-                               ("head", "(output)")}
+    assert flow_edges(dot) == {(".input", "inp"), ("inp", run), (run, "head"),
+                               ("head", ".output")}
     expanded = to_dot(report, expand=True)
     assert "×5" not in expanded
     for i in range(5):
@@ -387,7 +400,7 @@ def test_run_needs_identical_structure() -> None:
     model = Stack(3)
     model.blocks[1].ff = nn.Linear(8, 8, bias=False)  # one block differs
     dot = to_dot(summarize(model, input_size=[(2, 4)]))
-    assert "×" not in dot.split("cluster_(legend)")[0]
+    assert "×" not in dot.split("cluster_.legend")[0]
     assert "blocks.1.ff" in nodes(dot)
 
 
@@ -397,7 +410,7 @@ def test_gpt2_at_every_depth(depth: int | None) -> None:
     report = summarize(gpt2(), input_size=[(1, 16)], dtypes=["long"])
     dot = to_dot(report, depth=depth)
     boxes = nodes(dot)
-    assert ("lm_head", "(output)") in flow_edges(dot)
+    assert ("lm_head", ".output") in flow_edges(dot)
     if depth == 2:
         assert "transformer.h" in boxes
         assert {("transformer.drop", "transformer.h"),
@@ -412,13 +425,13 @@ def test_gpt2_residual_stream_at_depth_2() -> None:
     dot = to_dot(report, depth=2)
     # inputs_embeds + position_embeds into drop; the stream through the blocks; ln_f -> lm_head
     assert flow_edges(dot) == {
-        ("(input)", "transformer.wte"), ("transformer.wte", "transformer.drop"),
+        (".input", "transformer.wte"), ("transformer.wte", "transformer.drop"),
         ("transformer.wpe", "transformer.drop"), ("transformer.drop", "transformer.h"),
         ("transformer.h", "transformer.ln_f"), ("transformer.ln_f", "lm_head"),
-        ("lm_head", "(output)"),
+        ("lm_head", ".output"),
     }
     # the one tensor made from no module: the position ids (torch.arange) fed to wpe
-    assert code_edges(dot) == {("(ƒ)transformer", "transformer.wpe")}
+    assert code_edges(dot) == {(".transformer#ƒ", "transformer.wpe")}
     # expanded, the residual adds of each block are edges around attn and mlp
     full = flow_edges(to_dot(report, expand=True))
     assert {("transformer.drop", "transformer.h.0.ln_1"),
@@ -434,7 +447,7 @@ def test_gpt2_expanded_draws_every_block() -> None:
     dot = to_dot(report, expand=True)
     assert "×2" not in dot
     assert ("transformer.drop", "transformer.h.0.ln_1") in flow_edges(dot)
-    assert ("(ƒ)transformer.h.0", "transformer.h.1.ln_1") in code_edges(dot)
+    assert (".transformer.h.0#ƒ", "transformer.h.1.ln_1") in code_edges(dot)
 
 
 @pytest.mark.parametrize("tie", [True, False])
@@ -492,7 +505,7 @@ def test_uncalled_module_is_marked() -> None:
 
 def test_legend_can_be_left_out() -> None:
     report = _report("lazymlp")
-    assert "cluster_(legend)" in to_dot(report)
+    assert "cluster_.legend" in to_dot(report)
     assert "legend" not in to_dot(report, legend=False)
 
 
@@ -504,8 +517,8 @@ def test_legend_can_be_left_out() -> None:
 def test_svg_parses_as_xml_with_node_titles(tmp_path: Path) -> None:
     path = render_graph(_report("nestmlp"), tmp_path / "nest.svg")
     titles, clusters = svg_titles(path)
-    assert {"(input)", "(output)", "net.0", "net.1", "net.2", "net.3", "linear"} <= titles
-    assert {"cluster_(root)", "cluster_net"} <= clusters
+    assert {".input", ".output", "net.0", "net.1", "net.2", "net.3", "linear"} <= titles
+    assert {"cluster_.root", "cluster_net"} <= clusters
 
 
 @needs_dot
@@ -658,6 +671,127 @@ def test_names_that_are_dot_syntax_make_no_phantom_nodes(traced: bool) -> None:
     assert "b:c: Linear" in dot and "\\\\x1b[31mvil\\\\u202ex\\\\ny" in dot
     assert "\x1b" not in dot and "\u202e" not in dot and "x\ny" not in dot
     assert 'label="<h>: ReLU' in dot  # a quoted label, not an HTML one
+
+
+# -- names that are the diagram's own ids ------------------------------------------------------
+
+
+class Wired(nn.Module):
+    """Children under the given names (any name torch takes); ``forward`` is ``wiring``."""
+
+    def __init__(self, children: dict[str, nn.Module],
+                 wiring: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        for name, child in children.items():
+            self.add_module(name, child)
+        self.wiring = wiring
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.wiring(self, x)
+
+
+def _chain(*names: str) -> Wired:
+    """Linear children called one after another in the order of ``names`` (repeats call again)."""
+
+    def wiring(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        for name in names:
+            x = model.get_submodule(name)(x)
+        return x
+
+    return Wired({name: nn.Linear(2, 2) for name in names}, wiring)
+
+
+def _code_fed() -> Wired:
+    """The second child gets a tensor made by torch code from no module: the root's ƒ node."""
+
+    def wiring(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        first = model.get_submodule("(ƒ)(root)")(x)
+        out: torch.Tensor = first + model.get_submodule("#ƒ")(torch.ones_like(x))
+        return out
+
+    return Wired({"(ƒ)(root)": nn.Linear(2, 2), "#ƒ": nn.Linear(2, 2)}, wiring)
+
+
+def _legend_named() -> Wired:
+    """A frozen child named like a legend node and a block named like the legend's cluster."""
+    frozen = nn.Linear(2, 2).requires_grad_(False)
+    children: dict[str, nn.Module] = {"(legend)frozen": frozen,
+                                      "(legend)": nn.Sequential(nn.Linear(2, 2))}
+    return Wired(children, lambda m, x: m.get_submodule("(legend)")(
+        m.get_submodule("(legend)frozen")(x)))
+
+
+#: case -> (model builder, flow edges, code edges)
+ID_NAMED: dict[str, tuple[Callable[[], nn.Module], set[tuple[str, str]], set[tuple[str, str]]]] = {
+    # the former ids of the graph's input and output
+    "io": (lambda: _chain("(input)", "(output)"),
+           {(".input", "(input)"), ("(input)", "(output)"), ("(output)", ".output")}, set()),
+    # the labels of the input and output nodes, and the former and present id of the root
+    "labels": (lambda: _chain("input", "output", "(root)", "root"),
+               {(".input", "input"), ("input", "output"), ("output", "(root)"),
+                ("(root)", "root"), ("root", ".output")}, set()),
+    # the former ids of the two calls of a module called twice
+    "calls": (lambda: _chain("linear", "linear#1", "linear#2", "linear"),
+              {(".input", ".linear#1"), (".linear#1", "linear#1"), ("linear#1", "linear#2"),
+               ("linear#2", ".linear#2"), (".linear#2", ".output")}, set()),
+    # the former id of the root's ƒ node, and the suffix of the present ones
+    "code": (_code_fed,
+             {(".input", "(ƒ)(root)"), ("(ƒ)(root)", ".output"), ("#ƒ", ".output")},
+             {(".#ƒ", "#ƒ")}),
+    # the former ids of a legend node and of the legend's cluster
+    "legend": (_legend_named,
+               {(".input", "(legend)frozen"), ("(legend)frozen", "(legend).0"),
+                ("(legend).0", ".output")}, set()),
+}
+
+
+@needs_dot
+@pytest.mark.parametrize("case", sorted(ID_NAMED))
+def test_children_named_like_the_diagrams_own_ids_stay_apart(case: str, tmp_path: Path) -> None:
+    """A child may be named like a node the diagram makes up ("(input)", "(output)", "(root)",
+    "linear#2", a ƒ or legend node, the legend's cluster): it is drawn as a box of its own, the
+    made-up node stays as well, and every edge keeps its ends."""
+    import subprocess
+
+    build, flow, code = ID_NAMED[case]
+    report = summarize(build(), input_size=[(1, 2)], follow_functions=True)
+    dot = to_dot(report)
+    modules = {m.path for m in report.modules  # the boxes of modules called once
+               if m.path and not m.children and len(m.calls) == 1}
+    made_up = {".input", ".output"} | {n for edge in flow | code for n in edge
+                                       if n.startswith(".")}
+    assert set(nodes(dot)) == modules | made_up
+    assert flow_edges(dot) == flow and code_edges(dot) == code
+    assert nodes(dot)[".input"].startswith('label="input\\n[1, 2]"')
+    assert nodes(dot)[".output"].startswith('label="output\\n[1, 2]"')
+    for path in modules:
+        assert nodes(dot)[path].startswith(f'label="{path.rsplit(".", 1)[-1]}: Linear')
+    assert "cluster_.root" in clusters(dot)
+    svg = tmp_path / f"{case}.svg"
+    proc = subprocess.run(["dot", "-Tsvg", "-o", str(svg)], input=dot, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    titles, cluster_titles = svg_titles(svg)
+    legend = {t for t in titles if t.startswith(".legend.")}
+    assert titles - legend == modules | made_up
+    assert "cluster_.root" in cluster_titles
+    if case == "legend":
+        assert {"cluster_(legend)", "cluster_.legend"} <= clusters(dot) & cluster_titles
+        assert legend == {".legend.frozen"}
+
+
+@needs_dot
+def test_block_names_that_are_dot_syntax_make_valid_cluster_names(tmp_path: Path) -> None:
+    """A block drawn open is a cluster named after its path: a quote or a trailing backslash in
+    the name is escaped like in node ids, so it cannot end the quoted name early."""
+    model = nn.Sequential()
+    for name in ('q"uote\\', "b:c", "a<h>"):
+        model.add_module(name, nn.Sequential(nn.Linear(2, 2)))
+    report = summarize(model, input_size=[(1, 2)])
+    svg = render_graph(report, tmp_path / "blocks.svg", expand=True)
+    titles, cluster_titles = svg_titles(svg)
+    assert {"cluster_q%22uote%5C", "cluster_b%3Ac", "cluster_a%3Ch%3E"} <= cluster_titles
+    assert {"q%22uote%5C.0", "b%3Ac.0", "a%3Ch%3E.0", ".input", ".output"} <= titles
 
 
 def test_wide_shapes_wrap_in_labels_never_clip() -> None:

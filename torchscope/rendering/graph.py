@@ -31,8 +31,16 @@ How the diagram reads:
   never called are grey and dotted. A legend explains the styles a diagram uses.
 
 The DOT text is deterministic: statements follow the module tree in pre-order and the
-calls in execution order, node ids are module paths (``transformer.h.0``, the root is
-``(root)``, a second call ``linear#2``), never ``id()`` values.
+calls in execution order, and node ids are made from module paths, never from ``id()`` values.
+A module drawn as one box has its path as id (``transformer.h.0``), a run of blocks its first
+and last member (``transformer.h.0..11``: an empty name between the dots). Every other id
+starts with ``.``, which no module path does (a module name holds no ``.`` and the root's path
+is empty), so a child named ``input`` or ``(input)`` stays a box of its own: ``.input`` and
+``.output`` (the graph's inputs and outputs), ``.root`` (the root drawn as one box),
+``.linear#2`` (the second call of ``linear``; the root's: ``.#2``), ``.transformer#ƒ`` (the
+``ƒ`` node of ``transformer``'s forward; of its second call ``.transformer#ƒ2``), and
+``.legend.…``. A cluster is named ``cluster_`` and its block's path (``cluster_net``), the
+root's ``cluster_.root``, the legend's ``cluster_.legend``.
 
 >>> import torchscope
 >>> report = torchscope.summarize(torchscope.examples.MLP(), input_size=[(2, 20)])
@@ -71,9 +79,12 @@ __all__ = ["FORMATS", "render_graph", "to_dot", "to_graphviz"]
 #: File suffixes :func:`render_graph` writes (``dot``/``gv`` need no Graphviz program).
 FORMATS = ("svg", "png", "pdf", "dot", "gv")
 
-INPUT_ID = "(input)"
-OUTPUT_ID = "(output)"
-ROOT_ID = "(root)"
+# ids of the nodes that are not a module drawn once: they start with ".", which no module path
+# does (torch refuses "." in a module name; the root's path is "")
+INPUT_ID = ".input"
+OUTPUT_ID = ".output"
+ROOT_ID = ".root"
+LEGEND_ID = ".legend"
 
 _INSTALL_HINT = (
     "install Graphviz: apt-get install graphviz (Debian/Ubuntu), brew install graphviz (macOS) "
@@ -331,6 +342,27 @@ def str_type(value: Any) -> str:
     return value
 
 
+def _call_id(path: str, k: int) -> str:
+    """The id of the box for call ``k`` (counted from 1) of the module at ``path``.
+
+    >>> _call_id("linear", 2), _call_id("", 2)
+    ('.linear#2', '.#2')
+    """
+    return f".{path}#{k}"
+
+
+def _code_id(path: str, k: int | None) -> str:
+    """The id of the ``ƒ`` node of call ``k`` of the block at ``path`` (``None``: its only call).
+
+    After the last ``#``, digits mean a call and ``ƒ`` a code node, so no code node id equals a
+    call id, whatever ``#`` the module names hold.
+
+    >>> _code_id("transformer", None), _code_id("", 2)
+    ('.transformer#ƒ', '.#ƒ2')
+    """
+    return f".{path}#ƒ{'' if k is None else k}"
+
+
 def _nid(node: str) -> str:
     """A DOT node id for ``node``: ``:`` would split it into node and port (a phantom node),
     ``<…>`` would read as HTML, control characters would break the line; such characters are
@@ -476,7 +508,8 @@ class _Diagram:
             i = j
 
     @staticmethod
-    def _base_id(path: str) -> str:
+    def _box_id(path: str) -> str:
+        """The id of the one box drawn for the module at ``path``."""
         return path if path else ROOT_ID
 
     def _make_units(self) -> None:
@@ -492,11 +525,10 @@ class _Diagram:
             elif kind == "node":
                 if len(m.calls) > 1:
                     for k, c in enumerate(m.calls, 1):
-                        self._add_unit(_Unit(f"{self._base_id(m.path)}#{k}", m.path, c.index,
-                                             c.index))
+                        self._add_unit(_Unit(_call_id(m.path, k), m.path, c.index, c.index))
                 else:
                     call = m.calls[0].index if m.calls else None
-                    self._add_unit(_Unit(self._base_id(m.path), m.path, call,
+                    self._add_unit(_Unit(self._box_id(m.path), m.path, call,
                                          self.first_call[m.path]))
         for unit in self.units.values():
             unit.scope = self._scope(unit.path, unit.entry)
@@ -525,11 +557,11 @@ class _Diagram:
         if self.kind[path] == "run":
             return self.run_of[path]
         if len(m.calls) <= 1:
-            return self._base_id(path)
+            return self._box_id(path)
         before = [c.index for c in m.calls if c.index <= index]
         at = max(before) if before else m.calls[0].index
         k = next(i for i, c in enumerate(m.calls, 1) if c.index == at)
-        return f"{self._base_id(path)}#{k}"
+        return _call_id(path, k)
 
     def _unit_of_call(self, index: int) -> str | None:
         """The box a call shows up in, or None when its module is drawn as a cluster."""
@@ -546,10 +578,10 @@ class _Diagram:
         if node is None:
             path = self.calls[scope][0]
             calls = self.mods[path].calls
-            suffix = ""
+            k: int | None = None
             if len(calls) > 1:
-                suffix = "#" + str(next(i for i, c in enumerate(calls, 1) if c.index == scope))
-            node = f"(ƒ){self._base_id(path)}{suffix}"
+                k = next(i for i, c in enumerate(calls, 1) if c.index == scope)
+            node = _code_id(path, k)
             self.code_nodes[scope] = node
         return node
 
@@ -864,12 +896,12 @@ class _Diagram:
                             {"style": "rounded", "color": "#b03060", "fontcolor": "#b03060"}))
         if not entries:
             return
-        with g.subgraph(name="cluster_(legend)") as sub:
+        with g.subgraph(name=f"cluster_{LEGEND_ID}") as sub:
             sub.attr(label="legend", labeljust="l", style="rounded", color="#bbbbbb",
                      fontsize="10")
             previous = None
             for key, text, attrs in entries:
-                node = f"(legend){key}"
+                node = f"{LEGEND_ID}.{key}"
                 sub.node(node, _lines(*text.split("\n")), fontsize="9", **attrs)
                 if previous is not None:
                     sub.edge(previous, node, style="invis")
@@ -882,7 +914,13 @@ def _hc(n: int) -> str:
 
 
 def _cluster_name(path: str) -> str:
-    return f"cluster_{path or ROOT_ID}"
+    """The subgraph name of the block at ``path``, escaped like node ids (:func:`_nid`): a
+    quote or a trailing backslash in a module name would end the quoted name early.
+
+    >>> _cluster_name("transformer.h.0"), _cluster_name("")
+    ('cluster_transformer.h.0', 'cluster_.root')
+    """
+    return f"cluster_{_nid(path) if path else ROOT_ID}"
 
 
 def _dot_name(type_name: str) -> str:
