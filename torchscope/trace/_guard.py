@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
 import ctypes
 import mmap
@@ -11,8 +12,8 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from itertools import chain
-from operator import attrgetter, itemgetter, methodcaller
+from itertools import accumulate, chain
+from operator import add, attrgetter, itemgetter, methodcaller
 from typing import Any
 
 import torch
@@ -327,10 +328,11 @@ class _Snapshot:
                 self._restore_cpu(self.regions)
             else:
                 # a region also holds the bytes between its storages (allocator bookkeeping,
-                # other objects), which may change: a differing region is looked at closer
-                changed = [r for r in self.regions if _differs(r[0], r[1], r[2])]
-                if changed:
-                    self._restore_cpu(changed)
+                # other objects), which may change: a differing region is halved until the
+                # differing pieces are small, and only the storages they touch are looked at
+                for region in self.regions:
+                    if _differs(region[0], region[1], region[2]):
+                        self._restore_cpu([_touched(region)])
         with torch.no_grad():
             for views, saved_t in self.groups:
                 try:
@@ -366,6 +368,45 @@ class _Snapshot:
                 if (memcmp(now[0], saved_at, n) if memcmp
                         else ctypes.string_at(now[0], n) != ctypes.string_at(saved_at, n)):
                     ctypes.memmove(now[0], saved_at, n)
+
+
+_LEAF = 16 << 10  # bytes: below this a differing piece is not halved further
+
+
+def _touched(region: tuple[int, int, int, list[tuple[int, int, Any]]]
+             ) -> tuple[int, int, int, list[tuple[int, int, Any]]]:
+    """``region`` with only the members that overlap a differing piece of it (found by
+    halving: a few ``memcmp`` calls per differing piece, whatever the region's size)."""
+    start, end, saved, members = region
+    pieces: list[tuple[int, int]] = []
+    todo = [(start, end)]
+    while todo:
+        a, b = todo.pop()
+        if b - a <= _LEAF:
+            pieces.append((a, b))
+            continue
+        mid = (a + b) // 2
+        for lo, hi in ((a, mid), (mid, b)):
+            if _differs(lo, hi, saved + lo - start):
+                todo.append((lo, hi))
+    if not pieces:
+        return (start, end, saved, [])
+    # members are sorted by address; reach[i]: the furthest end among members 0..i (members
+    # may overlap: views of one buffer), so the walk back from a piece can stop exactly
+    starts = list(map(_FIRST, members))
+    reach = list(accumulate(map(add, starts, map(_SECOND, members)), max))
+    hit: dict[int, None] = {}
+    for a, b in pieces:
+        i = bisect.bisect_left(starts, b) - 1
+        while i >= 0 and reach[i] > a:
+            if starts[i] + members[i][1] > a:
+                hit[i] = None
+            i -= 1
+    return (start, end, saved, [members[i] for i in sorted(hit)])
+
+
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
 
 
 def _regions(spans: list[tuple[tuple[int, int], Any]]
@@ -440,9 +481,24 @@ def _where(storage: Any) -> tuple[int, int]:
         return 0, 0
 
 
-#: models whose watched tensors hold at most this many bytes are copied up front (one copy,
-#: compared on restore); larger ones are copied on write, tensor by tensor
-_SNAPSHOT_BYTES = 32 << 20
+#: The two ways to keep the values: one copy up front (its cost grows with the bytes: about
+#: 0.7 ms per MB copied and compared, on 2 cores) or a copy on first write (its cost grows with
+#: the operators: a Python dispatch mode costs about 8 us on every one, some 25 us per module
+#: call). Models whose watched tensors hold at most ``_SNAPSHOT_FLOOR`` bytes, or at most
+#: ``_SNAPSHOT_PER_MODULE`` bytes per module, are copied up front, never more than
+#: ``_SNAPSHOT_BYTES`` (the memory a copy may take); others are copied on write.
+_SNAPSHOT_BYTES = 256 << 20
+_SNAPSHOT_FLOOR = 32 << 20
+_SNAPSHOT_PER_MODULE = 32 << 10
+
+
+def _snapshot_limit(modules: int) -> int:
+    """The most bytes copied up front for a model of ``modules`` modules (see above).
+
+    >>> _snapshot_limit(10) >> 20, _snapshot_limit(5_000) >> 20, _snapshot_limit(10**6) >> 20
+    (32, 156, 256)
+    """
+    return min(_SNAPSHOT_BYTES, max(_SNAPSHOT_FLOOR, _SNAPSHOT_PER_MODULE * modules))
 
 
 class _Guard:
@@ -554,7 +610,7 @@ class _Guard:
             if found is not None:
                 watched[found[1]] = found[0]
         if watched:
-            if sum(st.nbytes() for st in watched.values()) <= _SNAPSHOT_BYTES:
+            if sum(st.nbytes() for st in watched.values()) <= _snapshot_limit(len(modules)):
                 self.snapshot = _Snapshot(list(watched.values()))
             else:
                 self.cow = _CopyOnWrite(watched)
