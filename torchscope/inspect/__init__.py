@@ -167,6 +167,10 @@ def summarize(
         lazy, lazy_findings = _lazy_records(w.nodes)  # before the trace: it infers shapes
         cycles, packed = w.cycles, w.packed
         depth = max(node.depth for node in w.nodes)
+        traced = (example_inputs is not None or example_kwargs is not None
+                  or input_size is not None)
+        # the trace runs over the same modules: it reuses the tree instead of reading it again
+        tree = ([n.module for n in w.nodes], [n.path for n in w.nodes]) if traced else None
         del w
     # the collector, running again, visits every record built above at the next allocation
     # (building the report below): its cost is part of this call, as it is in the benchmark
@@ -189,9 +193,9 @@ def summarize(
         buffer_bytes=root.buffer_bytes,
         lazy_tensors=root.lazy_tensors,
     )
-    if example_inputs is not None or example_kwargs is not None or input_size is not None:
+    if traced:
         with recursion_room(depth):  # torch calls nested modules recursively
-            report = _with_trace(report, model, example_inputs, example_kwargs=example_kwargs,
+            report = _with_trace(report, model, example_inputs, tree, example_kwargs=example_kwargs,
                                  input_size=input_size, dtypes=dtypes, device=device, mode=mode,
                                  follow_functions=follow_functions)
         findings.extend(report.findings)
@@ -264,7 +268,8 @@ def _lazy_records(nodes: list[_Node]) -> tuple[tuple[LazyRecord, ...], tuple[Fin
     return tuple(records), tuple(findings)
 
 
-def _with_trace(report: Report, model: nn.Module, example_inputs: Any, **options: Any) -> Report:
+def _with_trace(report: Report, model: nn.Module, example_inputs: Any,
+                tree: tuple[list[nn.Module], list[str]] | None, **options: Any) -> Report:
     """The report with the calls of one traced forward; lazy tensors get their inferred shapes
     from the same forward (it runs on a copy whose lazy layers materialize)."""
 
@@ -277,7 +282,7 @@ def _with_trace(report: Report, model: nn.Module, example_inputs: Any, **options
             inferred_params=None if inferred is None else report.total_params + inferred,
         )
     else:
-        result = trace_forward(model, example_inputs, **options)
+        result = trace_forward(model, example_inputs, _tree=tree, **options)
     calls: dict[str, list[Any]] = {}
     for path, call in result.calls:
         calls.setdefault(path, []).append(call)

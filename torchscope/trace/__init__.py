@@ -425,8 +425,11 @@ class _Scan:
     device: torch.device | None  # the device of the first initialized tensor
 
 
-def _scan(model: nn.Module) -> _Scan:
-    modules, paths = module_tree(model)
+def _scan(model: nn.Module,
+          tree: tuple[list[nn.Module], list[str]] | None = None) -> _Scan:
+    """The scan of ``model``; ``tree``: its modules and paths when the caller has read them
+    already (in ``named_modules()`` order)."""
+    modules, paths = tree if tree is not None else module_tree(model)
     all_meta = True
     found = has_lazy = False  # found: an initialized tensor
     device: torch.device | None = None
@@ -661,6 +664,7 @@ def trace_forward(
     device: object = None,
     mode: Mode = "auto",
     follow_functions: bool = False,
+    _tree: tuple[list[nn.Module], list[str]] | None = None,
 ) -> TraceResult:
     """Run one forward of ``model`` and record every module call, leaving the model unchanged.
 
@@ -706,6 +710,8 @@ def trace_forward(
             ``TorchFunctionMode``, below any mode already active such as the sync detector's),
             so the flow shows residual connections; costs a little per torch function call.
             Off by default; block diagrams (``torchscope graph``) turn it on.
+        _tree: for torchscope's own callers (``summarize``): the model's modules and their
+            paths in ``named_modules()`` order, already read, so the tree is read once.
 
     Returns:
         A :class:`TraceResult` of plain records (it keeps no tensor or module alive).
@@ -771,7 +777,7 @@ def trace_forward(
 
     model, compiled = unwrap_compiled(model)
     tensors = list(tensors_in((args, kwargs)))
-    scan = _scan(model)
+    scan = _scan(model, None if compiled else _tree)
     for where, m in zip(scan.paths, scan.modules):
         if isinstance(m, torch.jit.ScriptModule):
             raise InputSpecError(
