@@ -458,3 +458,219 @@ def test_a_write_anywhere_in_a_merged_region_comes_back(model_type: type[nn.Modu
     torchscope.summarize(model, torch.randn(2, 8), mode="real")
     assert _bytes(model) == before
     assert _versions(model) == versions
+
+
+def test_init_stats_leaves_every_random_state_as_it_was() -> None:
+    # guards: init_stats measures a copy; an initializer drawing from torch's, Python's or
+    # NumPy's global generator must not move the caller's
+    def draws_everywhere(t: torch.Tensor) -> None:
+        with torch.no_grad():
+            t.normal_().add_(random.random() + float(np.random.rand()))
+
+    model = examples.MLP()  # building it draws from torch's RNG: before the snapshot
+    before = _globals()
+    report = torchscope.init_stats(model, {"*": draws_everywhere})
+    assert all(mean is not None for _, mean, _ in report.stats)
+    _assert_same_globals(before, _globals())
+
+
+# -- the model's tensors re-pointed, hooked, re-classed; containers and generators -----------
+
+
+class RepointsData(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        self.fc.bias.data = torch.zeros(7)  # Tensor.set_data: another storage, shape
+        return y
+
+
+class ConvertsItself(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        self.double()  # Module._apply: every parameter and buffer re-pointed to float64 data
+        return y
+
+
+class HooksAParameter(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.fc.weight.register_hook(lambda g: g * 0)
+        self.fc.bias.register_post_accumulate_grad_hook(lambda p: None)
+        return self.body(x)
+
+
+class ParametrizesItself(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.nn.utils import parametrize
+
+        if not parametrize.is_parametrized(self.fc):
+            parametrize.register_parametrization(self.fc, "weight", _Symmetric())
+        return self.body(x)
+
+
+class _Symmetric(nn.Module):
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return (w + w.T) / 2
+
+
+class FillsContainers(_Base):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+        self.cache: dict[str, torch.Tensor] = {}
+        self.cos_cache = torch.zeros(4)  # a plain tensor attribute, not a buffer
+        self.gen = torch.Generator().manual_seed(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x)
+        self.cache["last"] = x
+        self.cos_cache += 1
+        self.fc.weight.calls = 1  # an attribute set on the Parameter itself
+        return self.body(x) + torch.rand(4, generator=self.gen)
+
+
+REPOINTING: dict[str, Callable[[], nn.Module]] = {
+    "repoints-data": RepointsData,
+    "converts-itself": ConvertsItself,
+    "hooks-a-parameter": HooksAParameter,
+    "parametrizes-itself": ParametrizesItself,
+    "fills-containers": FillsContainers,
+}
+
+
+def _layout(model: nn.Module) -> dict[str, Any]:
+    """Everything a re-pointing, hooking or re-classing forward could change."""
+    return {
+        "tensors": {k: (v.data_ptr(), tuple(v.shape), v.dtype, v.stride())
+                    for k, v in model.state_dict(keep_vars=True).items()},
+        "classes": {n: type(m) for n, m in model.named_modules()},
+        "tensor hooks": {n: (len(p._backward_hooks or {}),
+                             len(getattr(p, "_post_accumulate_grad_hooks", None) or {}))
+                         for n, p in model.named_parameters()},
+        "tensor attributes": {n: dict(vars(p)) for n, p in model.named_parameters()},
+        "plain": {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict)
+                      else v.clone() if isinstance(v, torch.Tensor)
+                      else v.get_state() if isinstance(v, torch.Generator) else v)
+                  for k, v in vars(model).items() if not k.startswith("_")},
+    }
+
+
+def _same_layout(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert a["tensors"] == b["tensors"]
+    assert a["classes"] == b["classes"]
+    assert a["tensor hooks"] == b["tensor hooks"]
+    assert a["tensor attributes"] == b["tensor attributes"]
+    assert a["plain"].keys() == b["plain"].keys()
+    for key, before in a["plain"].items():
+        after = b["plain"][key]
+        if isinstance(before, torch.Tensor):
+            assert torch.equal(before, after), key
+        elif isinstance(before, list):
+            assert [id(v) for v in before] == [id(v) for v in after], key
+        elif isinstance(before, dict):
+            assert {k: id(v) for k, v in before.items()} == {k: id(v) for k, v in after.items()}
+        else:
+            assert before == after, key
+
+
+@pytest.mark.parametrize("name", list(REPOINTING))
+def test_repointed_hooked_or_reclassed_tensors_come_back(name: str, strategy: str) -> None:
+    # guards the bugs: `.data = ...` and `module.double()` in a forward left parameters of
+    # another shape and dtype; hooks registered on a parameter stayed (zeroing every later
+    # gradient); a parametrization left the module's class swapped (its next forward raised);
+    # lists, dicts, tensor attributes and generators filled in place kept activations alive
+    torch.manual_seed(0)
+    model = REPOINTING[name]().train()
+    before, versions, layout = _bytes(model), _versions(model), _layout(model)
+    torchscope.summarize(model, torch.randn(3, 4), mode="real")
+    assert _bytes(model) == before
+    assert _versions(model) == versions
+    _same_layout(layout, _layout(model))
+    torchscope.summarize(model, torch.randn(3, 4), mode="real")  # still runs, as it did
+    _same_layout(layout, _layout(model))
+    out = torch.nn.functional.linear(torch.randn(2, 4), model.fc.weight, model.fc.bias)
+    out.sum().backward()
+    assert model.fc.weight.grad is not None and model.fc.weight.grad.abs().sum() > 0
+
+
+class NumpyWrite(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.fc.weight.detach().numpy()[0, :2] = 42.0  # no torch operator sees this write
+        np.asarray(self.scale)[1] = -1.0  # through __array__
+        return self.body(x)
+
+
+def test_a_write_through_numpy_comes_back(strategy: str) -> None:
+    # guards the bug: copy on write (large models) saw only writes through torch operators,
+    # so a write into a NumPy view of a parameter stayed
+    torch.manual_seed(0)
+    model = NumpyWrite().train()
+    before, versions = _bytes(model), _versions(model)
+    torchscope.summarize(model, torch.randn(3, 4), mode="real")
+    assert _bytes(model) == before
+    assert _versions(model) == versions
+
+
+def _flip_autocast() -> None:
+    torch.autocast("cpu", dtype=torch.bfloat16).__enter__()
+
+
+def _push_saved_hooks() -> None:
+    torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t).__enter__()
+
+
+def _autocast_nesting() -> int:
+    nesting = torch.autocast_increment_nesting() - 1
+    torch.autocast_decrement_nesting()
+    return nesting
+
+
+PROCESS_STATE: dict[str, tuple[Callable[[], Any], Callable[[], None]]] = {
+    "autocast nesting": (_autocast_nesting, _flip_autocast),
+    "saved-tensor hooks": (
+        lambda: torch._C._autograd._top_saved_tensors_default_hooks(True),  # type: ignore[attr-defined]
+        _push_saved_hooks),
+    "forward grad": (torch._C._is_fwd_grad_enabled,
+                     lambda: torch._C._set_fwd_grad_enabled(False)),
+    "torch functions": (torch._C._is_torch_function_enabled,
+                        lambda: torch._C.DisableTorchFunction().__enter__()),
+    "warn always": (torch.is_warn_always_enabled, lambda: torch.set_warn_always(True)),
+    "flush denormal": (lambda: (2.2250738585072014e-308 / 4) * 1.0 == 0.0,
+                       lambda: torch.set_flush_denormal(True) and None),
+    "cudnn deterministic": (lambda: torch.backends.cudnn.deterministic,
+                            lambda: setattr(torch.backends.cudnn, "deterministic", True)),
+    "mkldnn": (lambda: torch.backends.mkldnn.enabled,
+               lambda: setattr(torch.backends.mkldnn, "enabled", False)),
+    "math attention": (torch.backends.cuda.math_sdp_enabled,
+                       lambda: torch.backends.cuda.enable_math_sdp(False)),
+    "print options": (lambda: torch._tensor_str.PRINT_OPTS.precision,
+                      lambda: torch.set_printoptions(precision=1)),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("what", list(PROCESS_STATE))
+def test_process_state_a_forward_leaves_behind_is_put_back(what: str, mode: str) -> None:
+    # guards the bugs: autocast entered and never left kept its nesting count (the user's
+    # later autocast steps reused stale cached weights); saved-tensor hooks pushed in a
+    # forward stayed (estimate_cost then left its own counter installed); forward grad, torch
+    # functions, flush-denormal and backend switches stayed flipped
+    get, flip = PROCESS_STATE[what]
+
+    class Flips(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            flip()
+            return self.fc(x)
+
+    before = get()
+    state = _guard._GlobalState()  # one failure stays one: put back by hand at the end
+    try:
+        torchscope.summarize(Flips(), torch.randn(2, 4), mode=mode)
+        assert get() == before
+        torchscope.estimate_cost(Flips(), torch.randn(2, 4), mode=mode)
+        assert get() == before
+    finally:
+        state.restore()

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined,unused-ignore]
 
-from torchscope.errors import InputSpecError
+from torchscope.errors import ArgumentError, InputSpecError
 
 __all__ = [
+    "require_module",
     "DTYPE_ALIASES",
     "device_name",
     "dtensor_type",
@@ -39,6 +40,22 @@ __all__ = [
     "unwrap_compiled",
     "unwrap_wrappers",
 ]
+
+
+def require_module(model: object, where: str) -> nn.Module:
+    """``model`` itself, or an :class:`~torchscope.errors.ArgumentError` naming what was passed.
+
+    >>> require_module(None, "meta_copy")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    torchscope.errors.ArgumentError: meta_copy: model = NoneType is not a torch.nn.Module; ...
+    """
+    if not isinstance(model, nn.Module):
+        raise ArgumentError(
+            f"{where}: model = {type(model).__name__} is not a torch.nn.Module; pass the model "
+            "itself"
+        )
+    return model
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from torch import nn
 
 from torchscope._torch import room_for_depth
 from torchscope.devices import check_devices
-from torchscope.errors import ForwardError, InputSpecError
+from torchscope.errors import ArgumentError, ForwardError, InputSpecError
 from torchscope.inspect import summarize
 from torchscope.records import CheckResult, Finding, Severity
 from torchscope.syncs import detect_syncs
@@ -101,6 +101,9 @@ def check(
     model = check_model(model, "check")
     if mode not in MODES:
         raise InputSpecError(f"check: mode = {mode!r} is not one of {', '.join(MODES)}")
+    for name, flag in (("backward", backward), ("nonfinite", nonfinite)):
+        if not isinstance(flag, bool):
+            raise ArgumentError(f"check: {name} = {flag!r} is not True or False; pass a bool")
     inputs: tuple[Any, ...] | SizedInputs | None = None
     kwargs: dict[str, Any] = {}
     sized = example_inputs is None and input_size is not None

@@ -56,10 +56,18 @@ _MODES = (None, "same", "train", "eval")
 
 
 def _sizes(input_size: Any, batch_dim: int | None) -> list[tuple[int, ...]]:
-    if isinstance(input_size, (tuple, list)) and input_size and all(
-            isinstance(d, int) and not isinstance(d, bool) for d in input_size):
+    def is_dim(d: object) -> bool:
+        return isinstance(d, int) and not isinstance(d, bool)
+
+    if batch_dim is not None and not is_dim(batch_dim):
+        raise InputSpecError(
+            f"batch_dim = {batch_dim!r} is not an index; give the position of the batch "
+            "dimension to insert, e.g. batch_dim=0"
+        )
+    if isinstance(input_size, (tuple, list)) and input_size and all(map(is_dim, input_size)):
         shapes = [tuple(input_size)]
-    elif isinstance(input_size, (tuple, list)) and input_size:
+    elif isinstance(input_size, (tuple, list)) and input_size and all(
+            isinstance(s, (tuple, list)) and all(map(is_dim, s)) for s in input_size):
         shapes = [tuple(s) for s in input_size]
     else:
         raise InputSpecError(

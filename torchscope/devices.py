@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchscope._torch import is_lazy, named_modules, recursion_room
+from torchscope._torch import is_lazy, named_modules, recursion_room, require_module
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import Finding, Severity, SyncReport
 from torchscope.syncs import detect_syncs, no_syncs
@@ -111,6 +111,7 @@ def device_map(model: nn.Module) -> dict[str, tuple[str, ...]]:
     >>> torchscope.devices.device_map(mlp)
     {'cpu': ('hidden',), 'meta': ('output',)}
     """
+    model = require_module(model, "device_map")
     # iterative (any depth); an edge back to an ancestor (a cycle) is not followed
     subtree: dict[int, set[str]] = {}
     todo: list[tuple[nn.Module, bool]] = [(model, False)]
@@ -422,8 +423,11 @@ def _run_input_checks(model: nn.Module, example_inputs: Any) -> list[Finding]:
     try:
         with state_guard(model), torch.no_grad():
             for path, module in named_modules(model):
-                handles.append(module.register_forward_pre_hook(make_hook(path, module),
-                                                                with_kwargs=True))
+                try:
+                    handles.append(module.register_forward_pre_hook(make_hook(path, module),
+                                                                    with_kwargs=True))
+                except RuntimeError:  # TorchScript: hooks never run inside it, none to add
+                    continue
             try:
                 model(*args, **kwargs)
             except _Stop:

@@ -143,7 +143,8 @@ def summarize(
     if not isinstance(mode, str) or mode not in _MODES:
         raise InputSpecError(
             f"summarize: mode = {_shown(mode)} is not one of {', '.join(_MODES)}")
-    for name, flag in (("distributed", distributed), ("follow_functions", follow_functions)):
+    for name, flag in (("distributed", distributed), ("follow_functions", follow_functions),
+                       ("cost", cost)):
         if not isinstance(flag, bool):
             raise InputSpecError(
                 f"summarize: {name} = {_shown(flag)} is not True or False; pass a bool")

@@ -36,7 +36,7 @@ from torch.nn.modules import module as _module_mod
 from torch.nn.parameter import is_lazy
 
 from torchscope._torch import dtype_name, named_modules, unwrap_compiled
-from torchscope.errors import ForwardError, InputSpecError
+from torchscope.errors import ArgumentError, ForwardError, InputSpecError
 from torchscope.lazy._undo import _FailureSite, _Rollback, _SideEffects
 from torchscope.records import (
     Finding,
@@ -266,6 +266,12 @@ def trace_lazy(
     >>> result.mode, lazy[0].inferred[0]
     ('meta', ('weight', (256, 20), 'float32'))
     """
+    if lazy is not None and (not isinstance(lazy, (tuple, list))
+                             or not all(isinstance(r, LazyRecord) for r in lazy)):
+        raise ArgumentError(
+            f"trace_lazy: lazy = {type(lazy).__name__} is not a list of LazyRecord; pass "
+            "find_lazy(model), or leave it out"
+        )
     records = find_lazy(model) if lazy is None else tuple(lazy)
     if not records:
         return trace_forward(model, example_inputs, **options), ()

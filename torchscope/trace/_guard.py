@@ -12,8 +12,8 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from itertools import accumulate, chain
-from operator import add, attrgetter, itemgetter, methodcaller
+from itertools import accumulate, chain, compress, repeat
+from operator import add, and_, attrgetter, is_, itemgetter, methodcaller, not_
 from typing import Any
 
 import torch
@@ -25,7 +25,7 @@ from torch.utils.hooks import RemovableHandle
 
 __all__ = ["meta_copy", "state_guard"]
 
-from torchscope._torch import is_lazy, named_modules, room_for_depth
+from torchscope._torch import is_lazy, named_modules, require_module, room_for_depth
 from torchscope.errors import InputSpecError
 
 # ---------------------------------------------------------------------------------------------
@@ -98,12 +98,16 @@ _AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
 
 class _GlobalState:
     """Process-wide state a forward may change: mode stacks, default dtype and device, grad,
-    determinism, anomaly and autocast flags, matmul precision, thread count and the RNGs of
-    torch (CPU and, when initialized, CUDA), Python and NumPy (when imported)."""
+    determinism, anomaly and autocast flags (and autocast's nesting count, which decides when
+    its weight cache is cleared), the saved-tensor hooks stack, matmul precision, thread count,
+    the flags of :data:`_FLAGS` (forward grad, torch functions, backend switches, print
+    options...) and the RNGs of torch (CPU and, when initialized, CUDA), Python and NumPy (when
+    imported)."""
 
-    __slots__ = ("anomaly", "autocast", "autocast_cache", "cuda_rng", "default_device",
-                 "determinism", "dispatch_stack", "dtype", "function_stack", "grad",
-                 "matmul", "np_rng", "py_rng", "rng", "threads")
+    __slots__ = ("anomaly", "autocast", "autocast_cache", "autocast_nesting", "cuda_rng",
+                 "default_device", "determinism", "dispatch_stack", "dtype", "flags",
+                 "function_stack", "grad", "matmul", "np_rng", "print_options", "py_rng", "rng",
+                 "saved_hooks", "threads")
 
     def __init__(self) -> None:
         from torch.utils import _device
@@ -121,6 +125,10 @@ class _GlobalState:
         self.autocast_cache = torch.is_autocast_cache_enabled()
         self.matmul = torch.get_float32_matmul_precision()
         self.threads = torch.get_num_threads()
+        self.autocast_nesting = _autocast_nesting()
+        self.saved_hooks = _top_saved_hooks()
+        self.flags = [get() for _, get, _ in _flags()]
+        self.print_options = dict(vars(torch._tensor_str.PRINT_OPTS))
         self.rng = torch.get_rng_state()
         self.cuda_rng = (torch.cuda.get_rng_state_all()
                          if torch.cuda.is_available() and _cuda_initialized() else None)
@@ -158,6 +166,21 @@ class _GlobalState:
             torch.set_float32_matmul_precision(self.matmul)
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
+        nesting = _autocast_nesting()
+        while nesting > self.autocast_nesting:  # autocast blocks entered and never left
+            nesting = torch.autocast_decrement_nesting()
+            if nesting == 0:
+                torch.clear_autocast_cache()
+        while nesting < self.autocast_nesting:
+            nesting = torch.autocast_increment_nesting()
+        if _top_saved_hooks() != self.saved_hooks:
+            _restore_saved_hooks(self.saved_hooks)
+        for (_, get, set_), value in zip(_flags(), self.flags):
+            if get() != value:
+                set_(value)
+        options = torch._tensor_str.PRINT_OPTS
+        if vars(options) != self.print_options:
+            vars(options).update(self.print_options)
         torch.set_rng_state(self.rng)
         if self.cuda_rng is not None:
             torch.cuda.set_rng_state_all(self.cuda_rng)
@@ -165,6 +188,85 @@ class _GlobalState:
         np = sys.modules.get("numpy")
         if self.np_rng is not None and np is not None:
             np.random.set_state(self.np_rng)
+
+
+def _autocast_nesting() -> int:
+    """How many autocast blocks are open (torch clears autocast's cache when it drops to 0)."""
+    nesting: int = torch.autocast_increment_nesting() - 1
+    torch.autocast_decrement_nesting()
+    return nesting
+
+
+def _top_saved_hooks() -> Any:
+    autograd: Any = torch._C._autograd
+    return autograd._top_saved_tensors_default_hooks(True)
+
+
+def _restore_saved_hooks(saved: Any) -> None:
+    """Pop saved-tensor hooks pushed since (``saved`` is the top then), or push it back."""
+    autograd: Any = torch._C._autograd
+    for _ in range(10_000):  # (a bound: a stack deeper than this is not ours to empty)
+        top = _top_saved_hooks()
+        if top == saved or top is None:
+            break
+        autograd._pop_saved_tensors_default_hooks()
+    if saved is not None and _top_saved_hooks() is None:
+        autograd._push_saved_tensors_default_hooks(*saved)
+
+
+_FLAG_TABLE: list[tuple[str, Callable[[], Any], Callable[[Any], None]]] | None = None
+
+
+def _flags() -> list[tuple[str, Callable[[], Any], Callable[[Any], None]]]:
+    """(name, getter, setter) of process-wide switches a forward may flip and never flip back:
+    forward-mode grad, torch functions disabled, autograd multithreading, warn-always, flushing
+    denormals, the backend switches of cuDNN, oneDNN, CUDA matmul reductions and attention
+    kernels (settable without a GPU). Built once; a switch this build lacks is left out."""
+    global _FLAG_TABLE
+    if _FLAG_TABLE is not None:
+        return _FLAG_TABLE
+    c: Any = torch._C
+    backends: Any = torch.backends
+    table: list[tuple[str, Callable[[], Any], Callable[[Any], None]]] = []
+
+    def attr(owner: Any, name: str) -> None:
+        if hasattr(owner, name):
+            table.append((name, lambda: getattr(owner, name),
+                          lambda value: setattr(owner, name, value)))
+
+    candidates = [
+        ("fwd_grad", "_is_fwd_grad_enabled", "_set_fwd_grad_enabled"),
+        ("torch_function", "_get_torch_function_state", "_set_torch_function_state"),
+        ("multithreading", "_is_multithreading_enabled", "_set_multithreading_enabled"),
+    ]
+    for name, get, set_ in candidates:
+        if hasattr(c, get) and hasattr(c, set_):
+            table.append((name, getattr(c, get), getattr(c, set_)))
+    table.append(("warn_always", torch.is_warn_always_enabled, torch.set_warn_always))
+    table.append(("flush_denormal", lambda: _flushes_denormals(), _set_flush_denormal))
+    for name in ("enabled", "benchmark", "deterministic", "allow_tf32"):
+        attr(backends.cudnn, name)
+    attr(backends.mkldnn, "enabled")
+    for name in ("allow_tf32", "allow_fp16_reduced_precision_reduction",
+                 "allow_bf16_reduced_precision_reduction"):
+        attr(backends.cuda.matmul, name)
+    for kind in ("flash", "mem_efficient", "math", "cudnn"):
+        sdp_get = getattr(backends.cuda, f"{kind}_sdp_enabled", None)
+        sdp_set = getattr(backends.cuda, f"enable_{kind}_sdp", None)
+        if sdp_get is not None and sdp_set is not None:
+            table.append((f"{kind}_sdp", sdp_get, sdp_set))
+    _FLAG_TABLE = table
+    return table
+
+
+def _flushes_denormals(tiny: float = sys.float_info.min / 4) -> bool:
+    """Whether ``torch.set_flush_denormal(True)`` is in effect (torch has no getter: the same
+    CPU flag makes this thread's float arithmetic read a denormal as zero; no tensor op)."""
+    return tiny * 1.0 == 0.0
+
+
+def _set_flush_denormal(value: Any) -> None:
+    torch.set_flush_denormal(bool(value))
 
 
 def _autocast_state() -> list[tuple[str, bool, torch.dtype]]:
@@ -218,6 +320,19 @@ def _storage_of(t: object) -> tuple[Any, int] | None:
         return None
 
 
+def _patch(cls: Any, name: str, before: Callable[..., None]) -> tuple[Any, str, Any, Any]:
+    """Make ``cls.name`` call ``before(self, *args)`` first; returns what undoes it."""
+    own = cls.__dict__.get(name)
+    original = getattr(cls, name)
+
+    def patched(self: Any, *args: Any, **kwargs: Any) -> Any:
+        before(self, *args)
+        return original(self, *args, **kwargs)
+
+    setattr(cls, name, patched)
+    return cls, name, own, patched
+
+
 class _CopyOnWrite(TorchDispatchMode):  # type: ignore[no-untyped-call,unused-ignore]
     """Keeps a copy of a watched storage right before the first operator writes into it, so
     the guard can put its bytes back (only what was written is copied, and the bytes go back
@@ -227,7 +342,8 @@ class _CopyOnWrite(TorchDispatchMode):  # type: ignore[no-untyped-call,unused-ig
         super().__init__()  # type: ignore[no-untyped-call,unused-ignore]
         self.watched = watched  # data_ptr -> storage
         self.saved: dict[int, tuple[Any, Any]] = {}
-        self._resize: tuple[Any, Any] | None = None  # (own resize_, the patched one)
+        # (class, method name, the class's own attribute or None, the patched one)
+        self._patches: list[tuple[Any, str, Any, Any]] = []
 
     def _save(self, value: object) -> None:
         if isinstance(value, (list, tuple)):
@@ -244,31 +360,27 @@ class _CopyOnWrite(TorchDispatchMode):  # type: ignore[no-untyped-call,unused-ig
     def watch_resizes(self) -> None:
         """Also save a watched storage before ``UntypedStorage.resize_`` frees or resizes it
         (a sharding wrapper's way to free parameters: a storage method, which no dispatch mode
-        sees). Undone by :meth:`unwatch_resizes`."""
-        cls: Any = torch.UntypedStorage
-        own = cls.__dict__.get("resize_")
-        original = cls.resize_
+        sees) and before ``Tensor.numpy`` hands out a NumPy view of it (NumPy writes go to the
+        bytes without any operator). Undone by :meth:`unwatch_resizes`."""
         cow = self
 
-        def resize_(storage: Any, size: int) -> Any:
+        def before_resize(storage: Any, *args: Any) -> None:
             cow._save(torch.empty(0, dtype=torch.uint8, device=storage.device).set_(storage))
-            return original(storage, size)
 
-        self._resize = (own, resize_)
-        cls.resize_ = resize_
+        def before_numpy(tensor: Any, *args: Any) -> None:
+            cow._save(tensor)
+
+        self._patches = [_patch(torch.UntypedStorage, "resize_", before_resize),
+                         _patch(torch.Tensor, "numpy", before_numpy)]
 
     def unwatch_resizes(self) -> None:
-        found = self._resize
-        if found is None:
-            return
-        own, patched = found
-        cls: Any = torch.UntypedStorage
-        if cls.__dict__.get("resize_") is patched:
-            if own is None:
-                del cls.resize_
-            else:
-                cls.resize_ = own
-        self._resize = None
+        for cls, name, own, patched in reversed(self._patches):
+            if cls.__dict__.get(name) is patched:
+                if own is None:
+                    delattr(cls, name)
+                else:
+                    setattr(cls, name, own)
+        self._patches = []
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
@@ -514,20 +626,26 @@ class _Guard:
     __slots__ = (
         "attr_dicts",
         "attr_marks",
+        "containers",
         "cow",
         "flags",
+        "generators",
         "global_dicts",
         "global_state",
         "grads",
         "hook_dicts",
         "hook_id",
+        "layouts",
         "modules",
+        "placed",
+        "places",
         "requires",
         "sets",
         "snapshot",
         "tensor_dicts",
         "tensor_marks",
         "tensors",
+        "types",
         "versions",
     )
 
@@ -552,6 +670,13 @@ class _Guard:
         self.grads: list[Any] = []
         self.cow: _CopyOnWrite | None = None
         self.snapshot: _Snapshot | None = None
+        self.types: list[type] = []
+        self.containers: list[tuple[Any, Any]] = []  # (list or dict attribute, its items)
+        self.generators: list[tuple[torch.Generator, torch.Tensor]] = []
+        self.placed: list[torch.Tensor] = []
+        self.places: list[tuple[int, torch.Size, torch.dtype]] = []
+        # (storage, its bytes, offset, shape, strides, dtype) of each placed tensor
+        self.layouts: list[tuple[Any, int, int, torch.Size, tuple[int, ...], torch.dtype]] = []
         dicts: list[dict[str, Any]] = []  # the tensor dicts, copied below in one pass
         hook_dicts = self.hook_dicts
         for m in modules:
@@ -562,9 +687,11 @@ class _Guard:
                           or md["_state_dict_hooks"] or md["_state_dict_pre_hooks"]
                           or md["_load_state_dict_pre_hooks"]
                           or md["_load_state_dict_post_hooks"])
-                dicts.append(md["_parameters"])
-                dicts.append(md["_buffers"])
-                dicts.append(md["_modules"])
+                own = (md["_parameters"], md["_buffers"], md["_modules"])
+                if type(own[0]) is dict and type(own[1]) is dict and type(own[2]) is dict:
+                    dicts.extend(own)
+                else:  # TorchScript keeps them in the C++ module, behind wrappers
+                    dicts.extend(d for d in own if isinstance(d, dict))
             except KeyError:  # a module missing some of torch's attributes (an old pickle)
                 hooked = True
                 for name in ("_parameters", "_buffers", "_modules"):
@@ -584,31 +711,71 @@ class _Guard:
 
     def _watch(self, modules: list[nn.Module]) -> None:
         mds = [m.__dict__ for m in modules]
-        self.attr_dicts = list(zip(mds, map(dict, mds)))
-        self.attr_marks = _attr_marks(mds)
+        self.types = list(map(type, modules))  # a parametrization swaps the class
         self.sets = [(ps, set(ps)) for ps in (md.get("_non_persistent_buffers_set")
                                                for md in mds) if isinstance(ps, set)]
         seen: dict[int, torch.Tensor] = {}
-        for md in mds:
+        scripted = torch.jit.ScriptModule
+        for m, md in zip(modules, mds):
             for name in ("_parameters", "_buffers"):
                 d = md.get(name)
-                if d:
-                    for t in d.values():
+                if d is None and isinstance(m, scripted):  # a traced module: on its class
+                    d = getattr(m, name, None)
+                if d:  # (a TorchScript wrapper has items() only)
+                    for t in (d.values() if isinstance(d, dict) else [v for _, v in d.items()]):
                         if isinstance(t, torch.Tensor):
                             seen[id(t)] = t
+        # plain attributes: tensors (rotary caches written in place) are watched like buffers,
+        # lists and dicts keep their items, generators their state (C-level passes pick them)
+        values = list(chain.from_iterable(map(dict.values, mds)))
+        kinds = list(map(type, values))
+        distinct = set(kinds)  # (isinstance on a tensor type is slow: each distinct type once)
+        tensor_kinds = {k for k in distinct if issubclass(k, torch.Tensor)}
+        if tensor_kinds:
+            for t in compress(values, map(tensor_kinds.__contains__, kinds)):
+                seen.setdefault(id(t), t)
         tensors = self.tensors = list(seen.values())
+        if _CONTAINERS & distinct:
+            keys = list(chain.from_iterable(mds))
+            public = map(not_, map(str.startswith, keys, repeat("_")))
+            self.containers = [
+                (v, list(v) if type(v) is list else dict(v)) for v in compress(
+                    values, map(and_, map(_CONTAINERS.__contains__, kinds), public))
+            ]
+        if torch.Generator in distinct:
+            self.generators = [(g, g.get_state()) for g in compress(
+                values, map(is_, kinds, repeat(torch.Generator)))]
+        # the modules' and the tensors' own __dict__ (attributes set on a Parameter)
+        attr_owners = mds + list(map(vars, tensors))
+        self.attr_dicts = list(zip(attr_owners, map(dict, attr_owners)))
+        self.attr_marks = _attr_marks(attr_owners)
         self.versions = list(map(_VERSION, tensors))
         self.requires = list(map(_REQUIRES_GRAD, tensors))
         self.grads = [t.grad if t.is_leaf else None for t in tensors]
         watched: dict[int, Any] = {}
         fake = sys.modules.get("torch._subclasses.fake_tensor")
         fake_type: Any = fake.FakeTensor if fake is not None else ()
-        for x in chain(tensors, self.grads):
+        placed: list[tuple[torch.Tensor, Any]] = []
+        for i, x in enumerate(chain(tensors, self.grads)):
             if x is None or x.is_meta or isinstance(x, (UninitializedTensorMixin, fake_type)):
                 continue
             found = _storage_of(x)
             if found is not None:
                 watched[found[1]] = found[0]
+            if i < len(tensors):
+                if found is not None:
+                    placed.append((x, found[0]))
+                elif x.layout is torch.strided and not x.is_nested:
+                    try:  # an empty storage (an observer's min_val): it may be resized
+                        placed.append((x, x.untyped_storage()))
+                    except (RuntimeError, NotImplementedError, TypeError):
+                        pass
+        # where each tensor's data is: ``.data = ...``, ``.to()``, ``swap_tensors`` re-point it
+        ts = self.placed = [t for t, _ in placed]
+        self.places = _places(ts)
+        storages = [st for _, st in placed]
+        self.layouts = list(zip(storages, map(_NBYTES, storages), map(_OFFSET, ts),
+                                map(_SHAPE, ts), map(_STRIDE, ts), map(_DTYPE, ts)))
         if watched:
             if sum(st.nbytes() for st in watched.values()) <= _snapshot_limit(len(modules)):
                 self.snapshot = _Snapshot(list(watched.values()))
@@ -642,10 +809,23 @@ class _Guard:
                 if d:
                     for key in [k for k in d if isinstance(k, int) and k >= start]:
                         del d[key]
+            for t in self.tensors:  # hooks on the tensors themselves (``register_hook``)
+                for name in ("_backward_hooks", "_post_accumulate_grad_hooks"):
+                    d = getattr(t, name, None)
+                    if d:
+                        for key in [k for k in d if isinstance(k, int) and k >= start]:
+                            del d[key]
         for d, saved in (*self.hook_dicts, *self.global_dicts):
             if len(d) != len(saved):  # a hook was removed: put the dict back as it was
                 d.clear()
                 d.update(saved)
+        if self.types and list(map(type, self.modules)) != self.types:
+            for m, cls in zip(self.modules, self.types):
+                if type(m) is not cls:  # a parametrization made it ParametrizedLinear
+                    try:
+                        m.__class__ = cls
+                    except TypeError:  # a layout Python refuses to swap back: left as it is
+                        continue
         # parameters, buffers and children: the same objects under the same names (checked for
         # all dicts at once first: the common case, nothing changed)
         tensor_dicts = self.tensor_dicts
@@ -679,6 +859,19 @@ class _Guard:
                     except RuntimeError:  # a storage that cannot be resized: left as it is
                         continue
             self.cow.saved.clear()
+        if self.placed:
+            self._repoint()
+        for container, items in self.containers:  # lists and dicts filled in place
+            if type(container) is list:
+                if list(map(id, container)) != list(map(id, items)):
+                    container[:] = items
+            elif (list(container) != list(items)
+                  or list(map(id, container.values())) != list(map(id, items.values()))):
+                container.clear()
+                container.update(items)
+        for generator, state in self.generators:
+            if not torch.equal(generator.get_state(), state):
+                generator.set_state(state)
         tensors = self.tensors
         if tensors:
             if list(map(_REQUIRES_GRAD, tensors)) != self.requires:
@@ -702,7 +895,45 @@ class _Guard:
                     m.training = flag
 
 
+    def _repoint(self) -> None:
+        """Tensors whose data was re-pointed (``.data = ...``, ``module.to(dtype)``,
+        ``swap_tensors``) get their storage, offset, shape, strides and dtype back."""
+        try:
+            if _places(self.placed) == self.places:
+                return
+        except RuntimeError:  # a tensor whose storage was freed: looked at one by one
+            pass
+        for t, place, (storage, nbytes, offset, size, stride, dtype) in zip(
+                self.placed, self.places, self.layouts):
+            try:
+                if _places([t]) == [place]:
+                    continue
+            except RuntimeError:
+                pass
+            try:
+                if storage.nbytes() != nbytes:  # resized in place (``resize_``) and not watched
+                    storage.resize_(nbytes)
+                with torch.no_grad():
+                    t.data = torch.empty(0, dtype=dtype, device=storage.device).set_(
+                        storage, offset, size, stride)
+            except (RuntimeError, TypeError):  # a storage that cannot hold it any more
+                continue
+
+
 _MISSING = object()
+_CONTAINERS = frozenset({list, dict})
+_OFFSET = methodcaller("storage_offset")
+_SHAPE = attrgetter("shape")
+_STRIDE = methodcaller("stride")
+_DTYPE = attrgetter("dtype")
+_TENSOR_PTR = methodcaller("data_ptr")
+
+
+def _places(tensors: list[torch.Tensor]) -> list[tuple[int, torch.Size, torch.dtype]]:
+    """Where each tensor's data is: (address, shape, dtype), by C-level passes."""
+    return list(zip(map(_TENSOR_PTR, tensors), map(_SHAPE, tensors), map(_DTYPE, tensors)))
+
+
 _TRAINING = attrgetter("training")
 _VERSION = attrgetter("_version")
 _REQUIRES_GRAD = attrgetter("requires_grad")
@@ -855,6 +1086,7 @@ def meta_copy(model: nn.Module) -> nn.Module:
     >>> copy[2].weight.device.type, copy[2] is copy[4]
     ('meta', True)
     """
+    model = require_module(model, "meta_copy")
     storages: dict[Any, torch.UntypedStorage] = {}
 
     def to_meta(t: torch.Tensor) -> torch.Tensor:

@@ -108,27 +108,55 @@ None, ValueSpec(repr='4')))
 
 
 def tensors_in(value: object, depth: int = 0) -> Iterator[torch.Tensor]:
-    """Every tensor inside ``value`` (same traversal as :func:`_build_spec`)."""
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif value is None or isinstance(value, _PLAIN) or depth >= _MAX_DEPTH:
-        return
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from tensors_in(v, depth + 1)
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from tensors_in(v, depth + 1)
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for f in dataclasses.fields(value):
-            yield from tensors_in(getattr(value, f.name), depth + 1)
+    """Every tensor inside ``value``, at any depth (tuples, lists, mappings, dataclasses; a
+    container that holds itself is visited once), in order.
+
+    >>> import torch
+    >>> deep = [torch.zeros(1)]
+    >>> for _ in range(20):
+    ...     deep = [deep, torch.ones(1)]
+    >>> len(list(tensors_in(deep)))
+    21
+    """
+    seen: set[int] = set()
+    stack: list[object] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            yield item
+            continue
+        if item is None or isinstance(item, _PLAIN) or id(item) in seen:
+            continue
+        if isinstance(item, (tuple, list)):
+            children: list[object] = list(item)
+        elif isinstance(item, Mapping):
+            children = list(item.values())
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            children = [getattr(item, f.name) for f in dataclasses.fields(item)]
+        else:
+            continue
+        seen.add(id(item))
+        stack.extend(reversed(children))
+
+
+#: how deep :func:`map_tensors` follows containers (a deeper tensor is an error, not skipped)
+MAP_DEPTH = 200
 
 
 def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor], depth: int = 0) -> Any:
-    """``value`` with every tensor replaced by ``fn(tensor)`` (tuples, lists, dicts)."""
+    """``value`` with every tensor replaced by ``fn(tensor)`` (tuples, lists, dicts).
+
+    Raises:
+        InputSpecError: containers nested deeper than :data:`MAP_DEPTH`.
+    """
     if isinstance(value, torch.Tensor):
         return fn(value)
-    if depth >= _MAX_DEPTH:
+    if depth >= MAP_DEPTH:
+        if any(True for _ in tensors_in(value)):
+            raise InputSpecError(
+                f"example inputs nest containers more than {MAP_DEPTH} levels deep; pass "
+                "flatter inputs (tuples or dicts of tensors)"
+            )
         return value
     if isinstance(value, tuple) and hasattr(type(value), "_fields"):
         return type(value)(*(map_tensors(v, fn, depth + 1) for v in value))
