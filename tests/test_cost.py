@@ -465,3 +465,47 @@ def test_autocast_on_meta_is_one_error() -> None:
     with pytest.raises(InputSpecError, match=r"meta tensors ignore torch.autocast"):
         torchscope.estimate_cost(MLP(), input_size=[(2, 20)], train_dtype="autocast:bf16",
                                  mode="meta")
+
+
+def test_train_dtype_on_fake_tensors_casts_the_fake_copy() -> None:
+    # guards: train_dtype in fake mode cast the fake copy with Module.to, which torch refuses
+    # for fake parameters ("_apply(): Couldn't swap Linear.weight")
+    x = torch.randn(2, 4)
+    fake = torchscope.estimate_cost(nn.Linear(4, 4), x, train_dtype="bf16", mode="fake")
+    meta = torchscope.estimate_cost(nn.Linear(4, 4), x, train_dtype="bf16", mode="meta")
+    assert fake.mode == "fake" and fake.train_dtype == meta.train_dtype == "bfloat16"
+    assert fake.param_bytes == meta.param_bytes == 20 * 2
+    assert fake.input_bytes == meta.input_bytes == 8 * 2  # inputs sized in it too
+    for field in ("forward_flops", "backward_flops", "saved_bytes", "training_peak_bytes",
+                  "inference_peak_bytes"):
+        assert getattr(fake, field) == getattr(meta, field), field
+    # ties stay one tensor, lazy tensors materialize in the train dtype, buffers are cast
+    tied = torchscope.estimate_cost(SharedMLP(), input_size=[(2, 4)], train_dtype="bf16",
+                                    mode="fake")
+    assert tied.param_bytes == torchscope.estimate_cost(
+        SharedMLP(), input_size=[(2, 4)], train_dtype="bf16", mode="meta").param_bytes
+    lazy = torchscope.estimate_cost(nn.LazyLinear(4), input_size=[(2, 4)], train_dtype="bf16",
+                                    mode="fake")
+    assert lazy.mode == "fake" and lazy.param_bytes == 20 * 2
+    norm = torchscope.estimate_cost(nn.BatchNorm1d(4), input_size=[(2, 4)], train_dtype="bf16",
+                                    mode="fake")
+    assert norm.buffer_bytes == 2 * 4 * 2 + 8  # running stats cast, the int64 counter kept
+
+
+def test_fake_mode_runs_a_meta_model_with_inputs_where_its_copy_is() -> None:
+    # guards: in fake mode a meta model's inputs (built from sizes, or given on meta or the
+    # CPU) became fake CPU tensors, and the forward failed on the device mismatch
+    model = nn.Linear(4, 4, device="meta")
+    for inputs in ({"input_size": [(2, 4)]}, {"example_inputs": torch.zeros(2, 4)},
+                   {"example_inputs": torch.zeros(2, 4, device="meta")}):
+        report = torchscope.estimate_cost(model, mode="fake", **inputs)  # type: ignore[arg-type]
+        assert report.mode == "fake" and report.forward_flops == 64
+
+
+def test_device_meta_builds_no_real_inputs_and_real_mode_refuses_it() -> None:
+    # guards: device="meta" was read as the CPU, so inputs were built there
+    report = torchscope.estimate_cost(nn.Linear(4, 4), input_size=[(2, 4)], device="meta")
+    assert report.mode == "meta"
+    with pytest.raises(InputSpecError, match=r"mode = 'real' with device = 'meta'"):
+        torchscope.estimate_cost(nn.Linear(4, 4), input_size=[(2, 4)], device="meta",
+                                 mode="real")

@@ -132,3 +132,13 @@ def test_render_and_bad_input() -> None:
         torchscope.gradient_flow(torchscope.examples.MLP(), torch.ones(2, 20), depth=0)
     with pytest.raises(InputSpecError, match=r"meta or uninitialized \(lazy\) parameters"):
         torchscope.gradient_flow(torchscope.examples.LazyMLP(), torch.ones(2, 20))
+
+
+def test_inputs_from_sizes_go_where_the_model_is_and_never_to_meta() -> None:
+    # guards: device="meta" built meta inputs for a real step, which then failed with a
+    # device error from inside the forward
+    report = torchscope.gradient_flow(torchscope.examples.MLP(), input_size=[(2, 20)])
+    assert report.none_grads == ()
+    with pytest.raises(InputSpecError, match=r"gradient_flow: device = 'meta'"):
+        torchscope.gradient_flow(torchscope.examples.MLP(), input_size=[(2, 20)],
+                                 device="meta")

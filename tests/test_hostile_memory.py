@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import torchscope
+import torchscope.cost
 import torchscope.devices
 import torchscope.trace._inputs
 import torchscope.training._common
@@ -35,7 +36,8 @@ def built_on(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return out
 
     # every module that builds inputs from sizes holds the name: each one is watched
-    for module in (trace, trace._inputs, torchscope.devices, torchscope.training._common):
+    for module in (trace, trace._inputs, torchscope.devices, torchscope.training._common,
+                   torchscope.cost):
         monkeypatch.setattr(module, "make_inputs", spy)
     return kinds
 
@@ -177,3 +179,41 @@ def test_unused_parameters_real_mode_builds_on_the_model_device(built_on: list[s
     report = torchscope.find_unused_parameters(nn.Linear(10, 8), input_size=[(2, 10)],
                                                mode="real")
     assert report.mode == "real" and built_on[-1] == "cpu"
+
+
+@pytest.mark.parametrize(("mode", "kinds"), [("meta", {"meta"}), ("fake", {"fake"}),
+                                             ("auto", {"meta"})])
+def test_cost_from_sizes_takes_no_memory(mode: str, kinds: set[str],
+                                         built_on: list[str]) -> None:
+    # guards: estimate_cost built its inputs from sizes as real CPU zeros before it knew which
+    # mode would run (HUGE could not even be allocated)
+    report = torchscope.estimate_cost(nn.Linear(10, 8), input_size=[HUGE], mode=mode)
+    assert report.mode == ("meta" if mode == "auto" else mode)
+    assert report.forward_flops == 2 * HUGE[0] * HUGE[1] * 10 * 8
+    assert set(built_on) == kinds
+
+
+def test_summarize_cost_from_sizes_takes_no_memory(built_on: list[str]) -> None:
+    # guards: summarize(cost=True) went through the eager build of estimate_cost
+    report = torchscope.summarize(nn.Linear(10, 8), input_size=[HUGE], mode="meta", cost=True)
+    assert report.cost is not None and report.cost.mode == "meta"
+    assert built_on == ["meta", "meta"]  # the trace's inputs, then the cost's
+
+
+def test_cost_real_mode_builds_where_the_model_is(built_on: list[str]) -> None:
+    # real inputs from sizes are built only for the real run
+    report = torchscope.estimate_cost(nn.Linear(10, 8), input_size=[(2, 10)], mode="real")
+    assert report.mode == "real" and built_on == ["cpu"]
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    ("gradient_flow", r"Linear has meta or uninitialized \(lazy\) parameters"),
+    ("find_nonfinite", r"Linear has 2 parameter/buffer tensors on the meta device"),
+])
+def test_a_meta_model_is_refused_before_any_input_is_built(call: str, message: str,
+                                                           built_on: list[str]) -> None:
+    # guards: the real step's inputs were built from sizes (real memory, or an allocation
+    # error for HUGE) before the meta model was rejected
+    with pytest.raises(torchscope.errors.InputSpecError, match=message):
+        getattr(torchscope, call)(nn.Linear(10, 8, device="meta"), input_size=[HUGE])
+    assert built_on == []

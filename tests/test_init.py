@@ -839,3 +839,15 @@ def test_init_stats_measures_a_copy_and_leaves_the_model_alone() -> None:
     assert mean is not None and std is not None and abs(std - 0.02) < 0.002
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert "mean" in torchscope.render(report, "text")
+
+
+def test_init_stats_without_a_seed_leaves_the_global_rng_alone() -> None:
+    # guards: init_stats without a seed drew its initial values from the caller's global RNG,
+    # though it only measures a copy (a lazy copy's forward drew from it too)
+    for model, sizes in ((examples.MLP(), None), (examples.LazyMLP(), [(2, 20)])):
+        torch.manual_seed(0)
+        a = torch.rand(3)
+        torch.manual_seed(0)
+        torchscope.init_stats(model, {"*": "normal"}, input_size=sizes)
+        b = torch.rand(3)
+        assert torch.equal(a, b)

@@ -156,3 +156,15 @@ def test_example_models_are_user_code() -> None:
 def test_golden_nonfinite_report(snapshot: Callable[[str, str], None]) -> None:
     report = torchscope.find_nonfinite(nan.build(), input_size=[(2, 8)])
     snapshot("nonfinite_nan_example.txt", torchscope.render(report, "text"))
+
+
+def test_a_meta_model_is_one_clear_error() -> None:
+    # guards: a meta model ran its real step and failed inside the forward with a device or
+    # .item() error instead of saying the model has no values
+    model = nn.Linear(4, 4, device="meta")
+    for inputs in ({"input_size": [(2, 4)]}, {"example_inputs": torch.zeros(2, 4)}):
+        with pytest.raises(InputSpecError, match=r"find_nonfinite: Linear has 2 parameter/buffer "
+                                                 r"tensors on the meta device \(weight, bias\)"):
+            torchscope.find_nonfinite(model, **inputs)  # type: ignore[arg-type]
+    with pytest.raises(InputSpecError, match=r"find_nonfinite: device = 'meta'"):
+        torchscope.find_nonfinite(nn.Linear(4, 4), input_size=[(2, 4)], device="meta")

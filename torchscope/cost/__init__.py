@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,9 +38,10 @@ from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import OPTIMIZERS, CallCost, CostReport
 from torchscope.trace import (
     Mode,
-    build_inputs,
     copy_with,
     fake_copy,
+    input_plan,
+    make_inputs,
     map_tensors,
     meta_copy,
     module_tree,
@@ -85,9 +87,12 @@ def estimate_cost(
         example_inputs: positional inputs (a tensor or a tuple); only their shapes and dtypes
             matter in meta and fake mode.
         example_kwargs: keyword inputs (``{"decoder_input_ids": ids}``).
-        input_size: instead of ``example_inputs``: one shape per input (zeros are built).
+        input_size: instead of ``example_inputs``: one shape per input (zeros, built for the
+            mode that runs: on meta, as fake tensors where the model is, with memory only in
+            real mode).
         dtypes: one dtype per built input (``"long"`` for token ids), default float32.
-        device: where built inputs go in real mode.
+        device: where built inputs go in real mode (default: where the model is; ``"meta"``
+            is for meta and fake runs only).
         mode: ``"auto"`` (meta, then fake, then real when one fails), ``"meta"``, ``"fake"``
             or ``"real"`` (runs the model itself: needs its memory).
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"sgd-momentum"`` or ``None``, for
@@ -140,11 +145,14 @@ def estimate_cost(
                 raise InputSpecError(
                     "estimate_cost needs example inputs: pass example_inputs, "
                     "input_size=[(2, 20)] (CLI: --input-size 2,20) or example_kwargs")
-            args: tuple[Any, ...] = ()
-        else:
+            args: tuple[Any, ...] | _Sized = ()
+        else:  # checked now, built in _run for the mode that runs
             dev = parse_device(device) if device is not None else None
-            args = build_inputs(input_size, dtypes,
-                                device=dev if dev is not None and dev.type != "meta" else None)
+            if mode == "real" and dev is not None and dev.type == "meta":
+                raise InputSpecError(
+                    "mode = 'real' with device = 'meta': a real run needs inputs with data; "
+                    "use mode='meta' or 'fake' (no memory), or a device such as 'cpu'")
+            args = _Sized(input_plan(input_size, dtypes), dev)
     else:
         if input_size is not None:
             raise InputSpecError("both example_inputs and input_size were given; pass one")
@@ -220,6 +228,14 @@ def _warm_up() -> None:
     gc.collect()
 
 
+@dataclass(frozen=True)
+class _Sized:
+    """Inputs given as sizes: checked, built by :func:`_run` for the mode that runs."""
+
+    plan: list[tuple[tuple[int, ...], torch.dtype]]
+    device: torch.device | None  # asked for (real mode); None: where the model is
+
+
 class _Failed(Exception):
     def __init__(self, stage: str, error: BaseException) -> None:
         super().__init__(str(error))
@@ -272,9 +288,14 @@ def _roots(output: Any) -> tuple[list[torch.Tensor], str]:
     return unique, f"backward from {what}, as out.sum().backward() would"
 
 
-def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-         train_dtype: torch.dtype | None, optimizer: str | None, has_lazy: bool, *,
-         amp: bool = False) -> CostReport:
+def _run(model: nn.Module, mode: str, given: tuple[Any, ...] | _Sized,
+         kwargs: dict[str, Any], train_dtype: torch.dtype | None, optimizer: str | None,
+         has_lazy: bool, *, amp: bool = False) -> CostReport:
+    """One cost analysis in ``mode``; inputs given as sizes are built here, for that mode:
+    on meta, as fake tensors where the fake copy is, with memory only in real mode (where
+    the model is, or on the device asked for)."""
+    sized = given if isinstance(given, _Sized) else None
+    args: tuple[Any, ...] = () if isinstance(given, _Sized) else given
     notes: list[str] = []
     fake_mode: Any = None
     target = model
@@ -286,35 +307,54 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
             target = meta_copy(model)
             if dtype is not None:
                 target.to(dtype)
+            if sized is not None:
+                args = make_inputs(sized.plan, torch.device("meta"))
             args = map_tensors(args, lambda t: _meta_input(t, dtype))
             kwargs = map_tensors(kwargs, lambda t: _meta_input(t, dtype))
         elif mode == "fake":
-            from torch._subclasses.fake_tensor import FakeTensorMode
+            from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
             fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
             on_meta = amp and any(p.is_meta for p in model.parameters())
             if on_meta:  # autocast needs a device: fake CPU tensors stand in for meta ones
-                target = copy_with(model, lambda t: _fake_on_cpu(fake_mode, t))
+                target = copy_with(model, lambda t: _fake_on(fake_mode, t, _CPU))
             else:
                 target = fake_copy(model, fake_mode)
+                if dtype is not None:
+                    _cast_fake_copy(target, dtype, fake_mode)
+            # inputs go where the copy is (a meta model's copy: fake meta tensors)
+            here = _device_of(target)
 
             def to_fake(t: torch.Tensor) -> torch.Tensor:
-                if dtype is not None and t.is_floating_point():
-                    t = t.detach().to(dtype).requires_grad_(t.requires_grad)
-                if t.is_meta:
-                    return _fake_on_cpu(fake_mode, t)
-                fake: torch.Tensor = fake_mode.from_tensor(t)
+                fake: torch.Tensor
+                if isinstance(t, FakeTensor) and t.fake_mode is fake_mode:
+                    fake = t
+                elif t.is_meta or (here is not None and here.type == "meta"):
+                    fake = _fake_on(fake_mode, t, here or _CPU)
+                else:
+                    fake = fake_mode.from_tensor(t)
+                if dtype is not None and fake.is_floating_point() and fake.dtype != dtype:
+                    with fake_mode:  # cast the fake tensor: no memory
+                        fake = fake.detach().to(dtype).requires_grad_(t.requires_grad)
                 return fake
 
-            with fake_mode:
-                if dtype is not None:
-                    target.to(dtype)
+            if sized is not None:
+                with fake_mode:
+                    args = make_inputs(sized.plan, here or sized.device or _CPU)
             args = map_tensors(args, to_fake)
             kwargs = map_tensors(kwargs, to_fake)
-        elif has_lazy:
-            target = shallow_copy(model)
-            notes.append("the model has uninitialized (lazy) tensors: ran a copy sharing its "
-                         "initialized tensors, so the model stays uninitialized")
+        else:
+            if sized is not None:  # memory only now, for the run that needs it
+                asked = sized.device
+                where = (asked if asked is not None and asked.type != "meta"
+                         else _device_of(model) or _CPU)
+                args = make_inputs(sized.plan, where)
+            if has_lazy:
+                target = shallow_copy(model)
+                notes.append("the model has uninitialized (lazy) tensors: ran a copy sharing "
+                             "its initialized tensors, so the model stays uninitialized")
+    except InputSpecError:  # inputs that cannot be built: no other mode would help
+        raise
     except Exception as err:
         raise _Failed("copy", err) from err
 
@@ -388,16 +428,66 @@ def _run(model: nn.Module, mode: str, args: tuple[Any, ...], kwargs: dict[str, A
                    output_bytes, notes, amp_dtype=train_dtype if amp else None)
 
 
-def _fake_on_cpu(fake_mode: Any, t: torch.Tensor) -> torch.Tensor:
-    """A fake CPU tensor of ``t``'s shape, strides and dtype (``t`` on any device)."""
+_CPU = torch.device("cpu")
+
+
+def _fake_on(fake_mode: Any, t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A fake tensor of ``t``'s shape, strides and dtype on ``device`` (``t`` on any
+    device); no memory."""
     from torch._subclasses.fake_tensor import FakeTensor
 
     meta = t if t.is_meta else torch.empty_strided(t.size(), t.stride(), dtype=t.dtype,
                                                     device="meta")
-    fake: torch.Tensor = FakeTensor(fake_mode, meta.detach(), torch.device("cpu"))
+    fake: torch.Tensor = FakeTensor(fake_mode, meta.detach(), device)
     if t.requires_grad:
         fake.requires_grad_(True)
     return fake
+
+
+def _device_of(model: nn.Module) -> torch.device | None:
+    """The device of the first initialized parameter or buffer (a fake one's fake device)."""
+    for t in (*model.parameters(), *model.buffers()):
+        if not is_lazy(t):
+            return t.device
+    return None
+
+
+def _cast_fake_copy(target: nn.Module, dtype: torch.dtype, fake_mode: Any) -> None:
+    """Cast the floating parameters and buffers of a fake copy to ``dtype`` in place, each
+    tensor object once (ties survive); lazy ones become fresh lazy ones of ``dtype``.
+
+    ``Module.to`` cannot do it: it swaps a fake parameter's contents in place
+    (``torch.utils.swap_tensors``), which torch refuses while the fake mode holds a weak
+    reference to it."""
+    done: dict[int, torch.Tensor] = {}
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        new = done.get(id(t))
+        if new is not None:
+            return new
+        if is_lazy(t):
+            kind: Any = type(t)
+            new = kind(requires_grad=t.requires_grad, device=t.device,
+                       dtype=dtype if t.dtype.is_floating_point else t.dtype)
+            new.__dict__.update(t.__dict__)
+        elif t.is_floating_point() and t.dtype != dtype:
+            with fake_mode, torch.no_grad():
+                new = t.detach().to(dtype)
+            if isinstance(t, nn.Parameter):
+                new = nn.Parameter(new, requires_grad=t.requires_grad)
+            for key, value in t.__dict__.items():  # the user's attributes, not the fake's own
+                new.__dict__.setdefault(key, value)
+        else:
+            new = t
+        done[id(t)] = new
+        return new
+
+    for m in target.modules():
+        groups: tuple[dict[str, Any], ...] = (m._parameters, m._buffers)
+        for group in groups:
+            for k, t in group.items():
+                if t is not None:
+                    group[k] = cast(t)
 
 
 def _unpack(t: torch.Tensor) -> torch.Tensor:

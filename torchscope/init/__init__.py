@@ -35,8 +35,10 @@ import contextlib
 import copy
 import dataclasses
 import math
+import random
+import sys
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,17 +177,9 @@ def _seeded(seed: int | None, tensors: Sequence[torch.Tensor]) -> Iterator[None]
     if seed is None:
         yield
         return
-    used: dict[str, set[int]] = {}
-    for t in tensors:
-        if t.device.type not in ("cpu", "meta"):
-            index = t.device.index if t.device.index is not None else 0
-            used.setdefault(t.device.type, set()).add(index)
+    used = _accelerators(tensors)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.random.fork_rng(devices=[]))
-        for dtype, indices in sorted(used.items()):
-            stack.enter_context(
-                torch.random.fork_rng(devices=sorted(indices), device_type=dtype)
-            )
+        _fork_torch_rngs(stack, used)
         torch.default_generator.manual_seed(seed)
         for dtype, indices in sorted(used.items()):
             mod = torch.get_device_module(dtype)
@@ -194,6 +188,44 @@ def _seeded(seed: int | None, tensors: Sequence[torch.Tensor]) -> Iterator[None]
                 with select(index) if select is not None else contextlib.nullcontext():
                     mod.manual_seed(seed)
         yield
+
+
+def _accelerators(tensors: Iterable[torch.Tensor]) -> dict[str, set[int]]:
+    """Device type -> the indices ``tensors`` are on, for devices with their own RNG (not the
+    CPU or meta)."""
+    used: dict[str, set[int]] = {}
+    for t in tensors:
+        if t.device.type not in ("cpu", "meta"):
+            index = t.device.index if t.device.index is not None else 0
+            used.setdefault(t.device.type, set()).add(index)
+    return used
+
+
+def _fork_torch_rngs(stack: contextlib.ExitStack, used: Mapping[str, set[int]]) -> None:
+    """Fork torch's CPU generator and those of the ``used`` devices until ``stack`` closes."""
+    stack.enter_context(torch.random.fork_rng(devices=[]))
+    for dtype, indices in sorted(used.items()):
+        stack.enter_context(torch.random.fork_rng(devices=sorted(indices), device_type=dtype))
+
+
+@contextlib.contextmanager
+def _rng_kept(model: nn.Module) -> Iterator[None]:
+    """The caller's random state comes back after the block: torch's CPU generator and those
+    of the devices ``model``'s tensors are on, Python's :mod:`random` and NumPy's global
+    generator (a user's initializer or forward may draw from them)."""
+    used = _accelerators((*model.parameters(), *model.buffers()))
+    py_state = random.getstate()
+    np = sys.modules.get("numpy")
+    np_state = np.random.get_state() if np is not None else None
+    try:
+        with contextlib.ExitStack() as stack:
+            _fork_torch_rngs(stack, used)
+            yield
+    finally:
+        random.setstate(py_state)
+        np = sys.modules.get("numpy")
+        if np is not None and np_state is not None:
+            np.random.set_state(np_state)
 
 
 def _apply_one(init: Initializer, t: torch.Tensor, name: str, done: int) -> None:
@@ -506,7 +538,8 @@ def init_stats(
 ) -> InitReport:
     """The plan of ``policy`` with the mean and std every tensor gets, measured on a copy.
 
-    The model itself is untouched: the policy is applied to ``copy.deepcopy(model)``. A lazy
+    The model itself is untouched: the policy is applied to ``copy.deepcopy(model)``, in a
+    fork of the random state (torch's, Python's, NumPy's: the caller's come back). A lazy
     model's copy is materialized by a forward on zeros of ``input_size`` (its deferred
     initializers run then); without sizes its lazy tensors' statistics stay unknown.
 
@@ -538,13 +571,16 @@ def init_stats(
             f"statistics need a copy of the model, but copy.deepcopy raised "
             f"{type(err).__name__}: {err}; plan without statistics"
         ) from err
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", InitRuleWarning)
-        apply_init(twin, policy, seed=seed)
+    # the copy draws from the caller's RNGs (unseeded initializers, a lazy copy's forward):
+    # in a fork, so measuring leaves them where they were
+    with _rng_kept(model):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InitRuleWarning)
+            apply_init(twin, policy, seed=seed)
+        if input_size is not None:  # runs the deferred initializers
+            materialize(twin, input_size=input_size, dtypes=dtypes)
     notes = report.notes
-    if input_size is not None:
-        materialize(twin, input_size=input_size, dtypes=dtypes)  # runs the deferred initializers
-    elif any(e.lazy for e in report.entries):
+    if input_size is None and any(e.lazy for e in report.entries):
         notes = (*notes, "mean/std of lazy tensors are unknown until a forward materializes "
                  "them: add --input-size (e.g. --input-size 2,20), or input_size= in Python")
     stats: list[tuple[str, float | None, float | None]] = []

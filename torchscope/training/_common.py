@@ -15,7 +15,7 @@ from torch import nn
 from torchscope._torch import dtype_name, is_lazy
 from torchscope.errors import InputSpecError
 from torchscope.records import TensorStats, short_path
-from torchscope.trace import build_inputs, make_inputs, tensors_in
+from torchscope.trace import build_inputs, make_inputs, parse_device, tensors_in
 
 __all__ = [
     "LossFn",
@@ -24,6 +24,7 @@ __all__ = [
     "grads_kept",
     "param_aliases",
     "resolve_inputs",
+    "step_device",
     "stats_of",
     "user_location",
 ]
@@ -112,6 +113,27 @@ def resolve_inputs(where: str, example_inputs: object, example_kwargs: object,
     if isinstance(example_inputs, (tuple, list)):
         return tuple(example_inputs), kwargs
     return (example_inputs,), kwargs
+
+
+def step_device(where: str, model: nn.Module, device: object) -> torch.device:
+    """Where the inputs of one real step of ``model`` built from sizes go: ``device``, else
+    where the model is (see :meth:`SizedInputs.where`). Ask once the model is known to run:
+    nothing is built for a model that cannot.
+
+    Raises:
+        InputSpecError: ``device`` is not a usable device, or is ``meta`` (a real step needs
+            values).
+
+    >>> step_device("find_nonfinite", nn.Linear(2, 2), None)
+    device(type='cpu')
+    """
+    asked = parse_device(device) if device is not None else None
+    if asked is not None and asked.type == "meta":
+        raise InputSpecError(
+            f"{where}: device = 'meta': one real step needs inputs with values; leave device "
+            "out (inputs go where the model is) or use a device such as 'cpu'"
+        )
+    return SizedInputs([], asked).where(model)
 
 
 def output_tensors(output: object) -> list[torch.Tensor]:

@@ -23,6 +23,7 @@ from torchscope.training._common import (
     owner_path,
     param_aliases,
     resolve_inputs,
+    step_device,
 )
 
 __all__ = ["GradientWatch", "gradient_flow", "gradient_report", "watch_gradients"]
@@ -211,7 +212,7 @@ def gradient_flow(
         example_kwargs: keyword inputs.
         input_size: instead of tensors, one shape per input (zeros).
         dtypes: one dtype per size.
-        device: where built inputs go.
+        device: where built inputs go (default: where the model is).
         loss_fn: ``loss_fn(output) -> scalar``; default: the sum of every output tensor.
         depth: blocks are module paths cut to this many parts (``transformer.h``).
         vanishing: a block whose gradient norm is below this is reported.
@@ -221,7 +222,8 @@ def gradient_flow(
         A :class:`~torchscope.records.GradientReport`.
 
     Raises:
-        InputSpecError: bad inputs, or an output with nothing to backpropagate.
+        InputSpecError: bad inputs, a model with meta or lazy parameters (checked before any
+            input is built), or an output with nothing to backpropagate.
         ForwardError: the forward or backward raised.
 
     >>> import torch, torchscope
@@ -232,13 +234,15 @@ def gradient_flow(
     model = check_model(model, "gradient_flow")
     if depth < 1:
         raise InputSpecError(f"gradient_flow: depth = {depth} must be at least 1")
-    args, kwargs = resolve_inputs("gradient_flow", example_inputs, example_kwargs, input_size,
-                                  dtypes, device)
-    if any(p.is_meta or is_lazy(p) for p in model.parameters()):
+    if any(p.is_meta or is_lazy(p) for p in model.parameters()):  # before any input is built
         raise InputSpecError(
             f"gradient_flow: {type(model).__name__} has meta or uninitialized (lazy) "
             "parameters: gradients need real values; materialize it first"
         )
+    built = example_inputs is None and input_size is not None
+    args, kwargs = resolve_inputs(
+        "gradient_flow", example_inputs, example_kwargs, input_size, dtypes,
+        step_device("gradient_flow", model, device) if built else None)
     params = list({id(p): p for p in model.parameters()}.values())
     with state_guard(model), grads_kept(params):
         try:

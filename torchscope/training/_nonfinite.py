@@ -16,7 +16,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import _disable_current_modes
 
 from torchscope._torch import is_lazy, room_for_depth
-from torchscope.errors import ForwardError
+from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import Finding, NonfiniteReport, Severity, TensorStats
 from torchscope.trace import shallow_copy, state_guard, tensors_in
 from torchscope.training._common import (
@@ -26,6 +26,7 @@ from torchscope.training._common import (
     grads_kept,
     resolve_inputs,
     stats_of,
+    step_device,
     user_location,
 )
 
@@ -262,7 +263,7 @@ def find_nonfinite(
         example_kwargs: keyword inputs.
         input_size: instead of tensors, one shape per input (zeros).
         dtypes: one dtype per size.
-        device: where built inputs go.
+        device: where built inputs go (default: where the model is).
         backward: also search the backward.
         loss_fn: ``loss_fn(output) -> scalar``; default: the sum of every output tensor.
 
@@ -270,7 +271,8 @@ def find_nonfinite(
         A :class:`~torchscope.records.NonfiniteReport` (``found`` false when all was finite).
 
     Raises:
-        InputSpecError: bad inputs.
+        InputSpecError: bad inputs, or a model with tensors on the meta device (checked before
+            any input is built).
         ForwardError: the forward or backward raised.
 
     >>> import torch
@@ -287,9 +289,20 @@ def find_nonfinite(
     ('forward', '0', 'div')
     """
     model = check_model(model, "find_nonfinite")
-    args, kwargs = resolve_inputs("find_nonfinite", example_inputs, example_kwargs, input_size,
-                                  dtypes, device)
     model_type = type(model).__name__
+    meta = [name for name, t in (*model.named_parameters(), *model.named_buffers())
+            if t.is_meta and not is_lazy(t)]
+    if meta:  # before any input is built
+        raise InputSpecError(
+            f"find_nonfinite: {model_type} has {len(meta)} parameter/buffer tensors on the meta "
+            f"device ({', '.join(meta[:3])}{' …' if len(meta) > 3 else ''}): one real step needs "
+            "their values; materialize it first (model.to_empty(device=...) and initialize, or "
+            "load its weights)"
+        )
+    built = example_inputs is None and input_size is not None
+    args, kwargs = resolve_inputs(
+        "find_nonfinite", example_inputs, example_kwargs, input_size, dtypes,
+        step_device("find_nonfinite", model, device) if built else None)
     notes = ["ran one real step on the model itself; .grad fields, buffers, hooks, training "
              "flags, RNG and grad mode restored" if backward else
              "ran one real forward on the model itself; buffers, hooks, training flags, RNG "
