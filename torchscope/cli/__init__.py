@@ -43,6 +43,7 @@ __all__ = [
     "add_input_arguments",
     "add_target_arguments",
     "build_parser",
+    "check_output_path",
     "input_options",
     "load_target",
     "main",
@@ -288,6 +289,15 @@ def input_options(args: argparse.Namespace) -> dict[str, Any]:
         dtypes = dtypes * len(sizes)
     options: dict[str, Any] = {}
     mode = getattr(args, "mode", "auto") or "auto"
+    device = getattr(args, "device", None)
+    if device is not None:
+        from torchscope.trace._inputs import parse_device
+
+        if mode == "real" and parse_device(device).type == "meta":
+            raise InputSpecError(
+                "mode = 'real' with device = 'meta': a real forward needs inputs with data; use "
+                "mode='meta' (shapes without memory) or a device such as 'cpu'"
+            )
     if named:
         import torch
 
@@ -344,6 +354,62 @@ def _parse_kwargs(text: str | None) -> dict[str, Any]:
     return value
 
 
+class _Interrupts:
+    """Tells a Ctrl-C of the user (a SIGINT) from a ``KeyboardInterrupt`` that the target's own
+    code raises: only the first is an interruption, the second is the target failing."""
+
+    def __init__(self) -> None:
+        self.signalled = False
+
+    def is_real(self, err: BaseException) -> bool:
+        return isinstance(err, KeyboardInterrupt) and self.signalled
+
+
+@contextlib.contextmanager
+def _watch_interrupts() -> Iterator[_Interrupts]:
+    """While the target's code runs, note whether a real SIGINT arrived (then re-raised as
+    before). Where no handler can be installed (not the main thread), every
+    ``KeyboardInterrupt`` counts as real."""
+    import signal
+    import threading
+
+    state = _Interrupts()
+    if threading.current_thread() is not threading.main_thread():
+        state.signalled = True
+        yield state
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def note(signum: int, frame: Any) -> None:
+        state.signalled = True
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield state
+    finally:
+        if signal.getsignal(signal.SIGINT) is note:  # the target may have set its own
+            signal.signal(signal.SIGINT, previous)
+
+
+def _what_happened(err: BaseException) -> str:
+    """``called sys.exit(3)`` or ``raised ValueError: first line of the message``."""
+    if isinstance(err, SystemExit):
+        return f"called sys.exit({'' if err.code is None else repr(err.code)})"
+    lines = str(err).strip().splitlines()
+    if not lines:
+        return f"raised {type(err).__name__}"
+    more = " …" if len(lines) > 1 else ""
+    return f"raised {type(err).__name__}: {lines[0]}{more}"
+
+
+_NO_EXIT_AT_IMPORT = ("a target must not exit when imported: put the script part under "
+                      "if __name__ == '__main__':")
+
+
 def _import_file(path: Path) -> Any:
     if not path.is_file():
         raise TargetError(f"target file {str(path)!r} does not exist; give path/to/file.py:name")
@@ -358,13 +424,18 @@ def _import_file(path: Path) -> Any:
     if added:
         sys.path.insert(0, folder)
     try:
-        spec.loader.exec_module(module)
-    except Exception as err:
-        del sys.modules[module_name]
-        raise TargetError(
-            f"importing {str(path)!r} raised {type(err).__name__}: {err} — fix the error in that "
-            "file"
-        ) from err
+        with _watch_interrupts() as interrupts:
+            try:
+                spec.loader.exec_module(module)
+            except BaseException as err:
+                sys.modules.pop(module_name, None)
+                if interrupts.is_real(err):
+                    raise
+                fix = (_NO_EXIT_AT_IMPORT if isinstance(err, SystemExit)
+                       else "fix the error in that file")
+                raise TargetError(
+                    f"importing {str(path)!r} {_what_happened(err)} — {fix}"
+                ) from err
     finally:
         if added:
             sys.path.remove(folder)
@@ -372,23 +443,30 @@ def _import_file(path: Path) -> Any:
 
 
 def _import_module(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as err:
-        missing = err.name or ""
-        if missing and (name == missing or name.startswith(missing + ".")):
+    with _watch_interrupts() as interrupts:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            missing = err.name or ""
+            if missing and (name == missing or name.startswith(missing + ".")):
+                raise TargetError(
+                    f"cannot import module {name!r} (no module named {missing!r}): check the "
+                    "spelling, install the package, or run from the folder that holds it"
+                ) from None
             raise TargetError(
-                f"cannot import module {name!r} (no module named {missing!r}): check the "
-                "spelling, install the package, or run from the folder that holds it"
-            ) from None
-        raise TargetError(
-            f"importing {name!r} failed: {type(err).__name__}: {err} — the module itself imports "
-            "something that is not installed"
-        ) from err
-    except Exception as err:
-        raise TargetError(
-            f"importing {name!r} raised {type(err).__name__}: {err} — fix the error in that module"
-        ) from err
+                f"importing {name!r} failed: {type(err).__name__}: {err} — the module itself "
+                "imports something that is not installed"
+            ) from err
+        except Exception as err:
+            raise TargetError(
+                f"importing {name!r} {_what_happened(err)} — fix the error in that module"
+            ) from err
+        except BaseException as err:  # sys.exit(), KeyboardInterrupt… at import
+            if interrupts.is_real(err):
+                raise
+            fix = (_NO_EXIT_AT_IMPORT if isinstance(err, SystemExit)
+                   else "fix the error in that module")
+            raise TargetError(f"importing {name!r} {_what_happened(err)} — {fix}") from err
 
 
 def resolve_target(target: str | None, *, kwargs: dict[str, Any] | None = None) -> nn.Module:
@@ -405,8 +483,6 @@ def resolve_target(target: str | None, *, kwargs: dict[str, Any] | None = None) 
     >>> resolve_target("torchscope.examples:MLP").__class__.__name__
     'MLP'
     """
-    from torch import nn
-
     text = target or DEFAULT_TARGET
     kwargs = dict(kwargs or {})
     if ":" in text and not (len(text) > 1 and text[1] == ":" and "\\" in text):  # not C:\...
@@ -430,6 +506,15 @@ def resolve_target(target: str | None, *, kwargs: dict[str, Any] | None = None) 
         )
     is_file = where.endswith(".py") or os.sep in where or "/" in where
     module = _import_file(Path(where)) if is_file else _import_module(where)
+    with _watch_interrupts() as interrupts:
+        return _build(module, text, where, attr, kwargs, interrupts)
+
+
+def _build(module: Any, text: str, where: str, attr: str, kwargs: dict[str, Any],
+           interrupts: _Interrupts) -> nn.Module:
+    """``attr`` of the imported ``module``: the instance, or what the class or factory made."""
+    from torch import nn
+
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -441,6 +526,14 @@ def resolve_target(target: str | None, *, kwargs: dict[str, Any] | None = None) 
             )
             hint = f"; it has: {', '.join(available[:12])}" if available else ""
             raise TargetError(f"{where!r} has no attribute {attr!r}{hint}") from None
+        except BaseException as err:  # a module __getattr__ or a property that raises
+            if interrupts.is_real(err):
+                raise
+            what = repr(attr) if part == attr else f"{part!r} of {attr!r}"
+            raise TargetError(
+                f"looking up {what} in {where!r} {_what_happened(err)} — fix the module's "
+                "__getattr__ (or the property) there, or point at another name"
+            ) from err
     if isinstance(obj, nn.Module):
         if kwargs:
             raise TargetError(
@@ -453,16 +546,22 @@ def resolve_target(target: str | None, *, kwargs: dict[str, Any] | None = None) 
             f"{text!r} is a {type(obj).__name__}, not a module: point at an nn.Module instance, "
             "a Module subclass or a function returning a module"
         )
+    call = f"{attr}(**{kwargs!r})" if kwargs else f"{attr}()"
     try:
         made = obj(**kwargs)
     except TorchscopeError:
         raise
     except Exception as err:
-        call = f"{attr}(**{kwargs!r})" if kwargs else f"{attr}()"
         raise TargetError(
-            f"calling {call} from {where!r} raised {type(err).__name__}: {err} — pass the "
-            "arguments it needs with --kwargs '{...}'"
+            f"calling {call} from {where!r} {_what_happened(err)} — pass the arguments it needs "
+            "with --kwargs '{...}'"
         ) from err
+    except BaseException as err:  # sys.exit(), KeyboardInterrupt… in the constructor or factory
+        if interrupts.is_real(err):
+            raise
+        fix = ("it must return a module, not exit" if isinstance(err, SystemExit)
+               else "fix the error in that function")
+        raise TargetError(f"calling {call} from {where!r} {_what_happened(err)} — {fix}") from err
     if not isinstance(made, nn.Module):
         raise TargetError(
             f"{text!r} returned a {type(made).__name__}, not an nn.Module: point at a module, a "
@@ -475,6 +574,52 @@ def load_target(args: argparse.Namespace) -> nn.Module:
     """The model named by ``args.target`` and ``args.kwargs`` (the chapter's MLP by default)."""
     return resolve_target(getattr(args, "target", None),
                           kwargs=_parse_kwargs(getattr(args, "kwargs", None)))
+
+
+# ------------------------------------------------------------------------------------------
+# output files
+
+
+def check_output_path(text: str, *, option: str = "-o", protect: Sequence[str] = ()) -> str:
+    """The absolute path for ``-o text``, checked before any work is done, so a report is never
+    computed only to fail on writing (or to overwrite the input it was made from).
+
+    Args:
+        text: the path as given.
+        option: the option's name in messages.
+        protect: files that must not be overwritten (the script being run, the target file).
+
+    Returns:
+        The absolute path (resolved now: the code that runs may change folder).
+
+    Raises:
+        InputSpecError: an empty path, a folder, a missing or unwritable parent folder, or one
+            of ``protect``.
+    """
+    if not text.strip():
+        raise InputSpecError(f"{option} {text!r} is empty: give a file path such as out.txt")
+    path = os.path.abspath(text)
+    if os.path.isdir(path):
+        raise InputSpecError(f"{option} {text!r} is a folder: give a file path in it, such as "
+                             f"{os.path.join(text, 'out' + (os.path.splitext(path)[1] or '.txt'))}")
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise InputSpecError(f"{option} {text!r}: the folder {folder!r} does not exist; create "
+                             "it first or choose another path")
+    if not (os.access(path, os.W_OK) if os.path.exists(path)
+            else os.access(folder, os.W_OK | os.X_OK)):
+        raise InputSpecError(f"{option} {text!r} is not writable (permission denied); choose a "
+                             "path you can write to")
+    real = os.path.realpath(path)
+    for other in protect:
+        same = os.path.realpath(other) == real
+        with contextlib.suppress(OSError):
+            same = same or os.path.samefile(other, path)
+        if same:
+            raise InputSpecError(f"{option} {text!r} names {other!r}, the file being run, "
+                                 "which the report would overwrite: choose another file for "
+                                 "the report")
+    return path
 
 
 # ------------------------------------------------------------------------------------------
@@ -593,6 +738,43 @@ def progress(message: str) -> Iterator[None]:
         yield
 
 
+#: what to give instead of an empty value, by argument dest
+_EMPTY_HINTS: dict[str, str] = {
+    "target": "package.module:name or path/to/file.py:name",
+    "a": "package.module:name, path/to/file.py:name or a saved report .json file",
+    "b": "package.module:name, path/to/file.py:name or a saved report .json file",
+    "device": "a device such as cpu, cuda:0 or meta",
+    "output": "a file path such as out.txt",
+    "script": "the path of a Python script such as train.py",
+    "module": "a module name such as package.train",
+    "file": "the path of a checkpoint file",
+    "kwargs": """a JSON object such as '{"n_layer": 2}'""",
+    "kwargs_a": """a JSON object such as '{"n_layer": 2}'""",
+    "kwargs_b": """a JSON object such as '{"n_layer": 2}'""",
+}
+
+
+def _reject_empty(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Raise on an empty (or blank) value: ``--device ""`` would otherwise quietly mean the
+    default, ``diff "" ""`` compare two default models."""
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    command = sub.choices.get(args.command) if sub is not None else None
+    if command is None:
+        return
+    for action in command._actions:
+        value = getattr(args, action.dest, None)
+        if not isinstance(value, str) or value.strip():
+            continue  # lists (--input-size, --dtype, the script's arguments) are parsed later
+        flags = [o for a in command._actions if a.dest == action.dest for o in a.option_strings]
+        name = "/".join(flags) or str(action.metavar or action.dest)
+        hint = _EMPTY_HINTS.get(action.dest, f"a {action.metavar or 'value'}")
+        if action.option_strings:
+            fix = f"give {hint}, or leave out {action.option_strings[-1]} for its default"
+        else:
+            fix = f"give {hint}"
+        raise InputSpecError(f"{name} is empty ({value!r}): {fix}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 findings/failed check, 2 bad input)."""
     parser = build_parser()
@@ -606,6 +788,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _reject_empty(parser, args)
         code: int = args._run(args)
     except TorchscopeError as err:
         sys.stdout.flush()
@@ -614,6 +797,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"torchscope {args.command}: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as err:  # the model's own code (a forward, a hook) called sys.exit()
+        sys.stdout.flush()
+        print(f"torchscope {args.command}: error: the model's code {_what_happened(err)} while "
+              "torchscope ran it; remove the exit from the model's code (nothing was checked)",
+              file=sys.stderr)
+        return 2
     except BrokenPipeError:  # e.g. `| head`
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

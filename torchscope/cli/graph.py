@@ -22,6 +22,7 @@ import argparse
 from torchscope.cli import (
     add_input_arguments,
     add_target_arguments,
+    check_output_path,
     input_options,
     load_target,
     progress,
@@ -69,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.depth is not None and args.depth < 0:
         raise InputSpecError(f"--depth {args.depth} is negative: use 0 for the root only, 1, 2…")
+    if args.output is not None:  # before the import and the trace, not after them
+        check_output_path(args.output)
     options = input_options(args)
     with progress(f"importing {args.target or 'the example MLP'}…"):
         model = load_target(args)

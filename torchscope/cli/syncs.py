@@ -16,9 +16,10 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
 
-from torchscope.cli import add_format_argument, output_format
+from torchscope.cli import add_format_argument, check_output_path, output_format
 from torchscope.errors import TargetError
 from torchscope.rendering import render, show
 from torchscope.syncs import detect_syncs
@@ -98,10 +99,12 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.isfile(path):
             raise TargetError(f"script {path!r} does not exist; give the path of a Python file")
         folder = os.path.dirname(os.path.abspath(path))
-    fmt = output_format(args) if not args.output or args.format else "text"
-    # resolved now: the script may chdir; only the process that started it reports (a forked
-    # child returning from the script exits quietly)
-    output = os.path.abspath(args.output) if args.output else None
+    fmt = output_format(args) if args.output is None or args.format else "text"
+    # checked and resolved now, before the script runs: a bad -o must not lose the report, nor
+    # overwrite the script; the script may chdir. Only the process that started the script
+    # reports (a forked child returning from it exits quietly)
+    output = (check_output_path(args.output, protect=[path]) if args.output is not None
+              else None)
     pid = os.getpid()
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
     sys.argv = [path, *script_args]
@@ -142,12 +145,55 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     if os.getpid() != pid:
         return code
-    if output:
-        with open(output, "w", encoding="utf-8") as out:
-            out.write(render(report, "text" if fmt == "rich" else fmt))
+    written = True
+    if output is not None:
+        written = _write(output, render(report, "text" if fmt == "rich" else fmt))
+        if not written:  # the report goes to stdout instead of being lost
+            show(report, "text" if fmt == "rich" else fmt)
     else:
         show(report, fmt)
     if failure is not None:
         sys.stdout.flush()
         print(f"torchscope syncs: {path} stopped: {failure}", file=sys.stderr)
-    return code
+    return code if written else 2
+
+
+def _write(output: str, text: str) -> bool:
+    """Write the report to ``output``; on failure say so on stderr and return False.
+
+    A regular file is replaced through a temporary file in its folder, so an existing file
+    stays intact when writing fails; a device or pipe (``/dev/null``) is written directly.
+    """
+    import os
+    import sys
+    import uuid
+
+    real = os.path.realpath(output)  # a symlink: write where it points
+    folder = os.path.dirname(real)
+    direct = (os.path.exists(real) and not os.path.isfile(real)) or not os.access(folder,
+                                                                                   os.W_OK)
+    temp: str | None = None
+    try:
+        if direct:
+            with open(real, "w", encoding="utf-8") as out:
+                out.write(text)
+            return True
+        temp = os.path.join(folder, f".{os.path.basename(real)}.{uuid.uuid4().hex[:8]}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        if os.path.isfile(real):
+            os.chmod(temp, os.stat(real).st_mode & 0o7777)
+        os.replace(temp, real)
+        temp = None
+    except OSError as err:
+        sys.stdout.flush()
+        print(f"torchscope syncs: error: cannot write the report to {output!r} "
+              f"({err.strerror or err}); it follows on stdout — choose a writable path with -o",
+              file=sys.stderr)
+        return False
+    finally:
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+    return True

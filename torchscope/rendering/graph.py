@@ -227,11 +227,43 @@ def render_graph(
             f"cannot write {str(target)!r}: the folder {str(folder)!r} does not exist; create it "
             "first or choose another path"
         )
+    if target.is_dir():
+        raise TorchscopeError(
+            f"cannot write {str(target)!r}: it is a folder; give a file path in it, such as "
+            f"{str(target / ('graph.' + fmt))!r}"
+        )
     text = to_dot(report, depth=depth, expand=expand, legend=legend)
-    if fmt in ("dot", "gv"):
-        target.write_text(text, encoding="utf-8")
-        return target
-    target.write_bytes(_run_dot(text, fmt, target))
+    data = text.encode("utf-8") if fmt in ("dot", "gv") else _run_dot(text, fmt, target)
+    # a regular file is replaced through a temporary file next to it, so a failed write leaves
+    # an existing file intact; a device or pipe is written directly
+    import os
+    import uuid
+
+    real = Path(os.path.realpath(target))
+    temp: Path | None = None
+    try:
+        if real.exists() and not real.is_file():
+            real.write_bytes(data)
+            return target
+        temp = real.with_name(f".{real.name}.{uuid.uuid4().hex[:8]}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        if real.is_file():
+            os.chmod(temp, real.stat().st_mode & 0o7777)
+        os.replace(temp, real)
+        temp = None
+    except OSError as err:
+        raise TorchscopeError(
+            f"cannot write {str(target)!r}: {err.strerror or err}; choose a path in a folder "
+            "you can write to"
+        ) from None
+    finally:
+        if temp is not None:
+            try:
+                temp.unlink()
+            except OSError:
+                pass
     return target
 
 
