@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from torchscope.errors import TorchscopeError
+from torchscope.errors import ArgumentError, InputSpecError, TorchscopeError
 from torchscope.records import (
     ArchitectureDiff,
     CallChange,
@@ -50,6 +50,7 @@ __all__ = ["MAX_REPORT_BYTES", "diff", "load_report", "stable_report"]
 MAX_REPORT_BYTES = 256 * 1024 * 1024
 
 _NONE = "—"
+_MODES = ("auto", "real", "meta", "fake")
 
 
 # ------------------------------------------------------------------------------------------
@@ -60,7 +61,8 @@ def load_report(path: str | os.PathLike[str]) -> Report:
     """Read a report saved as JSON (``summarize --format json`` or ``Report.to_json()``).
 
     The file is read as text and decoded as JSON only (never unpickled), up to
-    :data:`MAX_REPORT_BYTES`.
+    :data:`MAX_REPORT_BYTES`; every field is checked by
+    :meth:`~torchscope.records.Report.from_dict` before anything uses it.
 
     Args:
         path: the JSON file.
@@ -69,8 +71,8 @@ def load_report(path: str | os.PathLike[str]) -> Report:
         The :class:`~torchscope.records.Report` it holds.
 
     Raises:
-        TorchscopeError: the file is missing, too large, not JSON, or not a torchscope report of
-            this schema version.
+        TorchscopeError: the file is missing, too large, not JSON, nested too deeply, or not a
+            torchscope report of this schema version (a field missing or of the wrong type).
 
     >>> import tempfile, os, torchscope
     >>> path = os.path.join(tempfile.mkdtemp(), "mlp.json")
@@ -92,7 +94,21 @@ def load_report(path: str | os.PathLike[str]) -> Report:
             "limit for a saved report: is it really a torchscope JSON report?"
         )
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        with file.open("rb") as f:  # at most the limit, whatever the size said a moment ago
+            raw = f.read(MAX_REPORT_BYTES + 1)
+        if len(raw) > MAX_REPORT_BYTES:
+            raise TorchscopeError(
+                f"report file {str(file)!r} is over the {MAX_REPORT_BYTES:,}-byte limit for a "
+                "saved report: is it really a torchscope JSON report?"
+            )
+        data = json.loads(raw.decode("utf-8"))
+    except OSError as err:
+        raise TorchscopeError(f"cannot read report file {str(file)!r}: {err.strerror}") from None
+    except RecursionError:
+        raise TorchscopeError(
+            f"report file {str(file)!r} nests JSON arrays or objects too deeply to be a "
+            "torchscope report: give a report written by `torchscope summarize --format json`"
+        ) from None
     except UnicodeDecodeError:
         raise TorchscopeError(
             f"report file {str(file)!r} is not UTF-8 text: give a JSON report written by "
@@ -109,18 +125,13 @@ def load_report(path: str | os.PathLike[str]) -> Report:
             "and 'root_type'): give a report written by `torchscope summarize --format json`"
         )
     try:
-        return Report.from_dict(data)
-    except ValueError as err:
+        return Report.from_dict(data)  # checks every field's type: one line on a bad one
+    except TorchscopeError as err:
         if "schema_version" in str(err):
             raise TorchscopeError(f"report file {str(file)!r}: {err}") from None
         raise TorchscopeError(
             f"report file {str(file)!r} is a damaged torchscope report ({err}): write it again "
             "with `torchscope summarize --format json`"
-        ) from None
-    except (KeyError, TypeError, AttributeError, IndexError) as err:
-        raise TorchscopeError(
-            f"report file {str(file)!r} is a damaged torchscope report ({type(err).__name__}: "
-            f"{err}): write it again with `torchscope summarize --format json`"
         ) from None
 
 
@@ -166,6 +177,22 @@ def _side(value: object, which: str, options: dict[str, Any]) -> tuple[Report, s
 # the diff
 
 
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_labels(function: str, labels: object) -> None:
+    if labels is None:
+        return
+    if not (isinstance(labels, (tuple, list)) and len(labels) == 2
+            and all(isinstance(label, str) for label in labels)):
+        raise ArgumentError(
+            f"{function}: labels = {_shown(labels)} is not a pair of names; give two str, e.g. "
+            "labels=('before', 'after'), or None for the root types or file names"
+        )
+
+
 def diff(
     a: nn.Module | Report | str | os.PathLike[str],
     b: nn.Module | Report | str | os.PathLike[str],
@@ -200,6 +227,8 @@ def diff(
     Raises:
         TorchscopeError: a side is neither a module, a report nor a readable report file; or
             the traced forward fails (:class:`~torchscope.errors.ForwardError`).
+        ArgumentError: ``labels`` is not a pair of str.
+        InputSpecError: ``mode`` is not one of ``auto``, ``real``, ``meta``, ``fake``.
 
     >>> import torchscope
     >>> from torch import nn
@@ -207,6 +236,9 @@ def diff(
     >>> [(t.name, t.fields[0].before, t.fields[0].after) for t in d.tensors][0]
     ('weight', '[8, 4]', '[16, 4]')
     """
+    if not isinstance(mode, str) or mode not in _MODES:
+        raise InputSpecError(f"diff: mode = {_shown(mode)} is not one of {', '.join(_MODES)}")
+    _check_labels("diff", labels)
     options: dict[str, Any] = {}
     if example_inputs is not None:
         options["example_inputs"] = example_inputs
@@ -238,6 +270,11 @@ def compare_reports(before: Report, after: Report, *, labels: tuple[str, str] | 
     >>> compare_reports(r, r).equal
     True
     """
+    for name, value in (("before", before), ("after", after)):
+        if not isinstance(value, Report):
+            raise ArgumentError(f"compare_reports: {name} = {_shown(value)} is not a Report; "
+                                "give two torchscope.summarize(...) results")
+    _check_labels("compare_reports", labels)
     label_a, label_b = labels or (before.root_type, after.root_type)
     matcher = _Matcher(before, after)
     modules = matcher.module_changes()

@@ -49,6 +49,7 @@ from torchscope.records import (
 from torchscope.tying import find_tied
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 __all__ = [
@@ -89,13 +90,40 @@ _KNOWN_PREFIXES: dict[str, tuple[str, str]] = {
 
 
 
+def _some(names: list[str]) -> str:
+    shown = ", ".join(names[:4])
+    return shown + (f" … ({len(names)} in all)" if len(names) > 4 else "")
+
+
+def _unlisted_findings(tensors: list[_Tensor]) -> Iterator[Finding]:
+    """Tensors without one shape, which an entry cannot describe: said instead of listed."""
+    lazy = [t.name for t in tensors if t.kind == "lazy"]
+    nested = [t for t in tensors if t.kind == "nested"]
+    if lazy:
+        yield Finding(
+            "checkpoint-uninitialized", Severity.WARNING,
+            f"{len(lazy)} tensor(s) are uninitialized (lazy parameters or buffers): "
+            f"{_some(lazy)}; their shapes and sizes are unknown, so they are not listed and not "
+            "in the totals", path=lazy[0],
+            hint="run one forward of the lazy model before taking its state dict")
+    if nested:
+        numel = sum(t.numel for t in nested)
+        nbytes = sum(t.nbytes for t in nested)
+        yield Finding(
+            "checkpoint-nested-tensor", Severity.INFO,
+            f"{len(nested)} nested tensor(s) (no single shape): "
+            f"{_some([t.name for t in nested])}; not listed as entries, their {numel:,} "
+            f"element(s) and {nbytes:,} bytes of data are in the totals", path=nested[0].name)
+
+
 def _info_from_scan(scan: _Scan) -> CheckpointInfo:
     numel, unique, stored, findings = _byte_totals(scan)
     entries = tuple(
         CheckpointEntry(t.name, t.shape, t.dtype, t.numel, t.nbytes, t.stored_bytes, t.device,
                         t.shard)
-        for t in scan.tensors
+        for t in scan.tensors if t.kind == "tensor"
     )
+    findings.extend(_unlisted_findings(scan.tensors))
     return CheckpointInfo(
         path=scan.path,
         format=scan.format,
@@ -128,9 +156,11 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
 
     Recognizes ``torch.save`` files of any name (zip or legacy), safetensors files and sharded
     checkpoints' ``*.index.json`` by their content; finds state dicts, optimizer states, plain
-    scalars and tensors that share storage inside the file. Reads ``torch.save`` files only with
-    ``torch.load(weights_only=True, mmap=True)`` and safetensors files only through their
-    header; never writes to the file.
+    scalars and tensors that share storage inside the file. Uninitialized (lazy) and nested
+    tensors have no single shape: a finding names them instead of an entry (nested tensors'
+    elements and bytes are in the totals, lazy ones' are unknown). Reads ``torch.save`` files
+    only with ``torch.load(weights_only=True, mmap=True)`` and safetensors files only through
+    their header; never writes to the file.
 
     Args:
         path: the checkpoint file (a sharded checkpoint: its index JSON).
@@ -141,7 +171,9 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
     Raises:
         CheckpointError: the path is missing, a directory, empty, truncated or corrupt, not a
             checkpoint, holds objects other than tensors and plain containers (a pickle that
-            would run code), or is a safetensors file whose header lies.
+            would run code), nests containers more than 100 levels deep, holds a container
+            inside itself or more than 10,000,000 values to list, or is a safetensors file whose
+            header lies.
 
     >>> import torch, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "t.pt")
@@ -189,7 +221,7 @@ def _rekey(keys: list[str], action: str, prefix: str) -> list[str]:
 def _pick_state_dict(scan: _Scan, model_keys: set[str],
                      key: str | None) -> tuple[str, list[tuple[str, _Tensor]]]:
     candidates = {**scan.state_dicts}
-    for path, flat in scan.composites.items():
+    for path, flat in (*scan.composites.items(), *scan.mixed.items()):
         candidates.setdefault(path, flat)
     if key is not None:
         if key not in candidates:
@@ -200,7 +232,8 @@ def _pick_state_dict(scan: _Scan, model_keys: set[str],
         return key, candidates[key]
     if not candidates:
         what = "one tensor" if scan.root_kind == "tensor" else (
-            f"a {scan.root_kind} with {len(scan.tensors)} tensor(s) but no dict of named tensors")
+            f"a {scan.root_kind} with {len(scan.tensors)} tensor(s) but no dict that maps names "
+            "to tensors")
         raise CheckpointError(
             f"{scan.path} holds {what}: there is no state dict to compare with a model; save "
             "model.state_dict() to diff it"
@@ -244,8 +277,13 @@ def diff_checkpoint(
         A :class:`CheckpointDiff` of plain values, with findings that give the fix.
 
     Raises:
-        CheckpointError: the file cannot be read safely (see :func:`inspect_checkpoint`), holds
-            no state dict, or ``key`` names none.
+        CheckpointError: the file (or mapping) cannot be read safely (see
+            :func:`inspect_checkpoint`), holds no state dict, or ``key`` names none.
+
+    A state dict may hold values other than tensors (a quantized layer's packed parameters):
+    they are matched by key, and a finding says their contents were not compared. Entries whose
+    shape is unknown (uninitialized or nested tensors) are not compared by shape; a finding says
+    whether ``load_state_dict`` can take them.
 
     >>> import torchscope
     >>> sd = {"module." + k: v for k, v in torchscope.examples.MLP().state_dict().items()}
@@ -318,13 +356,16 @@ def _diff(model: nn.Module, scan: _Scan, key: str | None) -> CheckpointDiff:
     shapes: list[ShapeMismatch] = []
     dtypes: list[DtypeMismatch] = []
     lazy: list[str] = []
+    unknown = _Unknown()
     for k in model_keys:
         value = model_sd[k]
-        if k not in file_by_key or not isinstance(value, torch.Tensor):
+        if k not in file_by_key:
             continue
         rec = file_by_key[k]
-        if is_lazy(value):
-            lazy.append(k)
+        model_tensor = isinstance(value, torch.Tensor)
+        if rec.kind != "tensor" or not model_tensor or is_lazy(value):
+            if not unknown.add(k, rec, value if model_tensor else None):
+                lazy.append(k)
             continue
         mshape = tuple(value.shape)
         if rec.shape != mshape:
@@ -358,13 +399,14 @@ def _diff(model: nn.Module, scan: _Scan, key: str | None) -> CheckpointDiff:
                                    wins=present[-1]))
 
     missing_untied = [k for k in missing if k not in {m for m, _ in tied_missing}]
-    fixed_strict = not missing and not unexpected and not shapes
+    fixed_strict = not missing and not unexpected and not shapes and not unknown.fails
     prefixed = strip_prefix is not None or add_prefix is not None
     would_strict = fixed_strict and not prefixed
 
     findings.extend(_prefix_findings(model, strip_prefix, add_prefix, len(file_keys), best,
                                      fixed_strict))
     findings.extend(_key_findings(missing_untied, unexpected, shapes, dtypes, lazy))
+    findings.extend(unknown.findings())
     for name, source_name in tied_missing:
         findings.append(Finding(
             "checkpoint-tied-missing", Severity.WARNING,
@@ -422,6 +464,67 @@ def _diff(model: nn.Module, scan: _Scan, key: str | None) -> CheckpointDiff:
     )
 
 
+class _Unknown:
+    """Matched keys whose shapes cannot be compared: uninitialized (lazy) or nested tensors
+    and values that are not tensors, on either side; what ``load_state_dict`` does with each."""
+
+    def __init__(self) -> None:
+        self.fails: list[tuple[str, str]] = []  # (key, why load_state_dict raises)
+        self.both_lazy: list[str] = []
+        self.values: list[str] = []  # not tensors on both sides: matched by key only
+        self.model_values: list[str] = []  # a tensor in the file, another value in the model
+
+    def add(self, key: str, rec: _Tensor, value: torch.Tensor | None) -> bool:
+        """File the pair; False when it is the usual case of a lazy model and a file tensor."""
+        from torch.nn.parameter import is_lazy
+
+        model_lazy = value is not None and is_lazy(value)
+        if rec.kind == "tensor" and model_lazy:
+            return False
+        if rec.kind == "lazy" and model_lazy:
+            self.both_lazy.append(key)
+        elif rec.kind == "value" and value is None:
+            self.values.append(key)
+        elif rec.kind == "tensor":
+            self.model_values.append(key)
+        elif rec.kind == "value":
+            self.fails.append((key, f"the file holds a {rec.dtype}, the model a tensor"))
+        elif rec.kind == "lazy":
+            self.fails.append((key, "the file's tensor is uninitialized (lazy), the model's "
+                                    "is not: load_state_dict cannot copy it"))
+        else:
+            self.fails.append((key, "the file holds a nested tensor (no single shape), the "
+                                    "model an ordinary tensor or value"))
+        return True
+
+    def findings(self) -> Iterator[Finding]:
+        for key, why in self.fails:
+            yield Finding("checkpoint-not-comparable", Severity.ERROR,
+                          f"{key}: {why}; load_state_dict raises on it", path=key,
+                          hint="save the checkpoint from a model built like this one")
+        if self.both_lazy:
+            yield Finding("checkpoint-lazy", Severity.INFO,
+                          f"{len(self.both_lazy)} tensor(s) are uninitialized (lazy) in the file "
+                          f"and in the model: {_some(self.both_lazy)}; their shapes are unknown "
+                          "and were not compared, they stay uninitialized after loading",
+                          path=self.both_lazy[0],
+                          hint="run one forward of the model before saving its state dict")
+        if self.values:
+            yield Finding("checkpoint-not-tensors", Severity.INFO,
+                          f"{len(self.values)} state dict "
+                          f"{'entry is' if len(self.values) == 1 else 'entries are'} not tensors "
+                          "in the file nor in the model (packed parameters of quantized layers, "
+                          f"extra state): {_some(self.values)}; matched by key only, their "
+                          "contents were not compared and are not counted",
+                          path=self.values[0])
+        if self.model_values:
+            yield Finding("checkpoint-not-tensors", Severity.INFO,
+                          f"{len(self.model_values)} key(s) hold a tensor in the file but another "
+                          f"value in the model: {_some(self.model_values)}; the model's "
+                          "load_state_dict decides what to do with them (not compared)",
+                          path=self.model_values[0])
+
+
 def _values_differ(scan: _Scan, names: list[str], name_in_file: Mapping[str, str]) -> bool | None:
     import torch
 
@@ -468,10 +571,7 @@ def _prefix_findings(model: nn.Module, strip: str | None, add: str | None, n_fil
 
 def _key_findings(missing: list[str], unexpected: list[str], shapes: list[ShapeMismatch],
                   dtypes: list[DtypeMismatch], lazy: list[str]) -> Iterator[Finding]:
-    def some(names: list[str]) -> str:
-        shown = ", ".join(names[:4])
-        return shown + (f" … ({len(names)} in all)" if len(names) > 4 else "")
-
+    some = _some
     if missing:
         yield Finding("checkpoint-missing", Severity.ERROR,
                       f"{len(missing)} key(s) of the model are not in the file: {some(missing)}",

@@ -41,6 +41,8 @@ _MAX_INDEX_BYTES = 100_000_000  # a sharded index lists names: far below this
 _MAX_CHECKPOINT_JSON_DEPTH = 16  # headers and indexes are 3 levels deep
 _MAX_PICKLE_BYTES = 1 << 30  # the pickle inside a torch.save zip (tensor metadata only)
 _MAX_LEGACY_BYTES = 1 << 30  # legacy files are read whole: at most this much
+_MAX_NESTING = 100  # containers inside containers: training checkpoints nest a few levels
+_MAX_WALK_ENTRIES = 10_000_000  # values walked, a shared container counted at each place
 _SCALAR_REPR = 60
 
 # safetensors dtype -> (torch dtype name, bits per element)
@@ -85,6 +87,11 @@ class _Tensor:
     extent: tuple[int, int] = (0, 0)
     obj: int = 0  # id() of the tensor object (alias detection)
     same_layout: tuple[Any, ...] = ()
+    # "tensor"; "lazy" (uninitialized: shape and size unknown, counted as 0); "nested" (a
+    # nested tensor: no single shape, its elements and bytes counted); "value" (a state dict
+    # entry that is not a tensor, e.g. a quantized layer's packed parameters: ``dtype`` holds
+    # its type name, nothing counted)
+    kind: str = "tensor"
 
 
 @dataclass(slots=True)
@@ -95,6 +102,8 @@ class _Scan:
     tensors: list[_Tensor] = field(default_factory=list)
     state_dicts: dict[str, list[tuple[str, _Tensor]]] = field(default_factory=dict)
     composites: dict[str, list[tuple[str, _Tensor]]] = field(default_factory=dict)
+    # dicts of named tensors and other values (a quantized model's state dict): diffable
+    mixed: dict[str, list[tuple[str, _Tensor]]] = field(default_factory=dict)
     optimizers: list[OptimizerState] = field(default_factory=list)
     scalars: list[tuple[str, str]] = field(default_factory=list)
     metadata: list[tuple[str, str]] = field(default_factory=list)
@@ -125,6 +134,63 @@ def _is_tensor_tree(obj: Any) -> bool:
     return True
 
 
+def _is_mixed_state_dict(obj: Mapping[Any, Any]) -> bool:
+    """A dict with str keys, some tensor values and no dict values: what ``state_dict()`` of
+    a model with quantized layers or extra state returns (packed parameters, dtypes)."""
+    import torch
+
+    return (all(isinstance(k, str) for k in obj)
+            and any(isinstance(v, torch.Tensor) for v in obj.values())
+            and not any(isinstance(v, Mapping) for v in obj.values()))
+
+
+def _check_nesting(obj: Any, where: str) -> None:
+    """Refuse, as one CheckpointError, an object the walk cannot finish: containers nested
+    deeper than :data:`_MAX_NESTING`, a container inside itself, or more than
+    :data:`_MAX_WALK_ENTRIES` values (a container shared at several places counts at each,
+    as the walk visits it there). Iterative: any depth costs no stack."""
+    import torch
+
+    containers = (Mapping, list, tuple, set, frozenset)
+    on_path: set[int] = set()
+    entries = 0
+    stack: list[tuple[Any, int, bool]] = [(obj, 1, False)] if isinstance(obj, containers) else []
+    while stack:
+        node, depth, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(node))
+            continue
+        if id(node) in on_path:
+            raise CheckpointError(
+                f"{where} holds a dict or list that contains itself: torchscope cannot list "
+                "it; save or pass plain tensors and containers (torch.save(model.state_dict(), "
+                "path))"
+            )
+        if depth > _MAX_NESTING:
+            raise CheckpointError(
+                f"{where} nests dicts, lists or tuples more than {_MAX_NESTING} levels deep: "
+                "checkpoints nest a few levels; torchscope does not walk it: save a flat "
+                "state dict (torch.save(model.state_dict(), path))"
+            )
+        on_path.add(id(node))
+        stack.append((node, depth, True))
+        children = [*node.keys(), *node.values()] if isinstance(node, Mapping) else node
+        walked = isinstance(node, Mapping)
+        for child in children:
+            if isinstance(child, containers):
+                stack.append((child, depth + 1, False))
+                walked = True
+            elif isinstance(child, torch.Tensor):
+                walked = True
+        entries += len(node) if walked and not isinstance(node, (set, frozenset)) else 1
+        if entries > _MAX_WALK_ENTRIES:
+            raise CheckpointError(
+                f"{where} holds more than {_MAX_WALK_ENTRIES:,} values to list (a dict or list "
+                "stored once but referenced at several places counts at each): torchscope "
+                "lists at most that many; save a plain state dict"
+            )
+
+
 def _is_optimizer_state(obj: Any) -> bool:
     return (
         isinstance(obj, Mapping)
@@ -152,9 +218,26 @@ class _Walker:
         self.by_name: dict[str, torch.Tensor] = {}
 
     def tensor(self, name: str, t: torch.Tensor) -> _Tensor:
+        from torch.nn.parameter import is_lazy
 
-        self.by_name[name] = t
         dtype = str(t.dtype).removeprefix("torch.")
+        if is_lazy(t):  # no shape, no size and no data yet
+            rec = _Tensor(name, (), dtype, 0, 0, 0, str(t.device), self.shard, obj=id(t),
+                          kind="lazy")
+            self.scan.tensors.append(rec)
+            return rec
+        if t.is_nested:  # one tensor of several shapes: its elements are known, its shape not
+            numel = t.numel()
+            nbytes = numel * t.element_size()
+            rec = _Tensor(name, (), dtype, numel, nbytes, nbytes, str(t.device), self.shard,
+                          obj=id(t), kind="nested")
+            try:
+                rec.stored_bytes = t.untyped_storage().nbytes()
+            except (RuntimeError, NotImplementedError):
+                pass
+            self.scan.tensors.append(rec)
+            return rec
+        self.by_name[name] = t
         numel = t.numel()
         nbytes = numel * t.element_size()
         rec = _Tensor(name, tuple(t.shape), dtype, numel, nbytes, nbytes, None, self.shard,
@@ -195,6 +278,17 @@ class _Walker:
             self.scan.composites[path] = [(t.name[cut:], t) for t in self.scan.tensors[start:]]
             return
         if isinstance(obj, Mapping):
+            if _is_mixed_state_dict(obj):  # tensors and other values, e.g. packed parameters
+                flat = []
+                for k, v in obj.items():
+                    if isinstance(v, torch.Tensor):
+                        flat.append((k, self.tensor(_join(path, k), v)))
+                        continue
+                    self.walk(v, _join(path, k))
+                    flat.append((k, _Tensor(_join(path, k), (), type(v).__name__, 0, 0, 0, None,
+                                            self.shard, kind="value")))
+                self.scan.mixed.setdefault(path, []).extend(flat)
+                return
             for k, v in obj.items():
                 self.walk(v, _join(path, k))
             return
@@ -401,6 +495,7 @@ def _scan_torch(p: Path, fmt: str, scan: _Scan, shard: str | None) -> None:
             path=shard, hint="re-save it with a current torch.save (zip format)"))
     obj, locations = _torch_load(p, fmt)
     scan.keep.append(obj)
+    _check_nesting(obj, repr(str(p)))
     walker = _Walker(scan, shard=shard, locations=locations)
     walker.walk(obj, "")
     scan.root_kind = _root_kind(obj)
@@ -654,6 +749,7 @@ def _scan_path(path: str | os.PathLike[str]) -> _Scan:
 
 def _scan_mapping(obj: Mapping[str, Any]) -> _Scan:
     scan = _Scan("<state_dict>", "state-dict", 0)
+    _check_nesting(obj, "the state dict")
     walker = _Walker(scan, shard=None, locations={})
     walker.walk(obj, "")
     scan.fetch = walker.by_name.__getitem__
