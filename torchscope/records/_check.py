@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from torchscope.records._core import SCHEMA_VERSION, Displayed, Finding, Severity, record_dict
+from torchscope.records._core import (
+    SCHEMA_VERSION,
+    Displayed,
+    Finding,
+    Severity,
+    record_dict,
+    record_json,
+)
 from torchscope.records._training import GradientReport, NonfiniteReport
 
 __all__ = ["CheckResult"]
@@ -64,9 +71,7 @@ class CheckResult(Displayed):
 
     def to_json(self, *, indent: int | None = 2) -> str:
         """:meth:`to_dict` as JSON text."""
-        import json
-
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+        return record_json(self.to_dict(), indent=indent)
 
     def __repr__(self) -> str:
         return (f"<CheckResult {self.model_type}: {self.errors} errors, {self.warnings} "

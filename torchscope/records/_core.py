@@ -70,29 +70,160 @@ class Displayed:
 
     def to_json(self, *, indent: int | None = 2) -> str:
         """:meth:`to_dict` as JSON text; :meth:`from_json` reads it back to an equal record."""
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+        return record_json(self.to_dict(), indent=indent)
 
     @classmethod
     def from_dict(cls: type[_R], data: dict[str, Any]) -> _R:
-        """Rebuild a record from :meth:`to_dict` output.
+        """Rebuild a record from :meth:`to_dict` output, checking every field it reads first.
+
+        Ints must be ints (not bools, floats or NaN) and not negative, floats numbers other
+        than NaN, strings strings, lists lists of the right length, enums one of their values
+        and records dicts with their required fields; nesting deeper than 200 levels is
+        refused. Keys a record does not have are ignored.
 
         Raises:
-            ValueError: the data was written by an incompatible schema version.
+            InputSpecError: (a ``ValueError``) the data was written by an incompatible schema
+                version, or a field is missing or not what the record holds; the one-line
+                message names the field by its path (``modules[2].total_params``) and what it
+                takes.
         """
+        from torchscope.errors import InputSpecError
+
+        max_depth = 200
+        kind = cls.__name__
+
+        def shown(value: Any) -> str:
+            text = repr(value) if isinstance(value, (str, int, float)) else (
+                "a " + type(value).__name__)
+            text = text if len(text) <= 40 else text[:37] + "..."
+            return f"{text} (a {type(value).__name__})" if isinstance(value, str) else text
+
+        def fail(where: str, value: Any, expected: str) -> typing.NoReturn:
+            raise InputSpecError(
+                f"{kind} data: {where or 'the top level'} is {shown(value)}, expected {expected}"
+            )
+
+        if not isinstance(data, dict):
+            fail("", data, f"a dict (from {kind}.to_dict())")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ValueError(
-                f"{cls.__name__} schema_version {version!r} is not supported (expected "
+        if version != SCHEMA_VERSION or type(version) is not int:
+            raise InputSpecError(
+                f"{kind} schema_version {version!r} is not supported (expected "
                 f"{SCHEMA_VERSION}); regenerate the JSON with this torchscope version"
             )
-        out = _decode(cls, data)
+        spec_fields: dict[str, Any] = {"tensor": TensorSpec, "value": ValueSpec}
+        stack: list[tuple[Any, Any, str, int]] = [(cls, data, "", 1)]
+        while stack:
+            tp, value, where, depth = stack.pop()
+            if depth > max_depth:
+                raise InputSpecError(f"{kind} data nests more than {max_depth} levels deep at "
+                                     f"{where[:60]}...: it is not a torchscope record")
+            origin = typing.get_origin(tp)
+            args = typing.get_args(tp)
+            if tp is Any:
+                continue
+            if tp is Spec or (origin in (Union, types.UnionType) and TensorSpec in args):
+                if value is None:
+                    continue
+                tag = value.get("spec") if isinstance(value, dict) else None
+                tag = tag if isinstance(tag, str) else None
+                if tag in spec_fields:
+                    stack.append((spec_fields[tag], value, where, depth))
+                    continue
+                if tag not in ("map", "seq"):
+                    fail(where, value, "a spec: null or an object with \"spec\" one of "
+                                       "tensor, seq, map, value")
+                if not isinstance(value.get("type_name"), str):
+                    fail(f"{where}.type_name", value.get("type_name"), "a str")
+                items = value.get("items")
+                if not isinstance(items, list):
+                    fail(f"{where}.items", items, "a list")
+                for i, item in enumerate(items):
+                    if tag == "map":
+                        if not (isinstance(item, list) and len(item) == 2
+                                and isinstance(item[0], str)):
+                            fail(f"{where}.items[{i}]", item, "a [str, spec] pair")
+                        item = item[1]
+                    stack.append((Spec, item, f"{where}.items[{i}]", depth + 2))
+            elif origin in (Union, types.UnionType):
+                if value is not None:
+                    stack.append((next(a for a in args if a is not type(None)), value, where,
+                                  depth))
+            elif origin is tuple:
+                if not isinstance(value, (list, tuple)):
+                    fail(where, value, "a list")
+                if len(args) == 2 and args[1] is Ellipsis:
+                    stack.extend((args[0], v, f"{where}[{i}]", depth + 1)
+                                 for i, v in enumerate(value))
+                elif len(value) != len(args):
+                    fail(where, value, f"a list of {len(args)} items")
+                else:
+                    stack.extend((a, v, f"{where}[{i}]", depth + 1)
+                                 for i, (a, v) in enumerate(zip(args, value)))
+            elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+                if not any(type(m.value) is type(value) and m.value == value for m in tp):
+                    fail(where, value, "one of " + ", ".join(repr(m.value) for m in tp))
+            elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
+                if not isinstance(value, dict):
+                    fail(where, value, f"an object (a {tp.__name__})")
+                hints = _hints(tp)
+                for f in dataclasses.fields(tp):
+                    at = f"{where}.{f.name}" if where else f.name
+                    if f.name in value:
+                        stack.append((hints[f.name], value[f.name], at, depth + 1))
+                    elif (f.default is dataclasses.MISSING
+                          and f.default_factory is dataclasses.MISSING):
+                        raise InputSpecError(f"{kind} data: {at} is missing (a {tp.__name__} "
+                                             "needs it)")
+            elif tp is bool:
+                if not isinstance(value, bool):
+                    fail(where, value, "true or false")
+            elif tp is int:
+                if type(value) is not int or value < 0:
+                    fail(where, value, "an int >= 0")
+            elif tp is float:
+                if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                        or value != value):
+                    fail(where, value, "a number (not NaN)")
+            elif tp is str and not isinstance(value, str):
+                fail(where, value, "a str")
+        try:
+            out = _decode(cls, data)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as err:
+            raise InputSpecError(f"{kind} data cannot be decoded ({type(err).__name__}: "
+                                 f"{str(err).splitlines()[0][:120] if str(err) else ''})") from None
         assert isinstance(out, cls)
         return out
 
     @classmethod
     def from_json(cls: type[_R], text: str) -> _R:
-        """Rebuild a record from :meth:`to_json` text."""
-        return cls.from_dict(json.loads(text))
+        """Rebuild a record from :meth:`to_json` text (at most 256 MiB, checked as
+        :meth:`from_dict` checks a dict).
+
+        Raises:
+            InputSpecError: (a ``ValueError``) the text is not a str, too long, not JSON, nested
+                too deeply, or not a record of this schema version (see :meth:`from_dict`).
+        """
+        from torchscope.errors import InputSpecError
+
+        max_chars = 256 * 1024 * 1024
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise InputSpecError(f"{cls.__name__}.from_json takes JSON text (a str), got a "
+                                 f"value of type {type(text).__name__}")
+        if len(text) > max_chars:
+            raise InputSpecError(f"{cls.__name__} JSON is {len(text):,} characters long, more "
+                                 f"than the {max_chars:,} a torchscope record takes")
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise InputSpecError(f"{cls.__name__} JSON nests arrays or objects too deeply: it is "
+                                 "not a torchscope record") from None
+        except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            msg = getattr(err, "msg", None) or str(err).splitlines()[0][:120]
+            where = (f" at line {err.lineno}, column {err.colno}"
+                     if isinstance(err, json.JSONDecodeError) else "")
+            raise InputSpecError(f"{cls.__name__} JSON is not valid JSON ({msg}{where})") from None
+        return cls.from_dict(data)
 
     def __str__(self) -> str:
         from torchscope.rendering import render
@@ -100,9 +231,13 @@ class Displayed:
         return str(render(self, "text"))
 
     def __rich__(self) -> Any:
+        from rich.text import Text
+
         from torchscope.rendering import render
 
-        return render(self, "rich")
+        out = render(self, "rich")
+        # a Text, never a str: rich would read a str as markup ([/] raises, [red] styles)
+        return Text(out) if isinstance(out, str) else out
 
     def _repr_html_(self) -> str:
         from torchscope.rendering import render_html
@@ -519,12 +654,39 @@ def record_dict(obj: Any) -> dict[str, Any]:
 
 
 def record_json(obj: Any, *, indent: int | None = 2) -> str:
-    """:func:`record_dict` as JSON text (exact numbers, non-ASCII names kept).
+    """The one JSON writer: :func:`record_dict` of a record (or a dict that a record's
+    ``to_dict`` made) as JSON text, with exact numbers.
+
+    Readable non-ASCII text (``→``, ``é``) is kept; invisible and terminal-controlling
+    characters (control characters, bidirectional overrides such as U+202E, zero-width and
+    line-separator characters, lone surrogates) are written as ``\\uXXXX`` escapes, so that the
+    text shows no hidden characters and loads back to the same strings.
 
     >>> record_json(TensorSpec((2,), "float32", "cpu"), indent=None)[:20]
     '{"schema_version": 1'
+    >>> print(record_json({"name": "a\\u202eb→c"}, indent=None))
+    {"name": "a\\u202eb→c"}
     """
-    return json.dumps(record_dict(obj), indent=indent, ensure_ascii=False)
+    import re
+    import unicodedata
+
+    data = dict(obj) if isinstance(obj, dict) else record_dict(obj)
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    if text.isascii():
+        return text
+
+    def escaped(match: re.Match[str]) -> str:
+        ch = match.group()
+        if unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp", "Cs"):
+            return ch
+        code = ord(ch)
+        if code < 0x10000:
+            return f"\\u{code:04x}"
+        code -= 0x10000  # a UTF-16 surrogate pair, as JSON writes characters beyond U+FFFF
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+    # outside strings JSON text is ASCII, so every replaced character is inside a string
+    return re.sub(r"[^\x00-\x7f]", escaped, text)
 
 
 _HINTS: dict[type, dict[str, Any]] = {}

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import enum
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
-from torchscope.records._core import SCHEMA_VERSION, Finding, Severity
+from torchscope.records._core import SCHEMA_VERSION, Finding, Severity, record_json
 
 __all__ = ["SyncKind", "SyncReport", "SyncSite", "UnobservedThread", "short_path"]
 
@@ -219,7 +218,7 @@ class SyncReport:
 
     def to_json(self, *, indent: int | None = 2) -> str:
         """The report as JSON text."""
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+        return record_json(self.to_dict(), indent=indent)
 
     def __str__(self) -> str:
         from torchscope.rendering import render

@@ -15,12 +15,11 @@ True
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, Literal, get_args
 
 from torchscope._units import humanize_bytes as humanize_bytes, humanize_count as humanize_count
-from torchscope.errors import TorchscopeError
+from torchscope.errors import ArgumentError, TorchscopeError
 from torchscope.records import (
     ArchitectureDiff,
     CheckpointDiff,
@@ -38,6 +37,7 @@ from torchscope.records import (
     TiedGroup,
     UnusedReport,
     record_dict,
+    record_json,
 )
 from torchscope.rendering import (
     _check,
@@ -49,6 +49,7 @@ from torchscope.rendering import (
     _syncs,
     _training,
 )
+from torchscope.rendering._args import check_file, check_options
 from torchscope.rendering._columns import COLUMNS as COLUMNS, register_column as register_column
 from torchscope.rendering._report import (
     WIDTH as WIDTH,
@@ -62,6 +63,7 @@ from torchscope.rendering._report import (
     render_text as render_text,
     spec_str as spec_str,
 )
+from torchscope.rendering._text import terminal_width
 
 __all__ = [
     "COLUMNS",
@@ -95,6 +97,8 @@ _Renderer = Callable[..., Any]
 def _report_renderer(obj: Report, fmt: str, **options: Any) -> Any:
     if fmt == "json":
         return _report.render_json(obj)
+    if fmt != "text":
+        options.pop("width", None)  # only text fits a width; rich fits its console
     out: Any
     if fmt == "markdown":
         out = _report.render_markdown(obj, **options)
@@ -113,6 +117,18 @@ def _sync_renderer(obj: SyncReport, fmt: str, **options: Any) -> Any:
 
 def _findings_renderer(obj: tuple[Finding, ...], fmt: str, **options: Any) -> Any:
     return _report.findings_table(obj, fmt=fmt)
+
+
+def _checkpoint_width(options: dict[str, Any]) -> dict[str, Any]:
+    """``width`` for a checkpoint listing: an int (``None``: no wrapping, ``"terminal"``: the
+    terminal's width)."""
+    if "width" in options:
+        width = options["width"]
+        if width is None:
+            options["width"] = 10**6
+        elif width == "terminal":
+            options["width"] = terminal_width() or WIDTH
+    return options
 
 
 def _ties_renderer(obj: tuple[TiedGroup, ...], fmt: str, **options: Any) -> Any:
@@ -136,8 +152,7 @@ def _plain(record: Any) -> dict[str, Any]:
 def _json(payload: dict[str, Any]) -> str:
     from torchscope.records import SCHEMA_VERSION
 
-    return json.dumps({"schema_version": SCHEMA_VERSION, **payload}, indent=2,
-                      ensure_ascii=False)
+    return record_json({"schema_version": SCHEMA_VERSION, **payload})
 
 
 # record type -> renderer(obj, fmt, **options); a record type's subclasses use its renderer
@@ -147,14 +162,25 @@ _RENDERERS: dict[type, _Renderer] = {
     InitReport: lambda obj, fmt, **o: _init.render_init(obj, fmt=fmt, **{
         "stats": _init.stats_of(obj), **o}),
     SyncReport: _sync_renderer,
-    CheckpointInfo: lambda obj, fmt, **o: _checkpoint.render_info(obj, fmt=fmt, **o),
-    CheckpointDiff: lambda obj, fmt, **o: _checkpoint.render_diff(obj, fmt=fmt, **o),
+    CheckpointInfo: lambda obj, fmt, **o: _checkpoint.render_info(obj, fmt=fmt,
+                                                                  **_checkpoint_width(o)),
+    CheckpointDiff: lambda obj, fmt, **o: _checkpoint.render_diff(obj, fmt=fmt,
+                                                                  **_checkpoint_width(o)),
     ArchitectureDiff: lambda obj, fmt, **o: _diff.render_diff(obj, fmt=fmt, **o),
     CheckResult: lambda obj, fmt, **o: _check.render_check(obj, fmt=fmt, **o),
     UnusedReport: lambda obj, fmt, **o: _training.render_unused(obj, fmt=fmt, **o),
     NonfiniteReport: lambda obj, fmt, **o: _training.render_nonfinite(obj, fmt=fmt, **o),
     GradientReport: lambda obj, fmt, **o: _training.render_gradients(obj, fmt=fmt, **o),
     OptimizerReport: lambda obj, fmt, **o: _training.render_optimizer(obj, fmt=fmt, **o),
+}
+# the options each record type takes (in every format; one a format has no use for is ignored)
+_OPTIONS: dict[type, tuple[str, ...]] = {
+    Report: ("depth", "params", "columns", "width"),
+    CostReport: ("depth",),
+    InitReport: ("stats",),
+    CheckpointInfo: ("width",),
+    CheckpointDiff: ("width",),
+    GradientReport: ("params",),
 }
 # tuples of records (what find_tied, find_lazy and check_* return), by their item type
 _SEQUENCE_RENDERERS: dict[type, _Renderer] = {
@@ -164,6 +190,13 @@ _SEQUENCE_RENDERERS: dict[type, _Renderer] = {
 }
 
 
+def _options_of(obj: object) -> tuple[str, ...]:
+    if isinstance(obj, (tuple, list)):
+        return ()
+    for cls in type(obj).__mro__:
+        if cls in _OPTIONS:
+            return _OPTIONS[cls]
+    return ()
 
 
 def _renderer_of(obj: object) -> _Renderer | None:
@@ -195,7 +228,9 @@ def render(obj: object, fmt: Format = "text", **options: Any) -> Any:
         A ``str`` for ``text``, ``markdown`` and ``json``; a rich renderable for ``rich``.
 
     Raises:
-        TorchscopeError: an unknown format, or an object torchscope did not make.
+        ArgumentError: an object torchscope did not make, an option that record does not
+            take or a value of the wrong type (``depth='x'``, ``columns=3``).
+        TorchscopeError: an unknown format or column.
 
     >>> import torchscope
     >>> render(torchscope.find_tied(torchscope.examples.SharedMLP()), "json")[:19]
@@ -205,15 +240,33 @@ def render(obj: object, fmt: Format = "text", **options: Any) -> Any:
         raise TorchscopeError(
             f"fmt = {fmt!r} is not a format; use one of {', '.join(FORMATS)}"
         )
+    return _render("render", obj, fmt, options)
+
+
+def _render(function: str, obj: object, fmt: object, options: dict[str, Any]) -> Any:
+    if not isinstance(fmt, str) or fmt not in FORMATS:
+        raise TorchscopeError(
+            f"fmt = {fmt!r} is not a format; use one of {', '.join(FORMATS)}"
+        )
     if isinstance(obj, (tuple, list)) and not obj:
-        return _json({"items": []}) if fmt == "json" else "(nothing)"
+        check_options(function, "empty tuple", options, ())
+        if fmt == "json":
+            return _json({"items": []})
+        return _plain_text("(nothing)") if fmt == "rich" else "(nothing)"
     fn = _renderer_of(obj)
     if fn is None:
-        raise TorchscopeError(
-            f"render() takes a torchscope record, not {type(obj).__name__}: pass what "
+        raise ArgumentError(
+            f"{function}() takes a torchscope record, not {type(obj).__name__}: pass what "
             "summarize, check, find_tied, apply_init, detect_syncs or inspect_checkpoint return"
         )
+    check_options(function, type(obj).__name__, options, _options_of(obj))
     return fn(obj, fmt, **options)
+
+
+def _plain_text(text: str) -> Any:
+    from rich.text import Text
+
+    return Text(text)
 
 
 def show(obj: object, fmt: Format = "rich", *, file: Any = None, **options: Any) -> None:
@@ -223,7 +276,8 @@ def show(obj: object, fmt: Format = "rich", *, file: Any = None, **options: Any)
     >>> show(torchscope.find_tied(torchscope.examples.MLP()), "text")
     (nothing)
     """
-    emit(render(obj, fmt, **options), fmt=fmt, file=file)
+    check_file("show", file)
+    emit(_render("show", obj, fmt, options), fmt=fmt, file=file)
 
 
 def render_html(obj: object) -> str:
@@ -233,4 +287,4 @@ def render_html(obj: object) -> str:
     >>> render_html(torchscope.summarize(torchscope.examples.MLP())).startswith("<")
     True
     """
-    return _report.html_of(render(obj, "rich"))
+    return _report.html_of(_render("render_html", obj, "rich", {}))

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from torchscope.records import record_json
 from torchscope.rendering._report import WIDTH, findings_table, humanize_bytes, humanize_count
 from torchscope.rendering._text import escape_markdown, escape_text, plain
 
@@ -283,7 +284,7 @@ def render_info(info: CheckpointInfo, *, fmt: str = "text", width: int = WIDTH) 
     Raises:
         ValueError: an unknown ``fmt``.
     """
-    return _render(_info_blocks(info), info.findings, fmt, info.to_json() + "\n", width)
+    return _render(_info_blocks(info), info.findings, fmt, record_json(info) + "\n", width)
 
 
 def render_diff(diff: CheckpointDiff, *, fmt: str = "text", width: int = WIDTH) -> Any:
@@ -300,4 +301,4 @@ def render_diff(diff: CheckpointDiff, *, fmt: str = "text", width: int = WIDTH) 
     Raises:
         ValueError: an unknown ``fmt``.
     """
-    return _render(_diff_blocks(diff), diff.findings, fmt, diff.to_json() + "\n", width)
+    return _render(_diff_blocks(diff), diff.findings, fmt, record_json(diff) + "\n", width)

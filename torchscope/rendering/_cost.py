@@ -14,6 +14,7 @@ from typing import Any
 
 from torchscope._units import humanize_bytes
 from torchscope.records import CallRecord, CostReport, ModuleRecord, Report, record_json
+from torchscope.rendering._text import escape_markdown, escape_text, plain
 
 __all__ = ["cost_block", "cost_lines", "cost_rows", "humanize_flops", "render_cost"]
 
@@ -51,7 +52,7 @@ def cost_lines(cost: CostReport) -> list[str]:
     with_opt = f"with {opt}" if cost.optimizer else "without optimizer state"
     lines = [
         f"forward {_exact(cost.forward_flops)} · backward {_exact(cost.backward_flops)}",
-        f"training step {with_opt} in {cost.train_dtype}: "
+        f"training step {with_opt} in {escape_text(cost.train_dtype)}: "
         f"{humanize_bytes(cost.training_peak_bytes)} peak",
         f"  params {humanize_bytes(cost.param_bytes)} · grads {humanize_bytes(cost.grad_bytes)}"
         f" · optimizer state {humanize_bytes(cost.optimizer_state_bytes)} · saved activations "
@@ -59,14 +60,15 @@ def cost_lines(cost: CostReport) -> list[str]:
         f"inference: {humanize_bytes(cost.inference_peak_bytes)} peak · "
         f"buffers {humanize_bytes(cost.buffer_bytes)} · inputs "
         f"{humanize_bytes(cost.input_bytes)} · outputs {humanize_bytes(cost.output_bytes)}",
-        f"Cost: {cost.mode} forward and backward (exact FLOPs by torch's formulas; memory is "
-        "an estimate)",
+        f"Cost: {escape_text(cost.mode)} forward and backward (exact FLOPs by torch's formulas; "
+        "memory is an estimate)",
     ]
     return lines
 
 
 def cost_rows(cost: CostReport, *, depth: int | None = None) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the table of module calls (a module called twice has two rows).
+    """Header and rows of the table of module calls (a module called twice has two rows);
+    module paths are escaped (:func:`~torchscope.rendering._text.escape_text`).
 
     >>> import torchscope
     >>> c = torchscope.estimate_cost(torchscope.examples.MLP(), input_size=[(2, 20)])
@@ -79,9 +81,9 @@ def cost_rows(cost: CostReport, *, depth: int | None = None) -> tuple[list[str],
         level = c.path.count(".") + 1 if c.path else 0
         if depth is not None and level > depth:
             continue
-        rows.append([c.path or "(root)", str(c.index), humanize_flops(c.forward_flops),
-                     humanize_flops(c.backward_flops), humanize_bytes(c.saved_bytes),
-                     humanize_bytes(c.output_bytes)])
+        rows.append([escape_text(c.path) or "(root)", str(c.index),
+                     humanize_flops(c.forward_flops), humanize_flops(c.backward_flops),
+                     humanize_bytes(c.saved_bytes), humanize_bytes(c.output_bytes)])
     return header, rows
 
 
@@ -102,17 +104,20 @@ def render_cost(cost: CostReport, *, fmt: str = "text", depth: int | None = None
         from rich.table import Table
         from rich.text import Text
 
-        table = Table(title="Cost per module call", title_justify="left", box=box.SIMPLE_HEAD,
-                      header_style="bold", pad_edge=False, collapse_padding=True)
+        table = Table(title=Text("Cost per module call"), title_justify="left",
+                      box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False,
+                      collapse_padding=True)
         for name in header:
-            table.add_column(name, justify="left" if name == "Module" else "right",
+            table.add_column(Text(name), justify="left" if name == "Module" else "right",
                              no_wrap=True, overflow="ellipsis")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(plain(cell) for cell in row))
         return Group(table, Text("\n".join(cost_lines(cost) + _note_lines(cost))))
     from tabulate import tabulate
 
     tablefmt = "github" if fmt == "markdown" else "simple"
+    if fmt == "markdown":
+        rows = [[escape_markdown(cell) for cell in row] for row in rows]
     text = tabulate(rows, headers=header, tablefmt=tablefmt, disable_numparse=True,
                     colalign=("left", *["right"] * (len(header) - 1)))
     lines = cost_lines(cost) + _note_lines(cost)
@@ -126,7 +131,8 @@ def _note_lines(cost: CostReport) -> list[str]:
 
     lines: list[str] = []
     for n in cost.notes:
-        lines += textwrap.wrap(f"note: {n}", width=100, subsequent_indent="  ")
+        lines += textwrap.wrap(f"note: {escape_text(n)}", width=100, subsequent_indent="  ",
+                               break_long_words=False)
     return lines
 
 
@@ -162,7 +168,7 @@ def _bullets(lines: list[str]) -> str:
             items[-1] += (": " if items[-1].endswith(" peak") else " ") + line.strip()
         else:
             items.append(line)
-    return "\n".join(f"- {item}" for item in items) + "\n"
+    return "\n".join(f"- {escape_markdown(item)}" for item in items) + "\n"
 
 
 # ------------------------------------------------------------------------------------------

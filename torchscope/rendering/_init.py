@@ -12,10 +12,10 @@ init plan (dry run): 4 tensors, 4 kept
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from torchscope.records import record_json
 from torchscope.rendering._text import WIDTH, escape_markdown, escape_text, plain
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def _rows(report: InitReport, stats: Stats | None) -> tuple[list[str], list[list
             _names(e),
             _shape(e),
             "-" if e.rule is None else f"#{e.rule}",
-            "-" if e.init is None else e.init.split("(", 1)[0],
+            "-" if e.init is None else escape_text(e.init.split("(", 1)[0]),
             e.status.value,
         ]
         if stats is not None:
@@ -107,10 +107,11 @@ def _footer(report: InitReport, width: int = WIDTH) -> list[str]:
 
     seen = {e.status.value for e in report.entries}
     texts = [text for status, text in _STATUS_HELP.items() if status in seen]
-    texts += [f"note: {n}" for n in report.notes]
+    texts += [f"note: {escape_text(n)}" for n in report.notes]
     lines: list[str] = []
     for text in texts:
-        lines += textwrap.wrap(text, width, initial_indent="  ", subsequent_indent="    ")
+        lines += textwrap.wrap(text, width, initial_indent="  ", subsequent_indent="    ",
+                               break_long_words=False)
     return lines
 
 
@@ -198,7 +199,7 @@ def render_init_json(report: InitReport, *, stats: Stats | None = None) -> str:
         for entry in data["entries"]:
             value = stats.get(entry["name"])
             entry["mean"], entry["std"] = (None, None) if value is None else value
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return record_json(data) + "\n"
 
 
 def stats_of(report: InitReport) -> Stats | None:

@@ -37,6 +37,15 @@ from torchscope.records import (
     TensorSpec,
     TiedGroup,
     record_dict,
+    record_json,
+)
+from torchscope.rendering._args import (
+    check_columns,
+    check_depth,
+    check_file,
+    check_flag,
+    check_record,
+    check_width,
 )
 from torchscope.rendering._columns import (
     Column,
@@ -48,6 +57,7 @@ from torchscope.rendering._columns import (
 from torchscope.rendering._text import (
     WIDTH,
     cell_width,
+    escape_as,
     escape_markdown,
     escape_text,
     min_wrap_width,
@@ -509,6 +519,17 @@ def _text_table(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> str
 # formats
 
 
+_SUMMARIZE = "what torchscope.summarize returns"
+
+
+def _check_report_args(function: str, report: object, depth: object = None,
+                       params: object = False, columns: object = None) -> None:
+    check_record(function, "report", report, Report, _SUMMARIZE)
+    check_depth(function, depth)
+    check_flag(function, "params", params)
+    check_columns(function, columns)
+
+
 def _table_of(report: Report, depth: int | None, params: bool, tree: bool,
               columns: Sequence[str] | str | None) -> tuple[list[Column], list[list[str]]]:
     if params:
@@ -533,13 +554,16 @@ def render_text(report: Report, *, depth: int | None = None, params: bool = Fals
         The text, ending in a newline.
 
     Raises:
-        TorchscopeError: an unknown column or width.
+        ArgumentError: ``report`` is not a Report, or an option of the wrong type.
+        TorchscopeError: an unknown column.
 
     >>> import torchscope
     >>> text = render_text(torchscope.summarize(torchscope.examples.MLP()))
     >>> text.splitlines()[0].split()
     ['Module', 'Type', 'Own', 'Total', 'Size', 'Train']
     """
+    _check_report_args("render_text", report, depth, params, columns)
+    check_width("render_text", width)
     limit = _resolve_width(width)
     cols, rows = _table_of(report, depth, params, True, columns)
     fitted = fit_table(cols, rows, limit, _text_overhead, header_pad=2)
@@ -562,6 +586,7 @@ def render_markdown(report: Report, *, depth: int | None = None, params: bool = 
     >>> "| 2 (= 4) " in render_markdown(torchscope.summarize(torchscope.examples.SharedMLP()))
     True
     """
+    _check_report_args("render_markdown", report, depth, params, columns)
     from tabulate import tabulate
 
     cols, rows = _table_of(report, depth, params, False, columns)
@@ -583,7 +608,8 @@ def render_json(report: Report) -> str:
     >>> json.loads(render_json(torchscope.summarize(torchscope.examples.MLP())))["total_params"]
     7946
     """
-    return report.to_json() + "\n"
+    check_record("render_json", "report", report, Report, _SUMMARIZE)
+    return record_json(report) + "\n"
 
 
 class _FittedTable:
@@ -652,6 +678,7 @@ def rich_renderable(report: Report, *, depth: int | None = None, params: bool = 
     >>> type(rich_renderable(torchscope.summarize(torchscope.examples.MLP()))).__name__
     'Group'
     """
+    _check_report_args("rich_renderable", report, depth, params, columns)
     from rich.console import Group
     from rich.text import Text
 
@@ -724,12 +751,9 @@ def findings_table(findings: Sequence[Finding], *, fmt: str = "rich") -> Any:
     | info | x | | a\\|b | |
     """
     if fmt == "json":
-        import json
-
         items = [{k: v for k, v in record_dict(f).items() if k != "schema_version"}
                  for f in findings]
-        return json.dumps({"schema_version": SCHEMA_VERSION, "findings": items}, indent=2,
-                          ensure_ascii=False)
+        return record_json({"schema_version": SCHEMA_VERSION, "findings": items})
     if fmt == "markdown":
         from tabulate import tabulate
 
@@ -776,6 +800,8 @@ def render_rich_text(report: Report, *, depth: int | None = None, params: bool =
     """
     import io
 
+    _check_report_args("render_rich_text", report, depth, params, columns)
+
     buf = io.StringIO()
     console = make_console(file=buf, width=width, color=False)
     console.print(rich_renderable(report, depth=depth, params=params, columns=columns))
@@ -793,6 +819,7 @@ def emit(renderable: Any, *, fmt: str = "text", file: Any = None) -> None:
     >>> emit("hello")
     hello
     """
+    check_file("emit", file)
     out = file or sys.stdout
     if fmt == "rich" and not isinstance(renderable, str):
         console = make_console(file=out, width=terminal_width(out) or WIDTH)
@@ -820,6 +847,11 @@ def print_report(report: Report, *, fmt: str = "rich", depth: int | None = None,
     ... # doctest: +ELLIPSIS
     {...
     """
+    _check_report_args("print_report", report, depth, params, columns)
+    check_file("print_report", file)
+    if fmt not in ("rich", "text", "markdown", "json"):
+        raise TorchscopeError(f"print_report: fmt: unknown format {fmt!r}; use rich, text, "
+                              "markdown or json")
     if fmt == "json":
         emit(render_json(report), fmt="text", file=file)
     elif fmt == "markdown":
@@ -828,11 +860,9 @@ def print_report(report: Report, *, fmt: str = "rich", depth: int | None = None,
     elif fmt == "text":
         emit(render_text(report, depth=depth, params=params, columns=columns), fmt="text",
              file=file)
-    elif fmt == "rich":
+    else:
         emit(rich_renderable(report, depth=depth, params=params, columns=columns), fmt="rich",
              file=file)
-    else:
-        raise TorchscopeError(f"unknown format {fmt!r}: use rich, text, markdown or json")
 
 
 def ties_rows(groups: Sequence[TiedGroup]) -> tuple[list[str], list[list[str]]]:
@@ -851,12 +881,13 @@ def _simple_table(title: str, header: list[str], rows: list[list[str]], fmt: str
     if fmt in ("text", "markdown"):
         from tabulate import tabulate
 
-        if fmt == "markdown":
-            rows = [[escape_markdown(c) for c in row] for row in rows]
-        table = tabulate(rows, headers=header, disable_numparse=True,
+        # cells hold names from user code: escaped here (escaping escaped text changes nothing)
+        rows = [[escape_as(c, fmt) for c in row] for row in rows]
+        table = tabulate(rows, headers=[escape_as(h, fmt) for h in header],
+                         disable_numparse=True,
                          tablefmt="github" if fmt == "markdown" else "simple",
                          colalign=["right" if h in right else "left" for h in header])
-        return f"{title}\n\n{table}"
+        return f"{escape_as(title, fmt)}\n\n{table}"
     from rich.table import Table
 
     t = Table(title=plain(title), title_justify="left", box=_box(), header_style="bold")
@@ -895,7 +926,8 @@ def lazy_table(records: Sequence[LazyRecord], *, fmt: str = "rich") -> Any:
     header = ["Module", "Type", "Lazy tensors", "Known", "Inferred"]
     rows = []
     for r in records:
-        inferred = ", ".join(f"{n} {list(shape)}" for n, shape, _ in r.inferred) or UNKNOWN
+        inferred = ", ".join(f"{escape_text(n)} {list(shape)}"
+                             for n, shape, _ in r.inferred) or UNKNOWN
         known = ", ".join(f"{k}={v}" for k, v in r.known)
         rows.append([escape_text(r.path) or "(root)", escape_text(r.type_name),
                      escape_text(", ".join(r.tensors)), escape_text(known), inferred])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING, Any
 
+from torchscope.records import record_json
 from torchscope.rendering._text import WIDTH, escape_markdown, escape_text, plain
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def _fixes(report: SyncReport) -> list[tuple[str, str]]:
     seen: dict[str, str] = {}
     for s in report.sites:
         seen.setdefault(s.op, f"({s.kind.value}) {s.fix}")
-    return list(seen.items())
+    return [(escape_text(op), escape_text(fix)) for op, fix in seen.items()]
 
 
 def _vias(report: SyncReport) -> list[tuple[str, str]]:
@@ -102,7 +103,7 @@ def render_sync_report(report: SyncReport, *, fmt: str = "text") -> str:
         ValueError: an unknown ``fmt``.
     """
     if fmt == "json":
-        return report.to_json() + "\n"
+        return record_json(report.to_dict()) + "\n"
     if fmt not in ("text", "markdown", "rich"):
         raise ValueError(f"unknown format {fmt!r}; use text, markdown or json")
     from tabulate import tabulate

@@ -31,6 +31,7 @@ WIDTH = 100
 __all__ = [
     "WIDTH",
     "cell_width",
+    "escape_as",
     "escape_markdown",
     "escape_text",
     "min_wrap_width",
@@ -86,6 +87,16 @@ def escape_markdown(text: str) -> str:
     for ch in "|<*`":
         out = out.replace(ch, "\\" + ch)
     return out
+
+
+def escape_as(text: str, fmt: str) -> str:
+    """``text`` escaped for the output format ``fmt``: :func:`escape_markdown` for
+    ``markdown``, :func:`escape_text` for every other format (rich shows it with :func:`plain`).
+
+    >>> escape_as("a|b\\x1b", "markdown"), escape_as("a|b", "text")
+    ('a\\\\|b\\\\x1b', 'a|b')
+    """
+    return escape_markdown(text) if fmt == "markdown" else escape_text(text)
 
 
 def plain(text: str, style: str | None = None) -> Text:

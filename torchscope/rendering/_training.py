@@ -1,5 +1,6 @@
 """Rendering of the training-step records: unused parameters, the first non-finite value,
-gradient flow and optimizer groups."""
+gradient flow and optimizer groups. Names (parameters, modules, classes, files) are escaped for
+each format (:mod:`torchscope.rendering._text`); rich shows them as ``Text``, never as markup."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torchscope.records import (
     record_json,
 )
 from torchscope.rendering._report import _simple_table, findings_table
+from torchscope.rendering._text import escape_as, plain
 
 __all__ = [
     "render_gradients",
@@ -40,12 +42,21 @@ def stats_text(s: TensorStats) -> str:
     return f"{shape} {s.dtype} min {_num(s.min)} max {_num(s.max)} mean {_num(s.mean)}{bad}"
 
 
+def _line(text: str, fmt: str) -> Any:
+    """A line of prose holding names: escaped text, or a rich ``Text`` (never markup)."""
+    return plain(text) if fmt == "rich" else escape_as(text, fmt)
+
+
 def _join(parts: list[Any], fmt: str) -> Any:
     if fmt == "rich":
         from rich.console import Group
 
-        return Group(*parts)
+        return Group(*(_line(p, fmt) if isinstance(p, str) else p for p in parts))
     return "\n\n".join(str(p) for p in parts if p != "")
+
+
+def _notes(notes: tuple[str, ...], fmt: str) -> list[Any]:
+    return [_line(f"note: {n}", fmt) for n in notes]
 
 
 def _findings(findings: Any, fmt: str) -> list[Any]:
@@ -58,7 +69,7 @@ def render_unused(report: UnusedReport, *, fmt: str = "text") -> Any:
         return record_json(report)
     head = (f"{report.model_type}: {len(report.unused)} of {report.trainable} trainable tensors "
             f"get no gradient ({report.mode} forward, autograd graph of the outputs)")
-    parts: list[Any] = [head]
+    parts: list[Any] = [_line(head, fmt)]
     if report.unused:
         rows = [[u.name, u.module or "(root)", u.module_type,
                  "[" + ", ".join(map(str, u.shape)) + "]", f"{u.numel:,}", u.reason.value]
@@ -67,7 +78,7 @@ def render_unused(report: UnusedReport, *, fmt: str = "text") -> Any:
                                    ["Parameter", "Module", "Type", "Shape", "Values", "Why"],
                                    rows, fmt, right=("Values",)))
         parts += _findings(report.findings, fmt)
-    parts += [f"note: {n}" for n in report.notes]
+    parts += _notes(report.notes, fmt)
     return _join(parts, fmt)
 
 
@@ -78,7 +89,8 @@ def render_nonfinite(report: NonfiniteReport, *, fmt: str = "text") -> Any:
         return record_json(report)
     if not report.found:
         what = "forward and backward" if report.backward else "forward"
-        parts: list[Any] = [f"{report.model_type}: every value finite in one {what}"]
+        parts: list[Any] = [_line(f"{report.model_type}: every value finite in one {what}",
+                                  fmt)]
     else:
         parts = _findings(report.findings, fmt)
         rows: list[list[str]] = []
@@ -97,7 +109,7 @@ def render_nonfinite(report: NonfiniteReport, *, fmt: str = "text") -> Any:
             title = (f"First non-finite ({report.phase}): {report.op} in {where}"
                      f" ({report.module_type}) at {report.location}")
             parts.append(_simple_table(title, ["Tensor", "Values"], rows, fmt))
-    parts += [f"note: {n}" for n in report.notes]
+    parts += _notes(report.notes, fmt)
     return _join(parts, fmt)
 
 
@@ -124,7 +136,7 @@ def render_gradients(report: GradientReport, *, fmt: str = "text", params: bool 
                                     "Zeros"], prow, fmt,
                                    right=("Values", "Grad norm", "Ratio", "Zeros")))
     parts += _findings(report.findings, fmt)
-    parts += [f"note: {n}" for n in report.notes]
+    parts += _notes(report.notes, fmt)
     return _join(parts, fmt)
 
 
