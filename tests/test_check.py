@@ -175,3 +175,39 @@ def test_check_reports_a_module_cycle() -> None:
     result = torchscope.check(model)
     assert [f.code for f in result.findings if f.severity.value == "error"] == ["module-cycle"]
     assert result.exit_code == 1
+
+
+class KeywordOnly(nn.Module):
+    """A model whose forward takes its input by keyword only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+
+    def forward(self, *, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("mode", ["auto", "real", "meta", "fake"])
+def test_keyword_inputs_reach_every_check(mode: str) -> None:
+    # guards the bug: check ran its device check without the keyword inputs, so a model that
+    # takes them got a forward error ("missing argument x") instead of its findings
+    result = torchscope.check(KeywordOnly(), example_kwargs={"x": torch.zeros(3, 2)}, mode=mode)
+    assert [f.code for f in result.findings] == []
+    assert result.mode == ("real" if mode == "auto" else mode)
+
+
+def test_keyword_inputs_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    # guards the bugs: the check command dropped --input name=SHAPE; with --mode meta it built
+    # them on meta, which the device check then called a mismatch with the CPU model
+    (tmp_path / "kw.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass K(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(2, 2)\n\n"
+        "    def forward(self, *, x):\n        return self.fc(x)\n")
+    monkeypatch.chdir(tmp_path)
+    from torchscope.cli import main
+
+    for extra in ([], ["--mode", "meta"], ["--mode", "fake"]):
+        assert main(["check", "kw.py:K", "--input", "x=3,2", *extra]) == 0
+        assert "0 errors" in capsys.readouterr().out

@@ -36,15 +36,16 @@ _ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
 def _static(model: nn.Module, inputs: Any, mode: str = "real",
-            sizes: tuple[Any, Any, Any] | None = None) -> list[Finding]:
+            sizes: tuple[Any, Any, Any] | None = None,
+            kwargs: dict[str, Any] | None = None) -> list[Finding]:
     # meta/fake: the input check runs on a fake copy that keeps each tensor's device (no real
     # forward of the model); ``sizes``: (input_size, dtypes, device) to build fake inputs from
     device_mode = "fake" if mode in ("meta", "fake") else "real"
     if sizes is not None:
         devices = check_devices(model, input_size=sizes[0], dtypes=sizes[1], device=sizes[2],
-                                mode=device_mode)
+                                mode=device_mode, example_kwargs=kwargs or None)
     else:
-        devices = check_devices(model, inputs, mode=device_mode)
+        devices = check_devices(model, inputs, mode=device_mode, example_kwargs=kwargs or None)
     # ties, lazy layers and module cycles from the one walk of a static summary
     found = [*devices, *summarize(model).findings]
     return list(dict.fromkeys(found))  # check_devices repeats the tie-devices finding
@@ -119,7 +120,7 @@ def check(
     try:
         on_meta = isinstance(inputs, SizedInputs) and inputs.where(model).type == "meta"
         findings = _static(model, None if sized else inputs, "fake" if on_meta else mode,
-                           sizes=(input_size, dtypes, device) if sized else None)
+                           sizes=(input_size, dtypes, device) if sized else None, kwargs=kwargs)
     except ForwardError as err:  # the model cannot run these inputs: that is what check found
         findings = [*_static(model, None), _forward_failed(err)]
         inputs = None

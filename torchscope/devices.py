@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -347,7 +347,8 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def _input_findings(model: nn.Module, example_inputs: Any, *, input_size: object = None,
                     dtypes: object = None, device: object = None,
-                    mode: str = "real") -> list[Finding]:
+                    mode: str = "real", example_kwargs: Mapping[str, Any] | None = None,
+                    ) -> list[Finding]:
 
     if any(is_lazy(t) for t in _tensors(model, "_parameters")) or any(
             is_lazy(t) for t in _tensors(model, "_buffers")):
@@ -364,8 +365,11 @@ def _input_findings(model: nn.Module, example_inputs: Any, *, input_size: object
 
             fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
             model = fake_copy(model, fake_mode)
+            convert: Callable[[torch.Tensor], torch.Tensor] = fake_mode.from_tensor
             if example_inputs is not None:
-                example_inputs = map_tensors(example_inputs, fake_mode.from_tensor)
+                example_inputs = map_tensors(example_inputs, convert)
+            if example_kwargs:
+                example_kwargs = map_tensors(dict(example_kwargs), convert)
             # FakeTensorMode logs a traceback for every failing op; the error is reported once
             logger = logging.getLogger("torch._subclasses.fake_tensor")
             stack.callback(setattr, logger, "disabled", logger.disabled)
@@ -379,17 +383,22 @@ def _input_findings(model: nn.Module, example_inputs: Any, *, input_size: object
                     "run; use mode='meta' or mode='fake'"
                 )
             example_inputs = make_inputs(input_plan(input_size, dtypes), dev)
-        return _run_input_checks(model, example_inputs)
+        return _run_input_checks(model, example_inputs, example_kwargs)
 
 
-def _run_input_checks(model: nn.Module, example_inputs: Any) -> list[Finding]:
+def _run_input_checks(model: nn.Module, example_inputs: Any,
+                      example_kwargs: Mapping[str, Any] | None = None) -> list[Finding]:
     if isinstance(example_inputs, Mapping):
         args: tuple[Any, ...] = ()
         kwargs: dict[str, Any] = dict(example_inputs)
+    elif example_inputs is None:
+        args, kwargs = (), {}
     elif isinstance(example_inputs, (tuple, list)):
         args, kwargs = tuple(example_inputs), {}
     else:
         args, kwargs = (example_inputs,), {}
+    if example_kwargs:
+        kwargs.update(example_kwargs)
     findings: list[Finding] = []
     current: list[str] = []
     handles = []
@@ -447,7 +456,8 @@ def _run_input_checks(model: nn.Module, example_inputs: Any) -> list[Finding]:
 
 def check_devices(model: nn.Module, example_inputs: Any = None, *, input_size: object = None,
                   dtypes: object = None, device: object = None,
-                  mode: str = "real") -> tuple[Finding, ...]:
+                  mode: str = "real",
+                  example_kwargs: Mapping[str, Any] | None = None) -> tuple[Finding, ...]:
     """Check where the model's tensors live and what would not move, save or run.
 
     Static checks (no forward): tensors over several devices (a per-device map as a note when
@@ -471,6 +481,7 @@ def check_devices(model: nn.Module, example_inputs: Any = None, *, input_size: o
         mode: ``"real"`` (the model itself), ``"meta"`` or ``"fake"`` (a fake copy: no
             memory, no real forward), or ``"auto"`` (fake for sizes or a meta model, else
             real).
+        example_kwargs: keyword inputs of that forward call, next to positional ones.
 
     Returns:
         The findings, most severe first (then in the order found).
@@ -502,10 +513,16 @@ def check_devices(model: nn.Module, example_inputs: Any = None, *, input_size: o
     findings += _tied_findings(model)
     findings += _plain_findings(model)
     findings += _dtype_findings(model)
-    if example_inputs is not None or input_size is not None:
+    if example_kwargs is not None and not isinstance(example_kwargs, Mapping):
+        raise InputSpecError(
+            f"check_devices: example_kwargs = {type(example_kwargs).__name__} is not a dict of "
+            "keyword inputs; pass e.g. {'attention_mask': mask}"
+        )
+    if example_inputs is not None or input_size is not None or example_kwargs:
         depth = max((p.count(".") + 1 for p, _ in named_modules(model) if p), default=0)
         with recursion_room(depth):  # nested modules run recursively
             findings += _input_findings(model, example_inputs, input_size=input_size,
-                                        dtypes=dtypes, device=device, mode=mode)
+                                        dtypes=dtypes, device=device, mode=mode,
+                                        example_kwargs=example_kwargs)
     order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
     return tuple(sorted(findings, key=lambda f: order[f.severity]))

@@ -241,12 +241,13 @@ def parse_input(text: str) -> tuple[str | None, tuple[int, ...], torch.dtype | N
     return name, shape, dtype
 
 
-def input_options(args: argparse.Namespace) -> dict[str, Any]:
+def input_options(args: argparse.Namespace, *, kwargs_on_meta: bool = True) -> dict[str, Any]:
     """Keyword options for ``summarize``/``trace_forward`` from the input arguments.
 
     Positional ``--input-size``/``--input`` values become ``input_size`` (and ``dtypes``);
     named ones (``input_ids=1,128:long``) become ``example_kwargs`` of zeros, built on the meta
-    device with ``--mode meta`` (no memory) and on ``--device`` (default CPU) otherwise.
+    device with ``--mode meta`` (no memory; unless ``kwargs_on_meta`` is false: ``check``
+    compares the inputs' devices with the model's) and on ``--device`` (default CPU) otherwise.
 
     Args:
         args: the parsed arguments.
@@ -301,7 +302,8 @@ def input_options(args: argparse.Namespace) -> dict[str, Any]:
     if named:
         import torch
 
-        where = "meta" if mode == "meta" else (getattr(args, "device", None) or "cpu")
+        where = ("meta" if mode == "meta" and kwargs_on_meta
+                 else (getattr(args, "device", None) or "cpu"))
         try:
             options["example_kwargs"] = {
                 k: torch.zeros(shape, dtype=dtype or torch.float32, device=where)

@@ -41,10 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the checks and print the findings; exit 1 when any is an error, else 0."""
-    options = input_options(args)
+    options = input_options(args, kwargs_on_meta=False)  # inputs where the model is
     model = load_target(args)
     fmt = output_format(args)
     result = check(model, input_size=options.get("input_size"), dtypes=options.get("dtypes"),
+                   example_kwargs=options.get("example_kwargs"),
                    device=options.get("device"), mode=options.get("mode", "auto"),
                    backward=bool(getattr(args, "backward", False)),
                    nonfinite=bool(getattr(args, "nonfinite", False)))
