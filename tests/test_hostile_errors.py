@@ -22,7 +22,7 @@ from torch import nn
 import torchscope
 from torchscope import distributed as D
 from torchscope.distributed import check_fsdp_ties, gather_report
-from torchscope.errors import InputSpecError, TorchscopeError
+from torchscope.errors import ArgumentError, InputSpecError, TorchscopeError
 from torchscope.tying import tensor_extent, unique_size
 
 # ---------------------------------------------------------------------------------------------
@@ -89,6 +89,30 @@ BAD_CALLS: dict[str, tuple[Callable[[], object], type[Exception], str]] = {
                            InputSpecError,
                            r"^tensor_extent needs a torch.Tensor, got 'x' \(str\): pass a "
                            r"tensor$"),
+    "meta_copy(None)": (lambda: torchscope.meta_copy(None),  # type: ignore[arg-type]
+                        ArgumentError,
+                        r"^meta_copy: model = NoneType is not a torch.nn.Module; pass the model"),
+    "device_map(None)": (lambda: torchscope.device_map(None),  # type: ignore[arg-type]
+                         ArgumentError, r"^device_map: model = NoneType is not a torch.nn.Module"),
+    "inferred_numel(None)": (lambda: torchscope.inferred_numel(None),  # type: ignore[arg-type]
+                             ArgumentError, r"^inferred_numel: records = NoneType is not a list "
+                             r"of LazyRecord; pass what infer_lazy_shapes"),
+    "trace_lazy(lazy=3)": (
+        lambda: torchscope.trace_lazy(torchscope.examples.LazyMLP(), input_size=[(2, 20)],
+                                      lazy=3),  # type: ignore[arg-type]
+        ArgumentError, r"^trace_lazy: lazy = int is not a list of LazyRecord"),
+    "summary(m, [2, 'a'])": (
+        lambda: torchscope.summary(_LINEAR, [2, "a"], verbose=0),  # type: ignore[list-item]
+        InputSpecError, r"^input_size = \[2, 'a'\] is not a shape or a list of shapes"),
+    "summary(batch_dim='x')": (
+        lambda: torchscope.summary(_LINEAR, (2,), batch_dim="x", verbose=0),  # type: ignore[arg-type]
+        InputSpecError, r"^batch_dim = 'x' is not an index"),
+    "check(backward='no')": (
+        lambda: torchscope.check(_LINEAR, backward="no"),  # type: ignore[arg-type]
+        ArgumentError, r"^check: backward = 'no' is not True or False; pass a bool$"),
+    "summarize(cost='no')": (
+        lambda: torchscope.summarize(_LINEAR, cost="no"),  # type: ignore[arg-type]
+        InputSpecError, r"^summarize: cost = 'no' is not True or False; pass a bool$"),
     "setup_from_launcher(timeout='x')": (
         lambda: D.setup_from_launcher(timeout="x"),  # type: ignore[arg-type]
         TorchscopeError, r"^timeout = 'x' is not a positive number of seconds; give e.g. 600$"),
@@ -236,3 +260,46 @@ def test_setup_timeout_from_the_environment_is_checked(monkeypatch: pytest.Monke
 def test_setup_without_launcher_needs_no_timeout() -> None:
     assert "RANK" not in os.environ
     assert D.setup_from_launcher(setup_timeout=0.5) is False
+
+
+class RaisingGetattr(nn.Module):
+    """A module whose ``__getattr__`` raises something other than AttributeError."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+
+    def __getattr__(self, name: str) -> object:
+        raise RuntimeError("no attributes here")
+
+
+def test_meta_copy_of_a_model_deepcopy_refuses_is_one_line() -> None:
+    # guards the bug: a __getattr__ raising RuntimeError made meta_copy raise it raw from
+    # inside copy.deepcopy
+    with pytest.raises(InputSpecError, match=r"^meta_copy: copying RaisingGetattr raised "
+                       r"RuntimeError: no attributes here — copy.deepcopy must work"):
+        torchscope.meta_copy(RaisingGetattr())
+
+
+@pytest.mark.parametrize("kind", ["script", "trace"])
+@pytest.mark.parametrize("call", ["check", "check_devices", "estimate_cost", "state_guard"])
+def test_torchscript_models_run_through_forward_checks(kind: str, call: str) -> None:
+    # guards the bug: a scripted model raised a raw TypeError from the state guard (its
+    # parameters sit behind TorchScript wrappers) and from hook registration in check_devices
+    base = torchscope.examples.MLP()
+    model = (torch.jit.script(base) if kind == "script"
+             else torch.jit.trace(base, torch.randn(2, 20)))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 20)
+    if call == "check":
+        assert torchscope.check(model, x).exit_code == 0
+    elif call == "check_devices":
+        assert torchscope.check_devices(model, x) == ()
+    elif call == "estimate_cost":
+        assert torchscope.estimate_cost(model, x).forward_flops > 0
+    else:
+        with torchscope.state_guard(model):
+            model(x)
+            model.hidden.weight.data.mul_(2)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

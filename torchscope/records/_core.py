@@ -598,6 +598,16 @@ def inferred_numel(records: Iterable[LazyRecord], *,
     ...                                            input_size=[(2, 20)]))
     7946
     """
+    given = records
+    records = (list(records) if isinstance(records, Iterable)
+               and not isinstance(records, (str, bytes)) else [given])
+    if not all(isinstance(r, LazyRecord) for r in records):
+        from torchscope.errors import ArgumentError
+
+        raise ArgumentError(
+            f"inferred_numel: records = {type(given).__name__} is not a list of LazyRecord; "
+            "pass what infer_lazy_shapes (or trace_lazy) returned"
+        )
     wanted: set[str] | None = None
     if params is not None:
         wanted = {p.name for p in params if p.kind is ParamKind.PARAMETER}

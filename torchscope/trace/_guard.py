@@ -1079,7 +1079,8 @@ def meta_copy(model: nn.Module) -> nn.Module:
         The meta copy.
 
     Raises:
-        TypeError: ``copy.deepcopy`` cannot copy some attribute of the model.
+        InputSpecError: ``copy.deepcopy`` cannot copy the model (an attribute, or a
+            ``__getattr__`` that raises other than ``AttributeError``).
 
     >>> from torchscope.examples import SharedMLP
     >>> copy = meta_copy(SharedMLP())
@@ -1105,7 +1106,17 @@ def meta_copy(model: nn.Module) -> nn.Module:
         except (RuntimeError, NotImplementedError, TypeError):  # tensor subclasses
             return torch.empty_like(t, device="meta")
 
-    return copy_with(model, to_meta, lazy_device=torch.device("meta"))
+    try:
+        return copy_with(model, to_meta, lazy_device=torch.device("meta"))
+    except RecursionError:
+        raise
+    except Exception as err:  # deepcopy of an attribute that refuses it (or a __getattr__)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise InputSpecError(
+            f"meta_copy: copying {type(model).__name__} raised {type(err).__name__}: "
+            f"{first[:160]} — copy.deepcopy must work on the model (an attribute it holds, or a "
+            "__getattr__ that raises other than AttributeError, prevents it)"
+        ) from err
 
 
 def fake_copy(model: nn.Module, fake_mode: Any) -> nn.Module:
