@@ -1,4 +1,4 @@
-"""One clear line for every bad input: public functions check their arguments, the syncs
+"""Promise 4 under attack, one clear line for every bad input: public functions check their arguments, the syncs
 command keeps its report through hostile scripts, distributed set-up fails within a stated
 timeout."""
 

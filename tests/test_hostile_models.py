@@ -1,4 +1,4 @@
-"""Every model PyTorch can build: TorchScript, sparse and nested tensors, quantized weights,
+"""Promise 3 under attack, every model PyTorch can build: TorchScript, sparse and nested tensors, quantized weights,
 module cycles, deep nesting and forwards that call themselves are inspected or refused in one
 line, never a raw error from inside."""
 
