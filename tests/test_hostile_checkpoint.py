@@ -1,6 +1,7 @@
-"""Promises 2, 3 and 4 for checkpoints and saved reports: lazy, nested and quantized tensors, containers nested
-or shared without end, report JSON with fields of the wrong type, and bad diff arguments each
-get a listing that says what it cannot count, or one clear line (exit 2 from the CLI)."""
+"""Promises 2, 3 and 4 for checkpoints and saved reports: lazy, nested and quantized tensors,
+containers nested or shared without end, report JSON with fields of the wrong type, and bad diff
+arguments each get a listing that says what it cannot count, or one clear line (exit 2 from the
+CLI)."""
 
 from __future__ import annotations
 

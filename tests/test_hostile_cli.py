@@ -1,4 +1,5 @@
-"""Promise 4 on the command line: targets that exit or raise BaseException, bad -o paths, empty values.
+"""Promise 4 on the command line: targets that exit or raise BaseException, bad -o paths, empty
+values.
 
 Every case ends with one line on stderr and exit code 2, never a traceback, a silent success,
 a lost report or an overwritten file.

@@ -1,6 +1,6 @@
-"""Promise 4 under attack, one clear line for every bad input: public functions check their arguments, the syncs
-command keeps its report through hostile scripts, distributed set-up fails within a stated
-timeout."""
+"""Promise 4 under attack, one clear line for every bad input: public functions check their
+arguments, the syncs command keeps its report through hostile scripts, distributed set-up fails
+within a stated timeout."""
 
 from __future__ import annotations
 

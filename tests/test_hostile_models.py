@@ -1,6 +1,6 @@
-"""Promise 3 under attack, every model PyTorch can build: TorchScript, sparse and nested tensors, quantized weights,
-module cycles, deep nesting and forwards that call themselves are inspected or refused in one
-line, never a raw error from inside."""
+"""Promise 3 under attack, every model PyTorch can build: TorchScript, sparse and nested tensors,
+quantized weights, module cycles, deep nesting and forwards that call themselves are inspected
+or refused in one line, never a raw error from inside."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Promise 4 in the output: names that are markup or syntax, in every record and every output format: escaped in text
-and Markdown, shown as written by rich (never read as markup), escaped in JSON; and one clear
-error line for every bad argument of the rendering functions."""
+"""Promise 4 in the output: names that are markup or syntax, in every record and every output
+format: escaped in text and Markdown, shown as written by rich (never read as markup), escaped
+in JSON; and one clear error line for every bad argument of the rendering functions."""
 
 from __future__ import annotations
 
