@@ -38,12 +38,12 @@ from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import OPTIMIZERS, CallCost, CostReport
 from torchscope.trace import (
     Mode,
+    copy_to_meta,
     copy_with,
     fake_copy,
     input_plan,
     make_inputs,
     map_tensors,
-    meta_copy,
     module_tree,
     parse_device,
     shallow_copy,
@@ -304,7 +304,7 @@ def _run(model: nn.Module, mode: str, given: tuple[Any, ...] | _Sized,
     amp_device = "cpu"
     try:
         if mode == "meta":
-            target = meta_copy(model)
+            target = copy_to_meta(model)
             if dtype is not None:
                 target.to(dtype)
             if sized is not None:

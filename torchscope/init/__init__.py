@@ -47,7 +47,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 from torch.utils.hooks import RemovableHandle
 
-from torchscope._torch import room_for_depth
+from torchscope._torch import require_module, room_for_depth
 from torchscope.errors import InitPolicyError
 from torchscope.init._policy import (
     INITIALIZERS,
@@ -59,8 +59,10 @@ from torchscope.init._policy import (
     parse_policy,
     rule_where,
 )
+from torchscope.init._tree import ModelTree, as_float64, cycle_note, model_tree
 from torchscope.lazy import materialize
 from torchscope.records import InitEntry, InitReport, InitRule, InitStatus
+from torchscope.trace import input_plan
 from torchscope.tying import storage_key
 
 __all__ = [
@@ -102,7 +104,7 @@ class _Unit:
     name: str = ""
 
 
-def _units(model: nn.Module) -> list[_Unit]:
+def _units(tree: ModelTree) -> list[_Unit]:
     """Parameters grouped into tensors to fill once, in ``named_parameters`` order.
 
     One object under several names is one unit; distinct objects over exactly the same bytes
@@ -112,7 +114,7 @@ def _units(model: nn.Module) -> list[_Unit]:
     by_id: dict[int, _Unit] = {}
     by_bytes: dict[tuple[object, ...], _Unit] = {}
     units: list[_Unit] = []
-    for name, p in model.named_parameters(remove_duplicate=False):
+    for name, p in tree.params:
         unit = by_id.get(id(p))
         if unit is None and not is_lazy(p) and p.numel() > 0:
             key = (storage_key(p), p.storage_offset(), tuple(p.shape), p.stride(), p.dtype)
@@ -130,6 +132,8 @@ def _units(model: nn.Module) -> list[_Unit]:
 
 #: tensors of at most this many values are also initialized for trial on a real CPU tensor
 _TRIAL_NUMEL = 1 << 16
+#: dtypes whose initializers run on the CPU
+_COMMON_FLOATS = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 
 
 def _check_fn(init: Initializer, t: torch.Tensor, name: str, where: str) -> None:
@@ -137,15 +141,30 @@ def _check_fn(init: Initializer, t: torch.Tensor, name: str, where: str) -> None
     assert init.fn is not None
     trial = torch.empty(tuple(t.shape), dtype=t.dtype, device="meta")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            init.fn(trial, *init.args, **dict(init.kwargs))
-        if math.prod(t.shape) <= _TRIAL_NUMEL:  # values too (meta kernels skip value checks)
-            with torch.random.fork_rng(devices=[]):
-                init.fn(torch.empty(tuple(t.shape), dtype=t.dtype), *init.args,
-                        **dict(init.kwargs))
-    except NotImplementedError:  # an op without a meta kernel: cannot check ahead, not wrong
-        return
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                init.fn(trial, *init.args, **dict(init.kwargs))
+        except NotImplementedError:  # an op without a meta kernel: cannot check ahead here
+            if t.device.type != "cpu":
+                return
+        small = math.prod(t.shape) <= _TRIAL_NUMEL
+        if small or (t.device.type == "cpu" and t.dtype not in _COMMON_FLOATS):
+            # values too (meta kernels skip value checks); a CPU tensor of an uncommon dtype
+            # (float8) on a small stand-in: its kernels may be missing on the CPU
+            shape = tuple(t.shape) if small else tuple(min(int(d), 2) for d in t.shape)
+            with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                init.fn(torch.empty(shape, dtype=t.dtype), *init.args, **dict(init.kwargs))
+    except NotImplementedError as err:
+        if t.device.type != "cpu":  # the CPU lacks a kernel the tensor's device may have
+            return
+        raise InitPolicyError(
+            f"{where}: {init.text} cannot initialize {name} "
+            f"({str(t.dtype).removeprefix('torch.')} on the CPU): "
+            f"{str(err).strip().splitlines()[0][:160]}; initialize it in another dtype and "
+            "convert, or keep it ('keep')"
+        ) from None
     except Exception as err:
         raise InitPolicyError(
             f"{where}: {init.text} cannot initialize {name} (shape {list(t.shape)}, "
@@ -305,6 +324,12 @@ def apply_init(
     to put them back. Calling ``apply_init`` twice on a lazy model adds two hooks: both run,
     in order, so the later policy wins.
 
+    Parameters are named by an iterative walk of the module tree (the names of
+    ``named_parameters(remove_duplicate=False)``), so any depth and TorchScript modules work.
+    A module graph with a cycle (a child holding its parent) is initialized as PyTorch would
+    reach it through ``model.parameters()``, which ends on it: the edge back to the ancestor
+    is not followed when naming parameters, and a note in the report names it.
+
     Args:
         model: the module to initialize in place.
         policy: a mapping ``selector -> initializer`` (order kept), a sequence of
@@ -355,9 +380,10 @@ def apply_init(
                 f"apply_init: {flag} = {value!r} is not a bool; pass {flag}=True or False"
             )
     rules = parse_policy(policy)
-    modules = dict(model.named_modules(remove_duplicate=False))
+    tree = model_tree(model)
+    modules = dict(tree.modules)
     matcher = Matcher(modules)
-    units = _units(model)
+    units = _units(tree)
 
     matched = [0] * len(rules)
     decided = [0] * len(rules)
@@ -408,9 +434,9 @@ def apply_init(
             )
 
     statuses = _statuses(units, dry_run=dry_run)
-    notes: list[str] = []
+    notes: list[str] = list(cycle_note(tree))
     if not dry_run:
-        notes = _apply(units, statuses, modules, seed)
+        notes += _apply(units, statuses, modules, seed)
 
     records = tuple(
         InitRule(
@@ -528,6 +554,7 @@ def _entry(unit: _Unit, modules: Mapping[str, nn.Module], status: InitStatus) ->
     )
 
 
+@room_for_depth
 def init_stats(
     model: nn.Module,
     policy: Policy,
@@ -543,6 +570,14 @@ def init_stats(
     model's copy is materialized by a forward on zeros of ``input_size`` (its deferred
     initializers run then); without sizes its lazy tensors' statistics stay unknown.
 
+    Deeply nested models are copied with room for the recursion (up to 4,000 levels).
+    TorchScript (scripted or traced) modules work: names are resolved by walking the copy's
+    module tree, not by ``get_parameter``. A module graph with a cycle (a child holding its
+    parent) works as for :func:`apply_init`: ``deepcopy`` keeps the cycle, the edge back to
+    the ancestor is not followed when naming parameters and a note names it. Tensors of any
+    dtype are measured (float8 is read as float64); complex tensors and values that cannot be
+    read (packed float4) get no statistics.
+
     Args:
         model: the model to plan for.
         policy: as for :func:`apply_init`.
@@ -554,22 +589,29 @@ def init_stats(
         The dry-run :class:`~torchscope.records.InitReport` with ``stats`` filled.
 
     Raises:
+        ArgumentError: ``model`` is not a module.
         InitPolicyError: a bad policy, or a model ``copy.deepcopy`` cannot copy.
+        InputSpecError: bad ``input_size`` or ``dtypes`` (see :func:`torchscope.materialize`).
 
     >>> import torchscope
     >>> r = init_stats(torchscope.examples.MLP(), {"*.bias": "zeros"}, seed=0)
     >>> [s for s in r.stats if s[0] == "hidden.bias"]
     [('hidden.bias', 0.0, 0.0)]
     """
+    model = require_module(model, "init_stats")
+    if input_size is not None:  # checked before anything runs
+        input_plan(input_size, dtypes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InitRuleWarning)  # the plan lists unused rules itself
         report = apply_init(model, policy, seed=seed, dry_run=True)
     try:
         twin = copy.deepcopy(model)
     except Exception as err:
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise InitPolicyError(
-            f"statistics need a copy of the model, but copy.deepcopy raised "
-            f"{type(err).__name__}: {err}; plan without statistics"
+            f"init_stats: statistics need a copy of the model, but copy.deepcopy raised "
+            f"{type(err).__name__}: {text[:160]}; plan without statistics "
+            "(apply_init(..., dry_run=True))"
         ) from err
     # the copy draws from the caller's RNGs (unseeded initializers, a lazy copy's forward):
     # in a fork, so measuring leaves them where they were
@@ -583,20 +625,15 @@ def init_stats(
     if input_size is None and any(e.lazy for e in report.entries):
         notes = (*notes, "mean/std of lazy tensors are unknown until a forward materializes "
                  "them: add --input-size (e.g. --input-size 2,20), or input_size= in Python")
+    tensors = model_tree(twin)
     stats: list[tuple[str, float | None, float | None]] = []
     with torch.no_grad():
         for e in report.entries:
-            t = twin.get_parameter(e.name) if _is_parameter(twin, e.name) else \
-                twin.get_buffer(e.name)
-            if is_lazy(t) or t.device.type == "meta" or t.numel() == 0 or t.is_complex():
+            t = tensors.param(e.name)
+            data = None if t is None or is_lazy(t) or t.numel() == 0 or t.is_complex() \
+                else as_float64(t)
+            if data is None:
                 stats.append((e.name, None, None))
                 continue
-            data = t.detach().double()
             stats.append((e.name, data.mean().item(), data.std(correction=0).item()))
     return dataclasses.replace(report, notes=notes, stats=tuple(stats))
-
-
-def _is_parameter(model: nn.Module, name: str) -> bool:
-    owner, _, leaf = name.rpartition(".")
-    module = model.get_submodule(owner) if owner else model
-    return leaf in module._parameters

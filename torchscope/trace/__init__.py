@@ -58,6 +58,7 @@ from torchscope.records import (
 )
 from torchscope.trace._guard import (
     _Guard,
+    copy_to_meta,
     copy_with,
     fake_copy,
     meta_copy,
@@ -89,6 +90,7 @@ __all__ = [
     "load_json",
     "make_inputs",
     "map_tensors",
+    "copy_to_meta",
     "meta_copy",
     "module_tree",
     "parse_device",
@@ -468,7 +470,7 @@ def _run(model: nn.Module, scan: _Scan, mode: str, args: tuple[Any, ...],
         if mode == "meta":
             # a copy also when the model is on meta already: a forward may cache things in
             # plain attributes (rotary tables, masks), which the state guard does not cover
-            target = meta_copy(model)
+            target = copy_to_meta(model)
             if plan is not None:
                 args = make_inputs(plan, torch.device("meta"))
             args = map_tensors(args, _to_meta)

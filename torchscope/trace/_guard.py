@@ -23,7 +23,7 @@ from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-def
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["meta_copy", "state_guard"]
+__all__ = ["copy_to_meta", "meta_copy", "state_guard"]
 
 from torchscope._torch import is_lazy, named_modules, require_module, room_for_depth
 from torchscope.errors import InputSpecError
@@ -1088,6 +1088,27 @@ def meta_copy(model: nn.Module) -> nn.Module:
     ('meta', True)
     """
     model = require_module(model, "meta_copy")
+    try:
+        return copy_to_meta(model)
+    except RecursionError:
+        raise
+    except Exception as err:  # deepcopy of an attribute that refuses it (or a __getattr__)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise InputSpecError(
+            f"meta_copy: copying {type(model).__name__} raised {type(err).__name__}: "
+            f"{first[:160]} — copy.deepcopy must work on the model (an attribute it holds, or a "
+            "__getattr__ that raises other than AttributeError, prevents it)"
+        ) from err
+
+
+@room_for_depth
+def copy_to_meta(model: nn.Module) -> nn.Module:
+    """:func:`meta_copy` for torchscope's own traces: no argument check, and a copy that fails
+    raises what ``copy.deepcopy`` raised (the caller then tries another mode).
+
+    >>> copy_to_meta(torch.nn.Linear(2, 2)).weight.is_meta
+    True
+    """
     storages: dict[Any, torch.UntypedStorage] = {}
 
     def to_meta(t: torch.Tensor) -> torch.Tensor:
@@ -1106,17 +1127,7 @@ def meta_copy(model: nn.Module) -> nn.Module:
         except (RuntimeError, NotImplementedError, TypeError):  # tensor subclasses
             return torch.empty_like(t, device="meta")
 
-    try:
-        return copy_with(model, to_meta, lazy_device=torch.device("meta"))
-    except RecursionError:
-        raise
-    except Exception as err:  # deepcopy of an attribute that refuses it (or a __getattr__)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise InputSpecError(
-            f"meta_copy: copying {type(model).__name__} raised {type(err).__name__}: "
-            f"{first[:160]} — copy.deepcopy must work on the model (an attribute it holds, or a "
-            "__getattr__ that raises other than AttributeError, prevents it)"
-        ) from err
+    return copy_with(model, to_meta, lazy_device=torch.device("meta"))
 
 
 def fake_copy(model: nn.Module, fake_mode: Any) -> nn.Module:

@@ -13,13 +13,17 @@ import torch
 from torch import nn
 
 from torchscope._torch import dtype_name, is_lazy
-from torchscope.errors import InputSpecError
+from torchscope.errors import ArgumentError, InputSpecError
+from torchscope.init._tree import ModelTree, as_float64, model_tree
 from torchscope.records import TensorStats, short_path
 from torchscope.trace import build_inputs, make_inputs, parse_device, tensors_in
 
 __all__ = [
     "LossFn",
     "SizedInputs",
+    "check_flag",
+    "check_loss_fn",
+    "check_number",
     "default_loss",
     "grads_kept",
     "param_aliases",
@@ -176,12 +180,65 @@ def user_location(skip_torchscope: bool = True) -> str | None:
     return None
 
 
-def param_aliases(model: nn.Module) -> dict[int, list[str]]:
-    """``id(parameter)`` -> every qualified name it has, in ``named_parameters()`` order."""
-    names: dict[int, list[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        names.setdefault(id(p), []).append(name)
-    return names
+def param_aliases(model: nn.Module | ModelTree) -> dict[int, list[str]]:
+    """``id(parameter)`` -> every qualified name it has, in ``named_parameters()`` order
+    (walked without recursion; an edge back to an ancestor is not followed)."""
+    return (model if isinstance(model, ModelTree) else model_tree(model)).aliases()
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_number(where: str, name: str, value: object, *, example: str,
+                 minimum: float | None = 0.0) -> float:
+    """``value`` as a float, or one :class:`ArgumentError` line naming the option (not a real
+    number, NaN) or :class:`InputSpecError` (below ``minimum``).
+
+    >>> check_number("gradient_flow", "vanishing", "x", example="1e-07")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    torchscope.errors.ArgumentError: gradient_flow: vanishing = 'x' (str) is not a number; ...
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ArgumentError(
+            f"{where}: {name} = {_shown(value)} ({type(value).__name__}) is not a number; pass "
+            f"a number such as {name}={example}"
+        )
+    if minimum is not None and value < minimum:
+        raise InputSpecError(
+            f"{where}: {name} = {value!r} is below {minimum:g}; pass a number such as "
+            f"{name}={example}"
+        )
+    return float(value)
+
+
+def check_flag(where: str, name: str, value: object) -> bool:
+    """``value`` when it is a bool, else one :class:`ArgumentError` line naming the option.
+
+    >>> check_flag("find_nonfinite", "backward", True)
+    True
+    """
+    if not isinstance(value, bool):
+        raise ArgumentError(
+            f"{where}: {name} = {_shown(value)} ({type(value).__name__}) is not a bool; pass "
+            f"{name}=True or {name}=False"
+        )
+    return value
+
+
+def check_loss_fn(where: str, loss_fn: object) -> None:
+    """Nothing when ``loss_fn`` is ``None`` or callable, else one :class:`ArgumentError` line.
+
+    >>> check_loss_fn("gradient_flow", None)
+    """
+    if loss_fn is not None and not callable(loss_fn):
+        raise ArgumentError(
+            f"{where}: loss_fn = {_shown(loss_fn)} ({type(loss_fn).__name__}) is not callable; "
+            "pass a function of the output returning a scalar, e.g. loss_fn=lambda out: "
+            "out.sum(), or leave it out"
+        )
 
 
 def owner_path(name: str) -> str:
@@ -190,24 +247,21 @@ def owner_path(name: str) -> str:
 
 
 def stats_of(t: torch.Tensor) -> TensorStats:
-    """Shape, dtype, min/max/mean of the finite values and NaN/Inf counts of ``t``."""
+    """Shape, dtype, min/max/mean of the finite values and NaN/Inf counts of ``t`` (float8 and
+    other exotic dtypes are read as float64; values that cannot be read give no statistics).
+
+    >>> stats_of(torch.tensor([1.0, float("nan")]).to(torch.float8_e5m2)).nan
+    1
+    """
     shape = tuple(int(d) for d in t.shape)
     dtype = dtype_name(t.dtype)
-    if t.is_meta or is_lazy(t) or not (t.is_floating_point() or t.is_complex()):
-        if t.is_meta or is_lazy(t):
-            return TensorStats(shape, dtype, None, None, None, 0, 0)
-        v = t.detach().double()
-        return TensorStats(shape, dtype, float(v.min()) if v.numel() else None,
-                           float(v.max()) if v.numel() else None,
-                           float(v.mean()) if v.numel() else None, 0, 0)
+    v = None if is_lazy(t) else as_float64(t)
+    if v is None:
+        return TensorStats(shape, dtype, None, None, None, 0, 0)
     with torch.no_grad():
-        v = t.detach()
-        if v.is_complex():
-            v = v.abs()
-        v = v.double()
         nan = int(torch.isnan(v).sum())
         inf = int(torch.isinf(v).sum())
-        finite = v[torch.isfinite(v)]
+        finite = v[torch.isfinite(v)] if nan or inf else v.reshape(-1)
         if finite.numel() == 0:
             return TensorStats(shape, dtype, None, None, None, nan, inf)
         return TensorStats(shape, dtype, float(finite.min()), float(finite.max()),

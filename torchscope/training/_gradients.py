@@ -5,23 +5,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
 from torchscope._torch import is_lazy, room_for_depth
-from torchscope.errors import ForwardError, InputSpecError, TorchscopeError
+from torchscope.errors import ArgumentError, ForwardError, InputSpecError, TorchscopeError
+from torchscope.init._tree import as_float64, cycle_note, model_tree
 from torchscope.records import BlockGradient, Finding, GradientReport, ParamGradient, Severity
-from torchscope.trace import state_guard
+from torchscope.trace import parse_device, state_guard
 from torchscope.training._common import (
     LossFn,
+    check_loss_fn,
     check_model,
+    check_number,
     default_loss,
     grads_kept,
     owner_path,
-    param_aliases,
     resolve_inputs,
     step_device,
 )
@@ -40,8 +42,24 @@ def _block(name: str, depth: int) -> str:
     return ".".join(path.split(".")[:depth])
 
 
-def _norm(t: torch.Tensor) -> float:
-    return float(torch.linalg.vector_norm(t.detach().double()))
+def _norm(t: torch.Tensor) -> float | None:
+    v = as_float64(t)
+    return None if v is None else float(torch.linalg.vector_norm(v))
+
+
+def _check_options(where: str, depth: object, vanishing: object,
+                   exploding: object) -> tuple[int, float, float]:
+    """The report options, or one error line naming the first bad one."""
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise ArgumentError(
+            f"{where}: depth = {depth!r:.40} ({type(depth).__name__}) is not an int; pass the "
+            "number of path parts a block keeps, e.g. depth=2"
+        )
+    if depth < 1:
+        raise InputSpecError(f"{where}: depth = {depth} must be at least 1")
+    low = check_number(where, "vanishing", vanishing, example=f"{VANISHING:g}")
+    high = check_number(where, "exploding", exploding, example=f"{EXPLODING:g}")
+    return depth, low, high
 
 
 def gradient_report(model: nn.Module, *, depth: int = 2, vanishing: float = VANISHING,
@@ -56,12 +74,18 @@ def gradient_report(model: nn.Module, *, depth: int = 2, vanishing: float = VANI
     >>> gradient_report(model).none_grads
     ()
     """
-    aliases = param_aliases(model)
+    model = check_model(model, "gradient_report")
+    check_number("gradient_report", "loss", 0.0 if loss is None else loss, example="0.5",
+                 minimum=None)
+    depth, vanishing, exploding = _check_options("gradient_report", depth, vanishing, exploding)
+    tree = model_tree(model)
+    notes = (*notes, *(n for n in cycle_note(tree) if n not in notes))
     rows: list[ParamGradient] = []
     blocks: dict[str, list[tuple[ParamGradient, float, float, int]]] = {}
     with torch.no_grad():
-        for _, names in aliases.items():
-            p = model.get_parameter(names[0])
+        for names in tree.aliases().values():
+            p = tree.param(names[0])
+            assert p is not None
             if not p.requires_grad:
                 continue
             name = names[0]
@@ -76,9 +100,16 @@ def gradient_report(model: nn.Module, *, depth: int = 2, vanishing: float = VANI
                 rows.append(row)
                 blocks.setdefault(row.block, []).append((row, 0.0, 0.0, 0))
                 continue
-            finite = bool(torch.isfinite(g).all())
-            gnorm = _norm(g)
-            zeros = int((g == 0).sum())
+            values = as_float64(g)
+            if values is None:  # a gradient whose values cannot be read (a packed format)
+                row = ParamGradient(name, _block(name, depth), shape, numel, True, None, pnorm,
+                                    None, None, True)
+                rows.append(row)
+                blocks.setdefault(row.block, []).append((row, 0.0, 0.0, 0))
+                continue
+            finite = bool(torch.isfinite(values).all())
+            gnorm = float(torch.linalg.vector_norm(values))
+            zeros = int((values == 0).sum())
             row = ParamGradient(
                 name, _block(name, depth), shape, numel, True, gnorm, pnorm,
                 gnorm / pnorm if pnorm else None, zeros / numel if numel else None, finite)
@@ -165,13 +196,18 @@ class GradientWatch:
         return getattr(self.report, name)
 
 
-@contextmanager
 def watch_gradients(model: nn.Module, *, depth: int = 2, vanishing: float = VANISHING,
-                    exploding: float = EXPLODING) -> Iterator[GradientWatch]:
+                    exploding: float = EXPLODING) -> AbstractContextManager[GradientWatch]:
     """Report the gradients of the user's own step: run the backward in the block; on exit
     the watch's ``report`` (and its attributes directly) hold the gradient flow of the
     ``.grad`` fields then. Nothing is changed: the user's gradients stay where the step put
-    them (gradients accumulated before the block count too: zero them first).
+    them (gradients accumulated before the block count too: zero them first). The options are
+    checked when it is called, before the block runs.
+
+    Raises:
+        ArgumentError: ``depth`` is not an int, or a threshold is not a number.
+        InputSpecError: ``model`` is not a module, ``depth`` is below 1 or a threshold is
+            negative.
 
     >>> import torch, torchscope
     >>> model = torchscope.examples.MLP()
@@ -181,6 +217,13 @@ def watch_gradients(model: nn.Module, *, depth: int = 2, vanishing: float = VANI
     ['hidden', 'output']
     """
     model = check_model(model, "watch_gradients")
+    depth, vanishing, exploding = _check_options("watch_gradients", depth, vanishing, exploding)
+    return _watching(model, depth, vanishing, exploding)
+
+
+@contextmanager
+def _watching(model: nn.Module, depth: int, vanishing: float,
+              exploding: float) -> Iterator[GradientWatch]:
     watch = GradientWatch()
     yield watch
     watch.report = gradient_report(model, depth=depth, vanishing=vanishing, exploding=exploding)
@@ -206,6 +249,11 @@ def gradient_flow(
     parameter's ``.grad`` is set aside first and the same object put back after, so the
     model's gradients are as they were.
 
+    A model whose module graph has a cycle (a child holding its parent) runs as PyTorch runs
+    it (its forward does not walk the tree); the edge back to the ancestor is not followed
+    when naming parameters, and a note names it. TorchScript (scripted or traced) modules work:
+    parameters are named without ``get_parameter``.
+
     Args:
         model: the module.
         example_inputs: a tensor or a tuple of positional inputs.
@@ -222,6 +270,8 @@ def gradient_flow(
         A :class:`~torchscope.records.GradientReport`.
 
     Raises:
+        ArgumentError: an option of the wrong type (``depth`` not an int, a threshold not a
+            number, ``loss_fn`` not callable), before anything runs.
         InputSpecError: bad inputs, a model with meta or lazy parameters (checked before any
             input is built), or an output with nothing to backpropagate.
         ForwardError: the forward or backward raised.
@@ -232,9 +282,13 @@ def gradient_flow(
     ((), ())
     """
     model = check_model(model, "gradient_flow")
-    if depth < 1:
-        raise InputSpecError(f"gradient_flow: depth = {depth} must be at least 1")
-    if any(p.is_meta or is_lazy(p) for p in model.parameters()):  # before any input is built
+    depth, vanishing, exploding = _check_options("gradient_flow", depth, vanishing, exploding)
+    check_loss_fn("gradient_flow", loss_fn)
+    if device is not None:
+        parse_device(device)
+    tree = model_tree(model)
+    params = tree.unique_params()
+    if any(p.is_meta or is_lazy(p) for p in params):  # before any input is built
         raise InputSpecError(
             f"gradient_flow: {type(model).__name__} has meta or uninitialized (lazy) "
             "parameters: gradients need real values; materialize it first"
@@ -243,7 +297,6 @@ def gradient_flow(
     args, kwargs = resolve_inputs(
         "gradient_flow", example_inputs, example_kwargs, input_size, dtypes,
         step_device("gradient_flow", model, device) if built else None)
-    params = list({id(p): p for p in model.parameters()}.values())
     with state_guard(model), grads_kept(params):
         try:
             with torch.enable_grad():

@@ -17,10 +17,13 @@ from torch.utils._python_dispatch import _disable_current_modes
 
 from torchscope._torch import is_lazy, room_for_depth
 from torchscope.errors import ForwardError, InputSpecError
+from torchscope.init._tree import ModelTree, cycle_note, model_tree
 from torchscope.records import Finding, NonfiniteReport, Severity, TensorStats
-from torchscope.trace import shallow_copy, state_guard, tensors_in
+from torchscope.trace import parse_device, shallow_copy, state_guard, tensors_in
 from torchscope.training._common import (
     LossFn,
+    check_flag,
+    check_loss_fn,
     check_model,
     default_loss,
     grads_kept,
@@ -46,10 +49,29 @@ def _all_finite(tensors: list[torch.Tensor]) -> bool:
         return all(_finite(t) for t in tensors)
 
 
+#: dtypes whose ``sum`` and ``isfinite`` run everywhere; other floats are upcast first
+_SUMMED = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64,
+                     torch.complex64, torch.complex128})
+
+
 def _finite(t: torch.Tensor) -> bool:
-    """One reduction: NaN and Inf survive a sum; a sum that overflows is checked in full."""
-    if t.numel() == 0:
+    """One reduction: NaN and Inf survive a sum; a sum that overflows is checked in full.
+
+    Every dtype torch has is handled: integer and bool tensors cannot hold NaN or Inf; float8,
+    ``complex32`` and other floats without a ``sum`` kernel are upcast to float32 (complex64)
+    first; a packed format that cannot be converted (``float4_e2m1fn_x2``, which has no NaN or
+    Inf) counts as finite.
+
+    >>> _finite(torch.full((2,), float("nan")).to(torch.float8_e4m3fn))
+    False
+    """
+    if t.numel() == 0 or not (t.is_floating_point() or t.is_complex()):
         return True
+    if t.dtype not in _SUMMED:
+        try:
+            t = t.to(torch.complex64 if t.is_complex() else torch.float32)
+        except (RuntimeError, NotImplementedError, TypeError):
+            return True
     total = t.sum()
     if total.is_complex():
         total = total.abs()
@@ -189,11 +211,10 @@ def _backward_hooks(state: _State, root: Any) -> list[Any]:
     return handles
 
 
-def _bad_tensors(model: nn.Module) -> tuple[str, ...]:
+def _bad_tensors(tree: ModelTree) -> tuple[str, ...]:
     out = []
     with torch.no_grad():
-        for name, t in (*model.named_parameters(remove_duplicate=False),
-                        *model.named_buffers(remove_duplicate=False)):
+        for name, t in (*tree.params, *tree.buffers):
             if (t.is_floating_point() or t.is_complex()) and not t.is_meta and not is_lazy(t) \
                     and not _finite(t):
                 out.append(name)
@@ -257,6 +278,13 @@ def find_nonfinite(
     each parameter's ``.grad`` is set aside and the very same object put back afterwards. A
     lazy model runs as a copy sharing its initialized tensors.
 
+    Every dtype is checked: integer and bool tensors cannot hold NaN, float8 and other floats
+    without a ``sum`` kernel are upcast to float32 for the check. A model whose module graph
+    has a cycle (a child holding its parent) runs as PyTorch runs it: its forward does not walk
+    the tree; the edge back to the ancestor is not followed when naming modules and tensors,
+    and a note names it. TorchScript modules run too (ops inside scripted code are not seen
+    one by one: the first non-finite value is reported at the scripted call).
+
     Args:
         model: the module.
         example_inputs: a tensor or a tuple of positional inputs (real values).
@@ -271,6 +299,7 @@ def find_nonfinite(
         A :class:`~torchscope.records.NonfiniteReport` (``found`` false when all was finite).
 
     Raises:
+        ArgumentError: ``backward`` is not a bool or ``loss_fn`` is not callable.
         InputSpecError: bad inputs, or a model with tensors on the meta device (checked before
             any input is built).
         ForwardError: the forward or backward raised.
@@ -289,9 +318,17 @@ def find_nonfinite(
     ('forward', '0', 'div')
     """
     model = check_model(model, "find_nonfinite")
+    check_flag("find_nonfinite", "backward", backward)
+    check_loss_fn("find_nonfinite", loss_fn)
+    if device is not None:
+        parse_device(device)
     model_type = type(model).__name__
-    meta = [name for name, t in (*model.named_parameters(), *model.named_buffers())
-            if t.is_meta and not is_lazy(t)]
+    tree = model_tree(model)
+    on_meta: dict[int, str] = {}
+    for name, t in (*tree.params, *tree.buffers):
+        if t.is_meta and not is_lazy(t):
+            on_meta.setdefault(id(t), name)
+    meta = list(on_meta.values())
     if meta:  # before any input is built
         raise InputSpecError(
             f"find_nonfinite: {model_type} has {len(meta)} parameter/buffer tensors on the meta "
@@ -306,21 +343,21 @@ def find_nonfinite(
     notes = ["ran one real step on the model itself; .grad fields, buffers, hooks, training "
              "flags, RNG and grad mode restored" if backward else
              "ran one real forward on the model itself; buffers, hooks, training flags, RNG "
-             "and grad mode restored"]
-    bad = _bad_tensors(model)
+             "and grad mode restored", *cycle_note(tree)]
+    bad = _bad_tensors(tree)
     if bad:
         site = _Site(phase="parameters", module=None, op="", location=None, inputs=(),
                      outputs=(), inputs_finite=False, tensors=bad)
-        return _report(model, model_type, site, backward, notes)
+        return _report(tree, model_type, site, backward, notes)
     bad_inputs = [t for t in _float_tensors((args, kwargs)) if not _all_finite([t])]
     if bad_inputs:
         notes.append(f"{len(bad_inputs)} example input tensor(s) already hold NaN/Inf")
-    target = model
-    if any(is_lazy(t) for t in (*model.parameters(), *model.buffers())):
+    target, target_tree = model, tree
+    if any(is_lazy(t) for _, t in (*tree.params, *tree.buffers)):
         target = shallow_copy(model)
-    paths = {id(m): p for p, m in target.named_modules(remove_duplicate=False)}
-    state = _State(paths=paths)
-    params = list({id(p): p for p in model.parameters()}.values())
+        target_tree = model_tree(target)
+    state = _State(paths={id(m): p for p, m in target_tree.modules})
+    params = tree.unique_params()
     try:
         with state_guard(model), grads_kept(params), contextlib.ExitStack() as stack:
             stack.enter_context(torch.enable_grad() if backward else torch.no_grad())
@@ -356,10 +393,10 @@ def find_nonfinite(
             f"the step of {model_type} raised {type(err).__name__}: {text[:160]}; check that "
             "the example inputs match what the model expects, or pass a loss_fn"
         ) from err
-    return _report(target, model_type, state.site, backward, notes)
+    return _report(target_tree, model_type, state.site, backward, notes)
 
 
-def _report(model: nn.Module, model_type: str, site: _Site | None, backward: bool,
+def _report(tree: ModelTree, model_type: str, site: _Site | None, backward: bool,
             notes: list[str]) -> NonfiniteReport:
     if site is None:
         return NonfiniteReport(model_type=model_type, phase=None, module=None,
@@ -368,10 +405,8 @@ def _report(model: nn.Module, model_type: str, site: _Site | None, backward: boo
                                backward=backward, findings=(), notes=tuple(notes))
     module_type = None
     if site.module is not None:
-        try:
-            module_type = type(model.get_submodule(site.module)).__name__
-        except AttributeError:
-            module_type = None
+        owner = tree.module(site.module)
+        module_type = type(owner).__name__ if owner is not None else None
     return NonfiniteReport(
         model_type=model_type, phase=site.phase, module=site.module, module_type=module_type,
         op=site.op or None, location=site.location, inputs=site.inputs, outputs=site.outputs,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -9,8 +10,9 @@ from torch import nn
 
 from torchscope._torch import is_lazy, room_for_depth
 from torchscope.errors import InputSpecError
+from torchscope.init._tree import ModelTree, model_tree
 from torchscope.records import Finding, OptimizerGroup, OptimizerReport, Severity
-from torchscope.training._common import check_model, owner_path, param_aliases
+from torchscope.training._common import check_model, owner_path
 
 __all__ = ["check_optimizer"]
 
@@ -35,18 +37,42 @@ def _storage_key(t: torch.Tensor) -> tuple[Any, ...] | None:
         else None
 
 
-def _no_decay(model: nn.Module, aliases: dict[int, list[str]]) -> dict[int, str]:
+def _no_decay(tree: ModelTree, aliases: dict[int, list[str]]) -> dict[int, str]:
     """``id`` -> ``bias`` or ``norm weight`` for the tensors weight decay usually skips."""
     out: dict[int, str] = {}
-    modules = dict(model.named_modules(remove_duplicate=False))
     for pid, names in aliases.items():
         for name in names:
             owner, _, leaf = name.rpartition(".")
             if leaf == "bias":
                 out[pid] = "bias"
-            elif isinstance(modules.get(owner), _NORMS):
+            elif isinstance(tree.module(owner), _NORMS):
                 out[pid] = "norm weight"
     return out
+
+
+def _check_groups(groups: list[Any]) -> None:
+    """One error line for a group that is not a dict of tensors (a hand-made optimizer)."""
+    for gi, group in enumerate(groups):
+        if isinstance(group, Mapping) and not isinstance(group.get("params"), (list, tuple)):
+            raise InputSpecError(
+                f"check_optimizer: optimizer.param_groups[{gi}]['params'] = "
+                f"{type(group.get('params')).__name__} is not a list of tensors; pass a "
+                "torch.optim.Optimizer built from the model's parameters"
+            )
+        params = group.get("params") if isinstance(group, Mapping) else None
+        if not isinstance(params, (list, tuple)):
+            raise InputSpecError(
+                f"check_optimizer: optimizer.param_groups[{gi}] = {type(group).__name__} is not "
+                "a dict with a 'params' list; pass a torch.optim.Optimizer built from the "
+                "model's parameters"
+            )
+        for p in params:
+            if not isinstance(p, torch.Tensor):
+                raise InputSpecError(
+                    f"check_optimizer: optimizer.param_groups[{gi}]['params'] holds a "
+                    f"{type(p).__name__}, not a tensor; pass a torch.optim.Optimizer built from "
+                    "the model's parameters"
+                )
 
 
 @room_for_depth
@@ -58,6 +84,10 @@ def check_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> Optim
     and normalization weights (info). Reads only: the optimizer's state and the model are not
     touched.
 
+    Parameters are named by an iterative walk of the module tree, so deep models, TorchScript
+    (scripted or traced) modules and module graphs with a cycle (a child holding its parent,
+    whose ``model.parameters()`` still ends) work; an edge back to an ancestor is not followed.
+
     Args:
         model: the module being trained.
         optimizer: a ``torch.optim.Optimizer`` (anything with ``param_groups``).
@@ -67,7 +97,8 @@ def check_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> Optim
         decay, tensors, values, blocks) and the findings.
 
     Raises:
-        InputSpecError: ``optimizer`` has no ``param_groups``.
+        InputSpecError: ``optimizer`` has no ``param_groups``, or a group is not a dict whose
+            ``params`` is a list of tensors.
 
     >>> import torch, torchscope
     >>> model = torchscope.examples.MLP()
@@ -82,13 +113,16 @@ def check_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> Optim
             f"check_optimizer: optimizer = {type(optimizer).__name__} has no param_groups list; "
             "pass a torch.optim.Optimizer"
         )
-    aliases = param_aliases(model)
+    _check_groups(groups_in)
+    tree = model_tree(model)
+    aliases = tree.aliases()
+    by_id = {id(p): p for p in tree.unique_params()}
     by_storage: dict[Any, int] = {}
-    for pid, names in aliases.items():
-        key = _storage_key(model.get_parameter(names[0]))
+    for pid in aliases:
+        key = _storage_key(by_id[pid])
         if key is not None:
             by_storage.setdefault(key, pid)
-    no_decay = _no_decay(model, aliases)
+    no_decay = _no_decay(tree, aliases)
     findings: list[Finding] = []
     where: dict[int, list[int]] = {}
     groups: list[OptimizerGroup] = []
@@ -143,9 +177,9 @@ def check_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> Optim
             foreign.append(f"group {gi}: a tensor over the memory of {aliases[twin][0]}, not the "
                            "parameter itself")
     missing = [names[0] for pid, names in aliases.items()
-               if model.get_parameter(names[0]).requires_grad and pid not in where]
+               if by_id[pid].requires_grad and pid not in where]
     frozen = [names[0] for pid, names in aliases.items()
-              if not model.get_parameter(names[0]).requires_grad and pid in where]
+              if not by_id[pid].requires_grad and pid in where]
     several = [f"{aliases[pid][0]} (groups {', '.join(map(str, gs))})"
                for pid, gs in where.items() if len(gs) > 1 and pid in aliases]
     if foreign:

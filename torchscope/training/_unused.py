@@ -15,24 +15,25 @@ from torch.nn.modules import module as _module_mod
 from torch.overrides import TorchFunctionMode
 
 from torchscope._torch import is_lazy, room_for_depth
-from torchscope.errors import ForwardError, InputSpecError
+from torchscope.errors import ArgumentError, ForwardError, InputSpecError
+from torchscope.init._tree import ModelTree, cycle_note, model_tree
 from torchscope.records import Finding, Severity, UnusedParam, UnusedReason, UnusedReport
 from torchscope.trace import (
     Mode,
+    copy_to_meta,
     fake_copy,
     input_plan,
     map_tensors,
-    meta_copy,
     shallow_copy,
     state_guard,
 )
 from torchscope.training._common import (
     LossFn,
     SizedInputs,
+    check_loss_fn,
     check_model,
     output_tensors,
     owner_path,
-    param_aliases,
     resolve_inputs,
 )
 
@@ -134,7 +135,7 @@ def _target(model: nn.Module, mode: str, args: tuple[Any, ...] | SizedInputs,
             return t if t.is_meta else t.to("meta")
         if isinstance(args, SizedInputs):
             args = args.build(torch.device("meta"))
-        return meta_copy(model), map_tensors(args, to_meta), map_tensors(kwargs, to_meta)
+        return copy_to_meta(model), map_tensors(args, to_meta), map_tensors(kwargs, to_meta)
     if mode == "fake":
         from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -150,7 +151,8 @@ def _target(model: nn.Module, mode: str, args: tuple[Any, ...] | SizedInputs,
         return target, fargs, fkwargs
     if isinstance(args, SizedInputs):
         args = args.build(args.where(model))
-    if any(is_lazy(t) for t in (*model.parameters(), *model.buffers())):
+    tree = model_tree(model)
+    if any(is_lazy(t) for _, t in (*tree.params, *tree.buffers)):
         return shallow_copy(model), args, kwargs
     return model, args, kwargs
 
@@ -174,9 +176,9 @@ def _run_mode(model: nn.Module, mode: str, args: tuple[Any, ...] | SizedInputs,
               ctx: AbstractContextManager[Any] | None) -> _Seen:
     with contextlib.ExitStack() as stack:
         target, targs, tkwargs = _target(model, mode, args, kwargs, stack)
-        aliases = param_aliases(target)
-        trainable = {i for i, names in aliases.items()
-                     if target.get_parameter(names[0]).requires_grad}
+        tree = model_tree(target)
+        aliases = tree.aliases()
+        trainable = {id(p) for p in tree.unique_params() if p.requires_grad}
         usage = _Usage(trainable)
         called = stack.enter_context(_called_modules())
         stack.enter_context(torch.enable_grad())
@@ -194,14 +196,14 @@ def _run_mode(model: nn.Module, mode: str, args: tuple[Any, ...] | SizedInputs,
         detached = _reached(usage.detached)
         usage.detached = []
         del output, tensors
-        modules = dict(target.named_modules(remove_duplicate=False))
+        modules = dict(tree.modules)
         return _Seen(aliases=aliases, trainable=trainable, usage=usage, reached=reached,
                      detached=detached,
                      called={p for p, m in modules.items() if id(m) in called},
                      module_types={p: type(m).__name__ for p, m in modules.items()})
 
 
-def _verdict(model: nn.Module, seen: _Seen) -> tuple[UnusedParam, ...]:
+def _verdict(tree: ModelTree, seen: _Seen) -> tuple[UnusedParam, ...]:
     out: list[UnusedParam] = []
     for pid, names in seen.aliases.items():
         if pid not in seen.trainable or pid in seen.reached:
@@ -216,7 +218,8 @@ def _verdict(model: nn.Module, seen: _Seen) -> tuple[UnusedParam, ...]:
         else:
             reason = UnusedReason.NOT_CALLED
         owner = owner_path(names[0])
-        p = model.get_parameter(names[0])
+        p = tree.param(names[0])
+        assert p is not None
         shape = () if is_lazy(p) else tuple(int(d) for d in p.shape)
         numel = 0 if is_lazy(p) else p.numel()
         out.append(UnusedParam(names=tuple(names), module=owner,
@@ -279,11 +282,30 @@ def unused_in_forward(model: nn.Module, args: tuple[Any, ...] | SizedInputs,
     """:func:`find_unused_parameters` on resolved inputs (tensors, or sizes built for the mode
     that runs); ``wrap(mode)`` may return a context to run the forward in (the sync detector
     in real mode)."""
+    if not isinstance(mode, str):
+        raise ArgumentError(
+            f"mode = {mode!r:.40} ({type(mode).__name__}) is not a str; pass one of "
+            f"{', '.join(map(repr, _MODES))}"
+        )
     if mode not in _MODES:
         raise InputSpecError(f"mode = {mode!r} is not one of {', '.join(_MODES)}")
-    meta_model = any(True for _ in model.parameters()) and all(
-        p.is_meta for p in model.parameters())
-    plan = ["meta", "fake", "real"] if mode == "auto" else [mode]
+    tree = model_tree(model)
+    params = tree.unique_params()
+    meta_model = bool(params) and all(p.is_meta for p in params)
+    notes: list[str] = list(cycle_note(tree))
+    scripted = isinstance(model, torch.jit.ScriptModule)
+    if scripted and mode in ("meta", "fake"):
+        raise InputSpecError(
+            f"mode = {mode!r} cannot run a TorchScript module ({type(model).__name__}): a copy "
+            "of it keeps its real weights; use mode='real' or 'auto', or pass the nn.Module "
+            "before torch.jit.script/trace"
+        )
+    if scripted:
+        notes.append("TorchScript module: one real forward (it cannot be copied to meta or "
+                     "fake tensors); ops inside scripted code are not seen, so a parameter that "
+                     "gets no gradient is reported by the autograd graph, with the reason of "
+                     "its module's call")
+    plan = (["real"] if scripted else ["meta", "fake", "real"]) if mode == "auto" else [mode]
     if meta_model:
         plan = [m for m in plan if m != "real"]
         if not plan:
@@ -291,7 +313,6 @@ def unused_in_forward(model: nn.Module, args: tuple[Any, ...] | SizedInputs,
                 "mode = 'real' cannot run a model whose parameters are on the meta device; use "
                 "mode='meta' or mode='fake'"
             )
-    notes: list[str] = []
     errors: list[str] = []
     for current in plan:
         ctx = wrap(current) if wrap is not None else None
@@ -312,7 +333,7 @@ def unused_in_forward(model: nn.Module, args: tuple[Any, ...] | SizedInputs,
             notes.append(f"{current} forward failed ({errors[-1].split(': ', 1)[1]}), "
                          "tried the next mode")
             continue
-        unused = _verdict(model, seen)
+        unused = _verdict(tree, seen)
         return UnusedReport(model_type=type(model).__name__, mode=current,
                             trainable=len(seen.trainable), unused=unused,
                             findings=unused_findings(unused, severity=severity,
@@ -343,6 +364,12 @@ def find_unused_parameters(
     it was ``.detach()``\\ ed, or it was used only under ``torch.no_grad()``. Functional use
     (``x @ self.embed.weight.T``, ``nn.MultiheadAttention``'s ``out_proj``) counts as use.
 
+    A model whose module graph has a cycle (a child holding its parent) runs as PyTorch runs
+    it (its forward does not walk the tree); the edge back to the ancestor is not followed
+    when naming parameters, and a note names it. A TorchScript (scripted or traced) module
+    runs one real forward in ``auto`` mode (a copy keeps its real weights); ops inside its
+    scripted code are not seen, so reasons come from module calls only.
+
     Args:
         model: the module.
         example_inputs: a tensor or a tuple of positional inputs.
@@ -357,7 +384,8 @@ def find_unused_parameters(
         per module and reason.
 
     Raises:
-        InputSpecError: bad inputs or mode.
+        ArgumentError: ``mode`` is not a str or ``loss_fn`` is not callable.
+        InputSpecError: bad inputs or mode (``meta``/``fake`` for a TorchScript module).
         ForwardError: the forward raised in every mode tried.
 
     >>> import torch
@@ -374,6 +402,7 @@ def find_unused_parameters(
     [('aux.weight', 'output not used'), ('aux.bias', 'output not used')]
     """
     model = check_model(model, "find_unused_parameters")
+    check_loss_fn("find_unused_parameters", loss_fn)
     if example_inputs is None and input_size is not None:  # built for the mode that runs
         _, kwargs = resolve_inputs("find_unused_parameters", None, example_kwargs, None, None,
                                    None) if example_kwargs else ((), {})
