@@ -12,8 +12,8 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from itertools import accumulate, chain, compress, repeat
-from operator import add, and_, attrgetter, is_, itemgetter, methodcaller, not_
+from itertools import accumulate, chain, repeat
+from operator import add, attrgetter, is_, itemgetter, methodcaller
 from typing import Any
 
 import torch
@@ -716,6 +716,10 @@ class _Guard:
                                                for md in mds) if isinstance(ps, set)]
         seen: dict[int, torch.Tensor] = {}
         scripted = torch.jit.ScriptModule
+        internal = _internal_keys()
+        containers: list[tuple[Any, Any]] = []
+        generators: list[tuple[torch.Generator, torch.Tensor]] = []
+        tensor_type = torch.Tensor
         for m, md in zip(modules, mds):
             for name in ("_parameters", "_buffers"):
                 d = md.get(name)
@@ -723,53 +727,33 @@ class _Guard:
                     d = getattr(m, name, None)
                 if d:  # (a TorchScript wrapper has items() only)
                     for t in (d.values() if isinstance(d, dict) else [v for _, v in d.items()]):
-                        if isinstance(t, torch.Tensor):
+                        if isinstance(t, tensor_type):
                             seen[id(t)] = t
-        # plain attributes: tensors (rotary caches written in place) are watched like buffers,
-        # lists and dicts keep their items, generators their state (C-level passes pick them)
-        values = list(chain.from_iterable(map(dict.values, mds)))
-        kinds = list(map(type, values))
-        distinct = set(kinds)  # (isinstance on a tensor type is slow: each distinct type once)
-        tensor_kinds = {k for k in distinct if issubclass(k, torch.Tensor)}
-        if tensor_kinds:
-            for t in compress(values, map(tensor_kinds.__contains__, kinds)):
-                seen.setdefault(id(t), t)
+            # plain attributes (the few names torch does not set): tensors (rotary caches
+            # written in place) are watched like buffers, lists and dicts keep their items,
+            # generators their state
+            for key in md.keys() - internal:
+                value = md[key]
+                kind = type(value)
+                if kind is list or kind is dict:
+                    if not key.startswith("_"):
+                        containers.append((value, list(value) if kind is list
+                                           else dict(value)))
+                elif isinstance(value, tensor_type):
+                    seen.setdefault(id(value), value)
+                elif kind is torch.Generator:
+                    generators.append((value, value.get_state()))
+        self.containers, self.generators = containers, generators
         tensors = self.tensors = list(seen.values())
-        if _CONTAINERS & distinct:
-            keys = list(chain.from_iterable(mds))
-            public = map(not_, map(str.startswith, keys, repeat("_")))
-            self.containers = [
-                (v, list(v) if type(v) is list else dict(v)) for v in compress(
-                    values, map(and_, map(_CONTAINERS.__contains__, kinds), public))
-            ]
-        if torch.Generator in distinct:
-            self.generators = [(g, g.get_state()) for g in compress(
-                values, map(is_, kinds, repeat(torch.Generator)))]
         # the modules' and the tensors' own __dict__ (attributes set on a Parameter)
         attr_owners = mds + list(map(vars, tensors))
         self.attr_dicts = list(zip(attr_owners, map(dict, attr_owners)))
         self.attr_marks = _attr_marks(attr_owners)
         self.versions = list(map(_VERSION, tensors))
         self.requires = list(map(_REQUIRES_GRAD, tensors))
-        self.grads = [t.grad if t.is_leaf else None for t in tensors]
-        watched: dict[int, Any] = {}
-        fake = sys.modules.get("torch._subclasses.fake_tensor")
-        fake_type: Any = fake.FakeTensor if fake is not None else ()
-        placed: list[tuple[torch.Tensor, Any]] = []
-        for i, x in enumerate(chain(tensors, self.grads)):
-            if x is None or x.is_meta or isinstance(x, (UninitializedTensorMixin, fake_type)):
-                continue
-            found = _storage_of(x)
-            if found is not None:
-                watched[found[1]] = found[0]
-            if i < len(tensors):
-                if found is not None:
-                    placed.append((x, found[0]))
-                elif x.layout is torch.strided and not x.is_nested:
-                    try:  # an empty storage (an observer's min_val): it may be resized
-                        placed.append((x, x.untyped_storage()))
-                    except (RuntimeError, NotImplementedError, TypeError):
-                        pass
+        self.grads = (list(map(_GRAD, tensors)) if all(map(_IS_LEAF, tensors))
+                      else [t.grad if t.is_leaf else None for t in tensors])
+        placed, watched = _placed(tensors, self.grads)
         # where each tensor's data is: ``.data = ...``, ``.to()``, ``swap_tensors`` re-point it
         ts = self.placed = [t for t, _ in placed]
         self.places = _places(ts)
@@ -777,7 +761,7 @@ class _Guard:
         self.layouts = list(zip(storages, map(_NBYTES, storages), map(_OFFSET, ts),
                                 map(_SHAPE, ts), map(_STRIDE, ts), map(_DTYPE, ts)))
         if watched:
-            if sum(st.nbytes() for st in watched.values()) <= _snapshot_limit(len(modules)):
+            if sum(map(_NBYTES, watched.values())) <= _snapshot_limit(len(modules)):
                 self.snapshot = _Snapshot(list(watched.values()))
             else:
                 self.cow = _CopyOnWrite(watched)
@@ -920,6 +904,67 @@ class _Guard:
                 continue
 
 
+def _placed(tensors: list[torch.Tensor], grads: list[Any]
+            ) -> tuple[list[tuple[torch.Tensor, Any]], dict[int, Any]]:
+    """(tensor, storage) of every tensor with data a forward could re-point, and the storages
+    to keep the values of (address -> storage, gradients' too). The common case (plain dense
+    tensors, no lazy, meta or fake one) goes through C-level passes; others one by one."""
+    fake = sys.modules.get("torch._subclasses.fake_tensor")
+    fake_type: Any = fake.FakeTensor if fake is not None else ()
+    odd = (UninitializedTensorMixin, fake_type)
+    if not any(issubclass(kind, odd) for kind in set(map(type, tensors))):
+        try:
+            if (not any(map(_IS_META, tensors)) and not any(map(_IS_NESTED, tensors))
+                    and all(map(is_, map(_LAYOUT, tensors), repeat(torch.strided)))):
+                storages = list(map(_UNTYPED_STORAGE, tensors))
+                ptrs = list(map(_DATA_PTR, storages))
+                sizes = list(map(_NBYTES, storages))
+                placed = list(zip(tensors, storages))
+                watched = {p: st for p, st, n in zip(ptrs, storages, sizes) if p and n}
+                for g in grads:
+                    if g is not None:
+                        found = _storage_of(g)
+                        if found is not None and not g.is_meta:
+                            watched[found[1]] = found[0]
+                return placed, watched
+        except (RuntimeError, NotImplementedError, TypeError):  # sparse, nested, subclasses
+            pass
+    watched = {}
+    placed = []
+    for i, x in enumerate(chain(tensors, grads)):
+        if x is None or x.is_meta or isinstance(x, odd):
+            continue
+        found = _storage_of(x)
+        if found is not None:
+            watched[found[1]] = found[0]
+        if i < len(tensors):
+            if found is not None:
+                placed.append((x, found[0]))
+            elif x.layout is torch.strided and not x.is_nested:
+                try:  # an empty storage (an observer's min_val): it may be resized
+                    placed.append((x, x.untyped_storage()))
+                except (RuntimeError, NotImplementedError, TypeError):
+                    pass
+    return placed, watched
+
+
+_INTERNAL: list[frozenset[str]] = []
+
+
+def _internal_keys() -> frozenset[str]:
+    """The ``__dict__`` names every ``nn.Module`` gets from torch (hook dicts, ``training``,
+    the tensor dicts): the guard looks at the others, the user's own attributes."""
+    if not _INTERNAL:
+        _INTERNAL.append(frozenset(nn.Module().__dict__))
+    return _INTERNAL[0]
+
+
+_IS_META = attrgetter("is_meta")
+_IS_LEAF = attrgetter("is_leaf")
+_GRAD = attrgetter("grad")
+_IS_NESTED = attrgetter("is_nested")
+_LAYOUT = attrgetter("layout")
+_UNTYPED_STORAGE = methodcaller("untyped_storage")
 _MISSING = object()
 _CONTAINERS = frozenset({list, dict})
 _OFFSET = methodcaller("storage_offset")
