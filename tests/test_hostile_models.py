@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -339,3 +340,59 @@ def test_summary_reports_a_broken_declared_tie_from_its_one_walk() -> None:
     report = torchscope.summarize(model)
     assert [f.code for f in report.findings] == ["tie-untied"]
     assert report.tied == ()
+
+
+class _Wrapper(torch.Tensor):
+    """A wrapper tensor subclass (as DTensor-like libraries make them): no storage of its own."""
+
+    @staticmethod
+    def __new__(cls, inner: torch.Tensor) -> _Wrapper:
+        made: _Wrapper = torch.Tensor._make_wrapper_subclass(  # type: ignore[attr-defined]
+            cls, inner.shape, dtype=inner.dtype)
+        return made
+
+    def __init__(self, inner: torch.Tensor) -> None:
+        self.inner = inner
+
+    @classmethod
+    def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        def unwrap(a: Any) -> Any:
+            return a.inner if isinstance(a, _Wrapper) else a
+
+        out = func(*map(unwrap, args), **{k: unwrap(v) for k, v in (kwargs or {}).items()})
+        return _Wrapper(out) if isinstance(out, torch.Tensor) else out
+
+
+class _RaisingTorchFunction(torch.Tensor):
+    """A subclass whose __torch_function__ raises on everything (metadata reads included)."""
+
+    @classmethod
+    def __torch_function__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("this tensor refuses every torch function")
+
+
+def _odd_tensor_model(kind: str) -> nn.Module:
+    model = nn.Module()
+    model.fc = nn.Linear(3, 3)
+    if kind == "wrapper":
+        model.p = nn.Parameter(_Wrapper(torch.randn(4, 4)))
+    else:
+        model.register_buffer("b", torch.zeros(3).as_subclass(_RaisingTorchFunction))
+    return model
+
+
+@pytest.mark.parametrize("kind", ["wrapper", "raising-torch-function"])
+@pytest.mark.parametrize("call", ["summarize", "find_tied", "check_ties", "check", "check_devices",
+                                  "device_map", "list_parameters", "to_dot"])
+def test_tensor_subclasses_are_inspected_as_tensors(kind: str, call: str) -> None:
+    # guards the bugs: a wrapper subclass (no storage) raised "invalid python storage" from the
+    # walk and the tie search; a buffer whose __torch_function__ raises made every static
+    # analysis raise it, although metadata needs no torch function
+    model = _odd_tensor_model(kind)
+    if call == "to_dot":
+        assert "fc" in torchscope.to_dot(torchscope.summarize(model))
+    else:
+        getattr(torchscope, call)(model)
+    report = torchscope.summarize(model)
+    assert report.total_params == 12 + (16 if kind == "wrapper" else 0)
+    assert report.buffer_numel == (0 if kind == "wrapper" else 3)

@@ -14,7 +14,7 @@ import gc
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-def
 from torchscope.errors import ArgumentError, InputSpecError
 
 __all__ = [
+    "plain_reads",
     "require_module",
     "DTYPE_ALIASES",
     "device_name",
@@ -40,6 +41,22 @@ __all__ = [
     "unwrap_compiled",
     "unwrap_wrappers",
 ]
+
+
+def plain_reads() -> Any:
+    """A context in which reading tensors' metadata (dtype, shape, storage) skips tensor
+    subclasses' ``__torch_function__``: a subclass whose override raises, logs or counts is
+    inspected like the plain tensor it is. Only for walks that read; forwards keep it.
+
+    >>> class Loud(torch.Tensor):
+    ...     @classmethod
+    ...     def __torch_function__(cls, *args, **kwargs):
+    ...         raise RuntimeError("no")
+    >>> with plain_reads():
+    ...     torch.zeros(2).as_subclass(Loud).dtype
+    torch.float32
+    """
+    return torch._C.DisableTorchFunctionSubclass()
 
 
 def require_module(model: object, where: str) -> nn.Module:

@@ -39,7 +39,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchscope._torch import is_lazy, named_modules, recursion_room, require_module
+from torchscope._torch import (
+    is_lazy,
+    named_modules,
+    plain_reads,
+    recursion_room,
+    require_module,
+)
 from torchscope.errors import ForwardError, InputSpecError
 from torchscope.records import Finding, Severity, SyncReport
 from torchscope.syncs import detect_syncs, no_syncs
@@ -112,6 +118,11 @@ def device_map(model: nn.Module) -> dict[str, tuple[str, ...]]:
     {'cpu': ('hidden',), 'meta': ('output',)}
     """
     model = require_module(model, "device_map")
+    with plain_reads():  # a subclass's __torch_function__ is not asked for metadata
+        return _device_map(model)
+
+
+def _device_map(model: nn.Module) -> dict[str, tuple[str, ...]]:
     # iterative (any depth); an edge back to an ancestor (a cycle) is not followed
     subtree: dict[int, set[str]] = {}
     todo: list[tuple[nn.Module, bool]] = [(model, False)]
@@ -508,11 +519,12 @@ def check_devices(model: nn.Module, example_inputs: Any = None, *, input_size: o
         raise InputSpecError(
             "check_devices: both example_inputs and input_size were given; pass one of them"
         )
-    findings = _placement_findings(model)
-    findings += _meta_findings(model)
-    findings += _tied_findings(model)
-    findings += _plain_findings(model)
-    findings += _dtype_findings(model)
+    with plain_reads():  # a subclass's __torch_function__ is not asked for metadata
+        findings = _placement_findings(model)
+        findings += _meta_findings(model)
+        findings += _tied_findings(model)
+        findings += _plain_findings(model)
+        findings += _dtype_findings(model)
     if example_kwargs is not None and not isinstance(example_kwargs, Mapping):
         raise InputSpecError(
             f"check_devices: example_kwargs = {type(example_kwargs).__name__} is not a dict of "

@@ -30,6 +30,7 @@ from torchscope._torch import (
     gc_paused,
     is_lazy,
     parse_dtype,
+    plain_reads,
     room_for_depth,
     unwrap_compiled,
 )
@@ -166,8 +167,9 @@ def estimate_cost(
     modules, _ = module_tree(model)
     tensors = [t for m in modules for t in (*m._parameters.values(), *m._buffers.values())
                if t is not None]
-    model_meta = bool(tensors) and all(t.is_meta for t in tensors if not is_lazy(t))
-    has_lazy = any(is_lazy(t) for t in tensors)
+    with plain_reads():  # a subclass's __torch_function__ is not asked for metadata
+        model_meta = bool(tensors) and all(t.is_meta for t in tensors if not is_lazy(t))
+        has_lazy = any(is_lazy(t) for t in tensors)
     if amp and mode == "meta":
         raise InputSpecError(
             f"train_dtype = 'autocast:{train_dtype}' with mode = 'meta': meta tensors ignore "

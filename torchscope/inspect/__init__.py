@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchscope._torch import gc_paused, recursion_room, unwrap_wrappers
+from torchscope._torch import gc_paused, plain_reads, recursion_room, unwrap_wrappers
 from torchscope._units import humanize_bytes
 from torchscope.cost import estimate_cost
 from torchscope.distributed import gather_report
@@ -62,7 +62,7 @@ def walk(model: nn.Module) -> Iterator[ModuleRecord]:
     >>> root.type_name, root.total_params
     ('MLP', 7946)
     """
-    with gc_paused():
+    with gc_paused(), plain_reads():
         records = _module_records(_walk_nodes(_check_model(model, "walk")))
     return iter(records)
 
@@ -78,7 +78,7 @@ def list_parameters(model: nn.Module) -> tuple[ParamRecord, ...]:
     >>> [(r.name, r.aliases) for r in recs][2]
     ('2.weight', ('4.weight',))
     """
-    with gc_paused():
+    with gc_paused(), plain_reads():
         params, _, _ = _params_and_ties(_walk_nodes(_check_model(model, "list_parameters")))
     return params
 
@@ -160,7 +160,7 @@ def summarize(
         return gather_report(local)
     model, unwrapped = unwrap_wrappers(model)  # torch.compile, DDP, DataParallel
     # the one walk of the module tree: records, ties and their findings, lazy layers
-    with gc_paused():
+    with gc_paused(), plain_reads():
         w = _walk_nodes(model)
         modules = _module_records(w)
         params, tied, tie_findings = _params_and_ties(w, findings=True)

@@ -400,8 +400,12 @@ def _walk_nodes(model: nn.Module) -> _Walk:
                     if n:
                         if not v.is_contiguous():  # strided or expanded: its unique bytes
                             shared.add(tid)
-                        storage = v.untyped_storage()
-                        key: object = storage.data_ptr() or (dev, storage._cdata)
+                        key: object
+                        try:
+                            storage = v.untyped_storage()
+                            key = storage.data_ptr() or (dev, storage._cdata)
+                        except RuntimeError:  # a wrapper subclass with no storage: identity
+                            key = ("id", tid)
                         other = first.get(key)
                         if other is None:
                             first[key] = tid
@@ -484,8 +488,12 @@ def _note_storage(w: _Walk, v: torch.Tensor, tid: int, first: dict[object, int])
         return
     if not v.is_contiguous():
         w.shared.add(tid)
-    storage = v.untyped_storage()
-    key: object = storage.data_ptr() or (v.device, storage._cdata)
+    key: object
+    try:
+        storage = v.untyped_storage()
+        key = storage.data_ptr() or (v.device, storage._cdata)
+    except RuntimeError:  # a wrapper subclass with no storage: by identity
+        key = ("id", tid)
     other = first.setdefault(key, tid)
     if other != tid:
         w.shared.add(tid)

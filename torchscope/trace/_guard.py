@@ -25,7 +25,13 @@ from torch.utils.hooks import RemovableHandle
 
 __all__ = ["copy_to_meta", "meta_copy", "state_guard"]
 
-from torchscope._torch import is_lazy, named_modules, require_module, room_for_depth
+from torchscope._torch import (
+    is_lazy,
+    named_modules,
+    plain_reads,
+    require_module,
+    room_for_depth,
+)
 from torchscope.errors import InputSpecError
 
 # ---------------------------------------------------------------------------------------------
@@ -650,6 +656,10 @@ class _Guard:
     )
 
     def __init__(self, modules: list[nn.Module], *, watch: bool) -> None:
+        with plain_reads():  # a subclass's __torch_function__ is not asked for metadata
+            self._setup(modules, watch=watch)
+
+    def _setup(self, modules: list[nn.Module], *, watch: bool) -> None:
         self.modules = modules
         self.hook_id = RemovableHandle.next_id
         self.flags = list(map(_TRAINING, modules))
@@ -779,6 +789,10 @@ class _Guard:
         if self.cow is not None:
             self.cow.unwatch_resizes()
         self.global_state.restore()  # first: takes the copy-on-write mode off the stack
+        with plain_reads():  # (as on entry)
+            self._restore(own_hooks)
+
+    def _restore(self, own_hooks: int) -> None:
         start = self.hook_id
         if RemovableHandle.next_id > start + own_hooks:
             # someone registered hooks: drop every hook added since entry, wherever it is

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined,unused-ignore]
 
-from torchscope._torch import gc_paused
+from torchscope._torch import gc_paused, plain_reads
 from torchscope.errors import TorchscopeError
 from torchscope.records import Finding, Severity, TiedGroup, TieKind
 from torchscope.tying._core import (
@@ -80,7 +80,7 @@ class _Model:
 
     @classmethod
     def of(cls, model: nn.Module, *, details: bool) -> _Model:
-        with gc_paused():
+        with gc_paused(), plain_reads():
             return cls.of_walk(_walk(model, details=details))
 
     @classmethod

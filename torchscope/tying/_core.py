@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined,unused-ignore]
 
-from torchscope._torch import gc_paused
+from torchscope._torch import gc_paused, plain_reads
 from torchscope.errors import InputSpecError
 from torchscope.records import TiedGroup, TieKind
 
@@ -56,11 +56,23 @@ def storage_key(t: torch.Tensor) -> StorageKey:
     True
     """
     _require_tensor(t, "storage_key")
-    storage = t.untyped_storage()
-    ptr = storage.data_ptr()
+    try:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+    except RuntimeError:  # a wrapper subclass with no storage of its own: by identity
+        return (str(t.device), 0, id(t))
     if ptr == 0:
         return (str(t.device), 0, storage._cdata)
     return (str(t.device), ptr, 0)
+
+
+def _storageless(t: torch.Tensor) -> bool:
+    """A wrapper subclass (``_make_wrapper_subclass``) whose storage has no data pointer."""
+    try:
+        t.untyped_storage().data_ptr()
+    except RuntimeError:
+        return True
+    return False
 
 
 def _unstrided(t: torch.Tensor) -> bool:
@@ -297,8 +309,8 @@ def _by_storage(tensors: Iterable[tuple[int, torch.Tensor]]) -> dict[object, lis
     """Indices grouped by the storage holding their bytes (lazy and empty tensors left out)."""
     out: dict[object, list[int]] = {}
     for i, t in tensors:
-        if isinstance(t, UninitializedTensorMixin) or _unstrided(t):
-            continue  # sparse and nested tensors tie by identity only
+        if isinstance(t, UninitializedTensorMixin) or _unstrided(t) or _storageless(t):
+            continue  # sparse, nested and storage-less tensors tie by identity only
         m = _memory(t)
         if m.numel() == 0:
             continue
@@ -581,7 +593,7 @@ def find_tied(model: nn.Module) -> tuple[TiedGroup, ...]:
     ('alias', 256)
     """
     require_module(model, "find_tied")
-    with gc_paused():
+    with gc_paused(), plain_reads():
         walk = _walk(model)
         groups = _groups(walk.tensors, walk.all_names, _candidates(walk.tensors, walk.extra))
     return tuple(g for _, g in groups)
