@@ -14,12 +14,22 @@ it (torch is imported only then). It adds:
 A missing snapshot fails the test (CI must not pass on a snapshot nobody reviewed): write it
 once with ``pytest --torchscope-update`` and commit it.
 
->>> _safe_name("test_gpt[width=32]")
-'test_gpt-width-32'
+Each name gets its own file: a name made of letters, digits, ``_``, ``.`` and single ``-`` is
+the file name itself, a parametrized test name ``test_x[a-b]`` becomes ``test_x-a-b``, and any
+other name is cleaned up and followed by ``--`` and a short hash of the name, so that two names
+never share a file. Two tests of a session that still reach one file (a ``name=`` equal to
+another test's file name, or names that differ only in case) fail with both test ids.
+
+>>> _safe_name("test_gpt[32-relu]")
+'test_gpt-32-relu'
+>>> _safe_name("enc/dec")
+'enc-dec--49c3ca5d5d'
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -53,6 +63,11 @@ class _State:
         self.passed: set[str] = set()
         self.item_module: dict[str, Path] = {}
         self.filtered = False  # tests deselected where this session cannot see which
+        # snapshot file (case-folded) -> (test id, name) of the first test of this process
+        # using it, and -> test id as the reports tell it (the controller under xdist)
+        self.owners: dict[str, tuple[str, str]] = {}
+        self.reported_owners: dict[str, str] = {}
+        self.clashes: list[tuple[Path, str, str]] = []  # (file, first test, second test)
 
 
 _STATE_KEY = pytest.StashKey[_State]()
@@ -81,9 +96,53 @@ def _state(config: pytest.Config) -> _State:
     return config.stash[_STATE_KEY]
 
 
+_PLAIN = r"[A-Za-z0-9_](?:[A-Za-z0-9_.]|-(?!-))*"  # no "--": only hashed names have one
+_KEPT = re.compile(_PLAIN)
+_PARAMETRIZED = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_.]*)\[([A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*)\]")
+_MAX_STEM = 120  # file names stay well under the 255 bytes file systems allow
+
+
 def _safe_name(name: str) -> str:
-    """A file name from a test name: parameters' brackets and odd characters become ``-``."""
-    return re.sub(r"[^A-Za-z0-9_.]+", "-", name).strip("-.") or "snapshot"
+    """The file name (without ``.json``) of a snapshot name; different names, different files.
+
+    A name of letters, digits, ``_``, ``.`` and single ``-`` stays as it is; a parametrized
+    test name ``test_x[a-b]`` becomes ``test_x-a-b``. Any other name (or a long one) is cleaned
+    up (runs of other characters become ``-``) and gets ``--`` and a hash of the name itself:
+    kept names hold no ``--``, so they never meet a hashed one.
+    """
+    if len(name) <= _MAX_STEM:
+        if _KEPT.fullmatch(name):
+            return name
+        match = _PARAMETRIZED.fullmatch(name)
+        if match:
+            return f"{match[1]}-{match[2]}"
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    cleaned = re.sub(r"[^A-Za-z0-9_.]+", "-", name)[:_MAX_STEM].strip("-.") or "snapshot"
+    return f"{cleaned}--{digest}"
+
+
+def _check_name(name: object) -> str | None:
+    """``name`` if it can name a snapshot, else an error naming it and the fix."""
+    from torchscope.errors import ArgumentError, InputSpecError
+
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise ArgumentError(
+            f"model_snapshot: name = {_shown_value(name)} is not a str; give the snapshot's "
+            "name as a str, e.g. name='eval', or leave it out to use the test's name"
+        )
+    if not name.strip() or not name.strip("."):
+        raise InputSpecError(
+            f"model_snapshot: name = {name!r} names no file; give a name with a letter or "
+            "digit, e.g. name='eval', or leave it out to use the test's name"
+        )
+    return name
+
+
+def _shown_value(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _test_name(node: pytest.Item) -> str:
@@ -105,34 +164,56 @@ def model_snapshot(request: pytest.FixtureRequest) -> Iterator[Callable[..., Non
     module and fails with the diff when it changed; ``pytest --torchscope-update`` writes the
     file. ``summarize_options`` (``input_size=``, ``dtypes=``, ``mode=``…) go to
     :func:`torchscope.summarize`. Call it once per name in a test.
+
+    A ``name`` that is not a str raises :class:`~torchscope.errors.ArgumentError`; an empty or
+    dot-only one, a name used twice in a test, or a file another test of the session already
+    uses raises :class:`~torchscope.errors.InputSpecError`. An unreadable snapshot fails the
+    test with the reason; ``--torchscope-update`` replaces it.
     """
     update = bool(request.config.getoption(_UPDATE))
     folder = _snapshot_folder(Path(str(request.path)))
-    seen: set[str] = set()
+    state = _state(request.config)
+    seen: dict[str, str] = {}  # file (case-folded) -> the name this test gave it
 
     def check(model: Any, example_inputs: Any = None, *, name: str | None = None,
               **options: Any) -> None:
         __tracebackhide__ = True
-        from torchscope.arch_diff import diff, load_report, stable_report
+        from torchscope._torch import require_module
+        from torchscope.arch_diff import diff, stable_report
+        from torchscope.errors import InputSpecError
         from torchscope.inspect import summarize
         from torchscope.rendering import render
 
-        file_name = _safe_name(name if name is not None else _test_name(request.node))
-        if file_name in seen:
-            raise ValueError(
-                f"model_snapshot name {file_name!r} is used twice in {request.node.nodeid}: give "
-                "each snapshot of a test its own name=..."
+        require_module(model, "model_snapshot")
+        given = _check_name(name)
+        snapshot_name = given if given is not None else _test_name(request.node)
+        path = folder / f"{_safe_name(snapshot_name)}.json"
+        key = _path_key(path)
+        nodeid = request.node.nodeid
+        if key in seen:
+            same = seen[key] == snapshot_name
+            raise InputSpecError(
+                f"model_snapshot name {snapshot_name!r} is used twice in {nodeid}: give each "
+                "snapshot of a test its own name=..." if same else
+                f"model_snapshot names {seen[key]!r} and {snapshot_name!r} of {nodeid} both "
+                f"map to {_shown(path, request.config)} (names differing only in case share "
+                "a file on some systems): give each snapshot of a test its own name=..."
             )
-        seen.add(file_name)
-        path = folder / f"{file_name}.json"
+        owner = state.owners.get(key)
+        if owner is not None and owner[0] != nodeid:
+            raise InputSpecError(
+                f"model_snapshot name {snapshot_name!r} of {nodeid} maps to "
+                f"{_shown(path, request.config)}, the snapshot of {owner[0]} (name "
+                f"{owner[1]!r}): give one of the two tests another name=..."
+            )
+        seen[key] = snapshot_name
+        state.owners.setdefault(key, (nodeid, snapshot_name))
         # reports carry the user properties to the session (also from xdist workers)
         request.node.user_properties.append((_USED, str(path.resolve())))
         report = stable_report(summarize(model, example_inputs, **options))
         if update:
-            folder.mkdir(parents=True, exist_ok=True)
             text = report.to_json() + "\n"
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                path.write_text(text, encoding="utf-8")
+            if _write_if_changed(path, text.encode("utf-8")):
                 request.node.user_properties.append((_WRITTEN, str(path.resolve())))
             return
         if not path.exists():
@@ -141,7 +222,8 @@ def model_snapshot(request: pytest.FixtureRequest) -> Iterator[Callable[..., Non
                 "it, review it and commit it",
                 pytrace=False,
             )
-        result = diff(load_report(path), report, labels=("snapshot", type(model).__name__))
+        saved = _load_snapshot(path)
+        result = diff(saved, report, labels=("snapshot", type(model).__name__))
         if not result.equal:
             pytest.fail(
                 f"{type(model).__name__} no longer matches its snapshot {path}:\n\n"
@@ -152,6 +234,61 @@ def model_snapshot(request: pytest.FixtureRequest) -> Iterator[Callable[..., Non
 
     yield check
 
+
+def _path_key(path: Path) -> str:
+    """One key per file, also where the file system ignores case (macOS, Windows)."""
+    return os.path.normcase(str(path.resolve())).casefold()
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` unless it already holds exactly that; ``True`` if written.
+
+    The old file is only compared, never parsed (a damaged or non-UTF-8 one is just replaced),
+    and the new one is written beside it and moved over it, so it is never left half written.
+    """
+    from torchscope.errors import TorchscopeError
+
+    target = path.resolve() if path.is_symlink() else path
+    try:
+        if target.is_file() and target.stat().st_size == len(data) \
+                and target.read_bytes() == data:
+            return False
+    except OSError:
+        pass  # unreadable: written again below
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_bytes(data)
+        os.replace(temporary, target)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise TorchscopeError(
+            f"cannot write model snapshot {path}: {err.strerror or err}; make its folder a "
+            "writable directory (and the snapshot a file, not a folder) and run "
+            f"`pytest {_UPDATE}` again"
+        ) from None
+    return True
+
+
+_LOAD_FIX = re.compile(r"[:;]\s*(?:give|write it again|save one|regenerate)\b.*\Z", re.DOTALL)
+
+
+def _load_snapshot(path: Path) -> Any:
+    """The report in ``path``, or a test failure that says how to write the file again."""
+    __tracebackhide__ = True
+    from torchscope.arch_diff import load_report
+    from torchscope.errors import TorchscopeError
+
+    try:
+        return load_report(path)
+    except TorchscopeError as err:
+        # the reader's fix (the summarize command) is not the one for a snapshot
+        detail = _LOAD_FIX.sub("", str(err)).replace(f"report file {str(path)!r}", "").strip(" :")
+    pytest.fail(  # outside the except: no chained traceback of the reader's error
+        f"model snapshot {path} cannot be used ({detail}): run `pytest {_UPDATE}` to write it "
+        "again, review it and commit it",
+        pytrace=False,
+    )
 
 # ------------------------------------------------------------------------------------------
 # snapshots no test uses any more
@@ -195,6 +332,7 @@ class _SessionHooks:
         for key, value in report.user_properties:
             if key == _USED:
                 self.state.used.add(Path(str(value)))
+                self._note_owner(Path(str(value)), report.nodeid)
             elif key == _WRITTEN and Path(str(value)) not in self.state.written:
                 self.state.written.append(Path(str(value)))
         if report.when == "call" and report.passed:
@@ -203,6 +341,18 @@ class _SessionHooks:
             module = self.state.item_module.get(report.nodeid)
             if module is not None:
                 self.state.incomplete.add(module)
+
+    def _note_owner(self, path: Path, nodeid: str) -> None:
+        """Two tests on one snapshot file that the fixture could not see (xdist workers)."""
+        owner = self.state.reported_owners.setdefault(_path_key(path), nodeid)
+        if owner != nodeid and not any(c[2] == nodeid and c[0] == path
+                                       for c in self.state.clashes):
+            self.state.clashes.append((path, owner, nodeid))
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """A session where two tests shared a snapshot file does not pass."""
+        if self.state.clashes and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """Say which snapshots were written and which no test uses any more."""
@@ -229,6 +379,14 @@ def _unused(state: _State) -> list[Path]:
 
 
 def _summary(state: _State, terminalreporter: Any, config: pytest.Config) -> None:
+    if state.clashes:
+        terminalreporter.write_sep("-", "torchscope model snapshots")
+        for path, first, second in state.clashes:
+            terminalreporter.write_line(
+                f"model snapshot {_shown(path, config)} is used by two tests, {first} and "
+                f"{second}: give one of them another name=... (under {_UPDATE} one overwrote "
+                "the other)", red=True,
+            )
     if state.written:
         terminalreporter.write_sep("-", "torchscope model snapshots")
         for path in state.written:

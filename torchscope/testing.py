@@ -3,8 +3,10 @@
 ``assert_no_syncs()`` around a training step, ``assert_unchanged(model)`` around code that must
 not touch a model, ``assert_ties``, ``assert_loads`` and ``assert_param_count``. They raise
 ``AssertionError`` (so they work in pytest, unittest or a plain script) and import torch only
-when called. The ``model_snapshot`` fixture of the pytest plugin (``torchscope.pytest_plugin``)
-guards a whole architecture.
+when called. An argument of the wrong type raises :class:`~torchscope.errors.ArgumentError` and
+an impossible value (a negative count) :class:`~torchscope.errors.InputSpecError`, before any
+work, so a broken test is not mistaken for a failing model. The ``model_snapshot`` fixture of
+the pytest plugin (``torchscope.pytest_plugin``) guards a whole architecture.
 
 >>> import torch
 >>> from torchscope.examples import MLP
@@ -18,10 +20,13 @@ guards a whole architecture.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from torchscope.errors import ArgumentError, InputSpecError
 
 if TYPE_CHECKING:
     import torch
@@ -48,11 +53,84 @@ def _lines(items: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------------
+# arguments
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_model(where: str, model: object) -> nn.Module:
+    from torchscope._torch import require_module
+
+    return require_module(model, where)
+
+
+def _check_bool(where: str, name: str, value: object, *, none: str | None = None) -> None:
+    if isinstance(value, bool) or (none is not None and value is None):
+        return
+    also = f" (or None {none})" if none is not None else ""
+    raise ArgumentError(f"{where}: {name} = {_shown(value)} is not True or False{also}; "
+                        "pass a bool")
+
+
+def _check_count(where: str, name: str, value: object, *, none: str | None = None) -> int | None:
+    if value is None and none is not None:
+        return None
+    also = f", or None {none}" if none is not None else ""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        count = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ArgumentError(f"{where}: {name} = {_shown(value)} is not an int; give the number "
+                            f"of parameter values as an int, e.g. {name}=7946{also}") from None
+    if count < 0:
+        raise InputSpecError(f"{where}: {name} = {count} is negative; give the number of "
+                             "parameter values (0 or more)")
+    return count
+
+
+def _check_groups(expected_groups: object) -> list[frozenset[str]]:
+    example = "e.g. [['lm_head.weight', 'wte.weight']], or [] for no ties"
+    if isinstance(expected_groups, (str, bytes)) or not isinstance(expected_groups, Iterable):
+        raise ArgumentError(f"assert_ties: expected_groups = {_shown(expected_groups)} is not a "
+                            f"list of groups of names; give a list of lists of str, {example}")
+    groups: list[frozenset[str]] = []
+    owner: dict[str, int] = {}
+    for index, group in enumerate(expected_groups):
+        if isinstance(group, (str, bytes)) or not isinstance(group, Iterable):
+            raise ArgumentError(f"assert_ties: expected_groups[{index}] = {_shown(group)} is not "
+                                f"a group of names; give each group as a list of str, {example}")
+        names = list(group)
+        for name in names:
+            if not isinstance(name, str):
+                raise ArgumentError(f"assert_ties: expected_groups[{index}] holds {_shown(name)}, "
+                                    "not a str; give qualified tensor names such as "
+                                    "'lm_head.weight'")
+        unique = frozenset(names)
+        if len(unique) < 2:
+            raise InputSpecError(f"assert_ties: expected_groups[{index}] = {_shown(names)} has "
+                                 "fewer than two names; a tie joins two or more tensors")
+        for name in sorted(unique):
+            if name in owner:
+                raise InputSpecError(
+                    f"assert_ties: {name!r} is in expected_groups[{owner[name]}] and "
+                    f"expected_groups[{index}]; tensors that share memory form one group, so "
+                    "merge the two groups"
+                )
+            owner[name] = index
+        groups.append(unique)
+    return groups
+
+
+# ------------------------------------------------------------------------------------------
 # synchronizations
 
 
-@contextlib.contextmanager
-def assert_no_syncs(*, include_cpu: bool | None = None, deep: bool = False) -> Iterator[SyncReport]:
+def assert_no_syncs(*, include_cpu: bool | None = None,
+                    deep: bool = False) -> contextlib.AbstractContextManager[SyncReport]:
     """Fail when the block makes a host-device synchronization, listing every one by line.
 
     Unlike :func:`torchscope.no_syncs` (which stops at the first one), the whole block runs
@@ -69,11 +147,19 @@ def assert_no_syncs(*, include_cpu: bool | None = None, deep: bool = False) -> I
     Raises:
         AssertionError: at the end of the block, when any synchronization was recorded (not
             when the block itself raised: that error goes through unchanged).
+        ArgumentError: ``include_cpu`` or ``deep`` is not a bool (raised by the call).
 
     >>> import torch
     >>> with assert_no_syncs():
     ...     y = torch.ones(3) * 2
     """
+    _check_bool("assert_no_syncs", "include_cpu", include_cpu, none="for the default")
+    _check_bool("assert_no_syncs", "deep", deep)
+    return _assert_no_syncs(include_cpu, deep)
+
+
+@contextlib.contextmanager
+def _assert_no_syncs(include_cpu: bool | None, deep: bool) -> Iterator[SyncReport]:
     __tracebackhide__ = True
     from torchscope.syncs import detect_syncs
 
@@ -215,8 +301,7 @@ def _state_differences(before: dict[str, Any], after: dict[str, Any]) -> list[st
     return sorted(out)
 
 
-@contextlib.contextmanager
-def assert_unchanged(model: nn.Module) -> Iterator[None]:
+def assert_unchanged(model: nn.Module) -> contextlib.AbstractContextManager[None]:
     """Fail when the block changes ``model``: its state-dict bytes, flags, hooks or devices.
 
     Compared at the end of the block with a copy taken on entry: the modules and their types,
@@ -234,6 +319,7 @@ def assert_unchanged(model: nn.Module) -> Iterator[None]:
     Raises:
         AssertionError: at the end of the block, listing each change (not when the block
             itself raised: that error goes through unchanged).
+        ArgumentError: ``model`` is not an ``nn.Module`` (raised by the call).
 
     >>> import torch
     >>> model = torch.nn.Linear(2, 2)
@@ -244,6 +330,11 @@ def assert_unchanged(model: nn.Module) -> Iterator[None]:
     AssertionError: Linear changed inside assert_unchanged():
       (root): training True → False
     """
+    return _assert_unchanged(_check_model("assert_unchanged", model))
+
+
+@contextlib.contextmanager
+def _assert_unchanged(model: nn.Module) -> Iterator[None]:
     __tracebackhide__ = True
     before = _model_state(model)
     yield
@@ -272,16 +363,19 @@ def assert_ties(model: nn.Module,
 
     Raises:
         AssertionError: a group is missing, split differently or unexpected.
+        ArgumentError: ``model`` is not an ``nn.Module`` or a group is not a list of str.
+        InputSpecError: a group has fewer than two names, or a name is in two groups.
 
     >>> import torchscope
     >>> _ = assert_ties(torchscope.examples.SharedMLP(), [["2.weight", "4.weight"],
     ...                                                   ["2.bias", "4.bias"]])
     """
     __tracebackhide__ = True
+    _check_model("assert_ties", model)
+    want = set(_check_groups(expected_groups))
     from torchscope.tying import find_tied
 
     found = find_tied(model)
-    want = {frozenset(g) for g in expected_groups}
     have = {frozenset(g.names): g for g in found}
     missing = [g for g in want if g not in have]
     extra = [have[g] for g in have if g not in want]
@@ -314,6 +408,7 @@ def assert_loads(model: nn.Module, checkpoint_path: str | os.PathLike[str], *, s
     Raises:
         AssertionError: the load would fail; the message is the checkpoint diff with the fix.
         CheckpointError: the file cannot be read safely.
+        ArgumentError: an argument of the wrong type (``checkpoint_path`` not a str or path).
 
     >>> import os, tempfile, torch, torchscope
     >>> path = os.path.join(tempfile.mkdtemp(), "mlp.pt")
@@ -322,6 +417,18 @@ def assert_loads(model: nn.Module, checkpoint_path: str | os.PathLike[str], *, s
     4
     """
     __tracebackhide__ = True
+    _check_model("assert_loads", model)
+    if not isinstance(checkpoint_path, (str, os.PathLike)):
+        raise ArgumentError(
+            f"assert_loads: checkpoint_path = {_shown(checkpoint_path)} is not a file path; give "
+            "the checkpoint's path as a str or pathlib.Path"
+        )
+    _check_bool("assert_loads", "strict", strict)
+    if key is not None and not isinstance(key, str):
+        raise ArgumentError(
+            f"assert_loads: key = {_shown(key)} is not a str; give the dotted path of the state "
+            "dict inside the file, e.g. key='model', or None for the whole file"
+        )
     from torchscope.checkpoint import diff_checkpoint
 
     result = diff_checkpoint(model, checkpoint_path, key=key)
@@ -350,11 +457,22 @@ def assert_param_count(model: nn.Module, n: int, *, trainable: int | None = None
 
     Raises:
         AssertionError: a count differs; the message shows the count of each top-level block.
+        ArgumentError: ``model`` is not an ``nn.Module`` or a count is not an int.
+        InputSpecError: a count is negative, or ``trainable`` is more than ``n``.
 
     >>> import torchscope
     >>> assert_param_count(torchscope.examples.MLP(), 7946, trainable=7946)
     """
     __tracebackhide__ = True
+    _check_model("assert_param_count", model)
+    n = _check_count("assert_param_count", "n", n) or 0  # never None: no default for n
+    trainable = _check_count("assert_param_count", "trainable", trainable,
+                             none="to leave it unchecked")
+    if trainable is not None and trainable > n:
+        raise InputSpecError(
+            f"assert_param_count: trainable = {trainable:,} is more than n = {n:,}; the "
+            "trainable parameters are among the n parameters"
+        )
     from torchscope.inspect import summarize
 
     report = summarize(model)
