@@ -39,9 +39,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from torchscope.errors import InputSpecError
+from torchscope.errors import ArgumentError, InputSpecError
 from torchscope.inspect import summarize
 from torchscope.rendering import print_report
+from torchscope.rendering._args import _shown, check_depth
 from torchscope.rendering._columns import COLUMNS, column_keys
 
 if TYPE_CHECKING:
@@ -55,15 +56,53 @@ __all__ = ["summary"]
 _MODES = (None, "same", "train", "eval")
 
 
-def _sizes(input_size: Any, batch_dim: int | None) -> list[tuple[int, ...]]:
-    def is_dim(d: object) -> bool:
-        return isinstance(d, int) and not isinstance(d, bool)
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
-    if batch_dim is not None and not is_dim(batch_dim):
+
+def _is_names(value: object) -> bool:
+    """``value`` is a list or tuple of ``str`` (a ``str`` alone is not)."""
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def _check_options(*, batch_dim: object, cache_forward_pass: object, col_names: object,
+                   col_width: object, depth: object, device: object, dtypes: object,
+                   row_settings: object) -> None:
+    """One line naming the first option of :func:`summary` of a type it does not take."""
+    import torch
+
+    if batch_dim is not None and not _is_int(batch_dim):
         raise InputSpecError(
             f"batch_dim = {batch_dim!r} is not an index; give the position of the batch "
             "dimension to insert, e.g. batch_dim=0"
         )
+    if cache_forward_pass is not None and not isinstance(cache_forward_pass, bool):
+        raise ArgumentError(f"summary: cache_forward_pass = {_shown(cache_forward_pass)} is "
+                            "not True or False; pass a bool (it has no effect)")
+    if col_names is not None and not isinstance(col_names, str) and not _is_names(col_names):
+        raise ArgumentError(f"summary: col_names = {_shown(col_names)} is not a list of column "
+                            "names; pass e.g. ['output_size', 'num_params'] (see "
+                            "torchscope.rendering.COLUMNS)")
+    if not (isinstance(col_width, int) and not isinstance(col_width, bool) and col_width > 0):
+        raise ArgumentError(f"summary: col_width = {_shown(col_width)} is not a width; pass an "
+                            "int > 0 (it has no effect: columns fit their content)")
+    check_depth("summary", depth)
+    if device is not None and not isinstance(device, (str, torch.device)):
+        raise ArgumentError(f"summary: device = {_shown(device)} is not a device; pass e.g. "
+                            "'cpu', 'cuda:0' or torch.device('meta')")
+    if dtypes is not None and not (isinstance(dtypes, (list, tuple)) and all(
+            isinstance(d, (str, torch.dtype)) for d in dtypes)):
+        raise ArgumentError(f"summary: dtypes = {_shown(dtypes)} is not a list of dtypes; pass "
+                            "one per input_size, e.g. [torch.long] or ['long', 'float32']")
+    if row_settings is not None and not isinstance(row_settings, str) and not _is_names(
+            row_settings):
+        raise ArgumentError(f"summary: row_settings = {_shown(row_settings)} is not a list of "
+                            "names; pass e.g. ['var_names'] (it has no effect: the tree is "
+                            "always drawn)")
+
+
+def _sizes(input_size: Any, batch_dim: int | None) -> list[tuple[int, ...]]:
+    is_dim = _is_int
     if isinstance(input_size, (tuple, list)) and input_size and all(map(is_dim, input_size)):
         shapes = [tuple(input_size)]
     elif isinstance(input_size, (tuple, list)) and input_size and all(
@@ -105,7 +144,7 @@ def summary(
     cache_forward_pass: bool | None = None,
     col_names: Sequence[str] | None = None,
     col_width: int = 25,
-    depth: int = 3,
+    depth: int | None = 3,
     device: torch.device | str | None = None,
     dtypes: Sequence[torch.dtype | str] | None = None,
     mode: str | None = None,
@@ -128,7 +167,7 @@ def summary(
         col_names: columns in order (torchinfo's names; see
             :data:`torchscope.rendering.COLUMNS`).
         col_width: accepted for compatibility; columns fit their content.
-        depth: the deepest level shown (the root is 0).
+        depth: the deepest level shown (the root is 0); ``None`` for every level.
         device: where built inputs go (the model is never moved).
         dtypes: one dtype per ``input_size`` (``torch.long``, ``"long"``, ``"bf16"``…).
         mode: accepted for compatibility; the model keeps its own train/eval mode.
@@ -141,6 +180,8 @@ def summary(
         The :class:`~torchscope.records.Report`.
 
     Raises:
+        ArgumentError: an option of a type it does not take (``col_names=5``, ``dtypes=5``,
+            ``depth='x'``), before anything runs.
         InputSpecError: both ``input_size`` and ``input_data``, a malformed shape, an unknown
             ``mode`` or ``verbose``.
         TorchscopeError: an unknown column; a forward that raised (:class:`ForwardError`).
@@ -150,6 +191,9 @@ def summary(
     ... # doctest: +ELLIPSIS
     Module ...
     """
+    _check_options(batch_dim=batch_dim, cache_forward_pass=cache_forward_pass,
+                   col_names=col_names, col_width=col_width, depth=depth, device=device,
+                   dtypes=dtypes, row_settings=row_settings)
     del cache_forward_pass, col_width, row_settings  # torchinfo layout options, not needed
     if mode not in _MODES:
         raise InputSpecError(f"mode = {mode!r} is not one of 'train', 'eval', 'same'")

@@ -44,6 +44,7 @@ __all__ = [
     "add_target_arguments",
     "build_parser",
     "check_output_path",
+    "column_list",
     "input_options",
     "load_target",
     "main",
@@ -161,6 +162,34 @@ def add_columns_argument(parser: argparse.ArgumentParser) -> None:
         + ", ".join(k for k in COLUMNS if k != "module")
         + "; default: those that say something about this model",
     )
+
+
+def column_list(text: str) -> list[str]:
+    """The column keys of ``--columns`` ``text`` (comma-separated, spaces around a key
+    ignored), each checked; a message quotes a key as typed.
+
+    Raises:
+        InputSpecError: no key at all (``--columns ,,,``) or an unknown key.
+
+    >>> column_list("params, output")
+    ['num_params', 'output_size']
+    """
+    from torchscope.rendering._columns import COLUMNS, column_keys
+
+    keys = [key.strip() for key in text.split(",") if key.strip()]
+    if not keys:
+        raise InputSpecError(
+            f"--columns {text!r} names no column; give keys separated by commas, e.g. "
+            f"--columns num_params,output_size (choose from "
+            f"{', '.join(k for k in COLUMNS if k != 'module')})"
+        )
+    out: list[str] = []
+    for key in keys:
+        try:
+            out += column_keys([key])
+        except TorchscopeError as err:
+            raise InputSpecError(f"--columns: {str(err).removeprefix('columns: ')}") from None
+    return out
 
 
 def output_format(args: argparse.Namespace) -> Format:
@@ -334,23 +363,24 @@ def input_options(args: argparse.Namespace, *, kwargs_on_meta: bool = True) -> d
 # resolving a target string to a model
 
 
-def _parse_kwargs(text: str | None) -> dict[str, Any]:
+def _parse_kwargs(text: str | None, flag: str = "--kwargs") -> dict[str, Any]:
+    """The JSON object ``text`` given to ``flag`` (``--kwargs``, ``--kwargs-b``)."""
     if text is None:
         return {}
     try:
         # bounded: a size and nesting limit (one line instead of a RecursionError)
-        value = load_json(text, what="--kwargs", max_bytes=100_000, error=TargetError)
+        value = load_json(text, what=flag, max_bytes=100_000, error=TargetError)
     except TargetError as bounded:
         err = bounded.__context__
         if not isinstance(err, json.JSONDecodeError):
             raise
         raise TargetError(
-            f"--kwargs {text!r} is not valid JSON ({err.msg} at column {err.colno}); write a "
+            f"{flag} {text!r} is not valid JSON ({err.msg} at column {err.colno}); write a "
             """JSON object such as '{"n_layer": 2}'"""
         ) from None
     if not isinstance(value, dict):
         raise TargetError(
-            f"--kwargs must be a JSON object of keyword arguments, got {type(value).__name__}: "
+            f"{flag} must be a JSON object of keyword arguments, got {type(value).__name__}: "
             """write e.g. '{"n_layer": 2}'"""
         )
     return value
@@ -471,12 +501,13 @@ def _import_module(name: str) -> Any:
             raise TargetError(f"importing {name!r} {_what_happened(err)} — {fix}") from err
 
 
-def resolve_target(target: str | None, *, kwargs: dict[str, Any] | None = None) -> nn.Module:
+def resolve_target(target: str | None, *, kwargs: dict[str, Any] | None = None,
+                   flag: str = "--kwargs") -> nn.Module:
     """Turn ``package.module:name`` or ``path/file.py:name`` into a module.
 
     ``name`` may be dotted (``module:Outer.build``) and may be a module instance, a ``Module``
     subclass (instantiated with ``kwargs``) or a function returning a module (called with them).
-    ``None`` gives the chapter's MLP.
+    ``None`` gives the chapter's MLP. ``flag`` is the option that gave ``kwargs``, for messages.
 
     Raises:
         TargetError: the target does not resolve, its import fails, it is not a module, or the
@@ -509,12 +540,13 @@ def resolve_target(target: str | None, *, kwargs: dict[str, Any] | None = None) 
     is_file = where.endswith(".py") or os.sep in where or "/" in where
     module = _import_file(Path(where)) if is_file else _import_module(where)
     with _watch_interrupts() as interrupts:
-        return _build(module, text, where, attr, kwargs, interrupts)
+        return _build(module, text, where, attr, kwargs, interrupts, flag)
 
 
 def _build(module: Any, text: str, where: str, attr: str, kwargs: dict[str, Any],
-           interrupts: _Interrupts) -> nn.Module:
-    """``attr`` of the imported ``module``: the instance, or what the class or factory made."""
+           interrupts: _Interrupts, flag: str = "--kwargs") -> nn.Module:
+    """``attr`` of the imported ``module``: the instance, or what the class or factory made
+    (``flag``: the option that gave ``kwargs``, for messages)."""
     from torch import nn
 
     obj: Any = module
@@ -539,7 +571,7 @@ def _build(module: Any, text: str, where: str, attr: str, kwargs: dict[str, Any]
     if isinstance(obj, nn.Module):
         if kwargs:
             raise TargetError(
-                f"{text!r} is a module instance, so --kwargs cannot apply; point at its class or "
+                f"{text!r} is a module instance, so {flag} cannot apply; point at its class or "
                 "a factory function instead"
             )
         return obj
@@ -556,7 +588,7 @@ def _build(module: Any, text: str, where: str, attr: str, kwargs: dict[str, Any]
     except Exception as err:
         raise TargetError(
             f"calling {call} from {where!r} {_what_happened(err)} — pass the arguments it needs "
-            "with --kwargs '{...}'"
+            f"with {flag} '{{...}}'"
         ) from err
     except BaseException as err:  # sys.exit(), KeyboardInterrupt… in the constructor or factory
         if interrupts.is_real(err):
@@ -573,9 +605,11 @@ def _build(module: Any, text: str, where: str, attr: str, kwargs: dict[str, Any]
 
 
 def load_target(args: argparse.Namespace) -> nn.Module:
-    """The model named by ``args.target`` and ``args.kwargs`` (the chapter's MLP by default)."""
+    """The model named by ``args.target`` and ``args.kwargs`` (the chapter's MLP by default);
+    messages name the option ``args.kwargs_flag`` (default ``--kwargs``)."""
+    flag = getattr(args, "kwargs_flag", None) or "--kwargs"
     return resolve_target(getattr(args, "target", None),
-                          kwargs=_parse_kwargs(getattr(args, "kwargs", None)))
+                          kwargs=_parse_kwargs(getattr(args, "kwargs", None), flag), flag=flag)
 
 
 # ------------------------------------------------------------------------------------------
@@ -655,7 +689,12 @@ def _plain_doc(doc: str | None) -> str | None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with a suggestion on a typo: ``did you mean summarize?``."""
+    """argparse with a suggestion on a typo (``did you mean summarize?``) and errors of one line
+    on stderr, like every other error of the CLI (no usage block): ``torchscope summarize:
+    error: argument --depth: invalid int value: 'abc' (see 'torchscope summarize --help')``."""
+
+    #: the command this parser reads (``None`` for the top-level parser)
+    command: str | None = None
 
     def error(self, message: str) -> NoReturn:
         hint = ""
@@ -675,8 +714,11 @@ class _Parser(argparse.ArgumentParser):
             close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
             if close:
                 hint = f" (did you mean {close[0]}?)"
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}{hint}\n")
+        from torchscope.rendering._text import escape_text
+
+        name = f"torchscope {self.command}" if self.command else "torchscope"
+        text = escape_text(f"{message}{hint}")  # user text (a stray argument) stays on one line
+        self.exit(2, f"{name}: error: {text} (see '{self.prog} --help')\n")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -710,6 +752,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         doc = _plain_doc(module.__doc__)
         cmd = sub.add_parser(name, help=help_text, formatter_class=_HelpFormatter,
                              description=doc.replace("python -m torchscope", prog) if doc else doc)
+        if isinstance(cmd, _Parser):
+            cmd.command = name
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
@@ -785,7 +829,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         at = argv.index("-m") + 2
         if at < len(argv) and argv[at] != "--":
             argv.insert(at, "--")
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # reported by the command's own parser: its name, its options to suggest
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)),
+                   None)
+        command = sub.choices.get(args.command) if sub is not None and args.command else None
+        (command or parser).error(f"unrecognized arguments: {' '.join(extras)}")
     if args.command is None:
         parser.print_help()
         return 2
@@ -793,8 +842,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _reject_empty(parser, args)
         code: int = args._run(args)
     except TorchscopeError as err:
-        sys.stdout.flush()
-        print(f"torchscope {args.command}: error: {err}", file=sys.stderr)
+        from torchscope.rendering._text import escape_text
+
+        sys.stdout.flush()  # one line, whatever user text the message quotes
+        print(f"torchscope {args.command}: error: {escape_text(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"torchscope {args.command}: interrupted", file=sys.stderr)

@@ -55,25 +55,25 @@ def _is_report_file(text: str) -> bool:
     return text.endswith(".json") and ":" not in Path(text).name
 
 
-def _side(text: str, kwargs: str | None) -> Any:
+def _side(text: str, kwargs: str | None, flag: str) -> Any:
     if _is_report_file(text):
         if kwargs is not None:
             from torchscope.errors import TargetError
 
             raise TargetError(
-                f"--kwargs applies to a model target, but {text!r} is a saved report: drop "
-                "--kwargs for it"
+                f"{flag} applies to a model target, but {text!r} is a saved report: drop "
+                f"{flag} for it"
             )
         return load_report(text), Path(text).name
-    model = load_target(argparse.Namespace(target=text, kwargs=kwargs))
+    model = load_target(argparse.Namespace(target=text, kwargs=kwargs, kwargs_flag=flag))
     return model, type(model).__name__
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the diff; exit 0 when the two sides are equal, 1 when they differ."""
     options = input_options(args)
-    a, label_a = _side(args.a, args.kwargs_a)
-    b, label_b = _side(args.b, args.kwargs_b)
+    a, label_a = _side(args.a, args.kwargs_a, "--kwargs-a")
+    b, label_b = _side(args.b, args.kwargs_b, "--kwargs-b")
     if label_a == label_b and args.a != args.b:
         label_a, label_b = args.a, args.b
     result = diff(a, b, labels=(label_a, label_b), **options)

@@ -10,6 +10,7 @@ from torchscope.cli import (
     add_format_argument,
     add_input_arguments,
     add_target_arguments,
+    column_list,
     input_options,
     load_target,
     output_format,
@@ -18,7 +19,6 @@ from torchscope.cli import (
 from torchscope.distributed import distributed_session, gather_report, is_primary
 from torchscope.errors import InputSpecError
 from torchscope.inspect import summarize
-from torchscope.rendering._columns import column_keys
 from torchscope.rendering._cost import COLUMNS_REGISTERED, cost_block
 from torchscope.rendering._distributed import ranks_renderable
 from torchscope.rendering._report import emit, print_report, ties_renderable
@@ -55,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 0:
         raise InputSpecError(f"--depth {args.depth} is negative: use 0 for the root only, 1, 2…")
     options = input_options(args)
-    if args.columns is not None:
-        column_keys(args.columns)  # a typo is reported before any work
+    columns = None if args.columns is None else column_list(args.columns)  # before any work
     if getattr(args, "cost", False):
         options.update(cost=True, optimizer=args.optimizer, train_dtype=args.train_dtype)
     elif getattr(args, "optimizer", None) or getattr(args, "train_dtype", None):
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         fmt = output_format(args)
         print_report(report, fmt=fmt, depth=args.depth, params=args.params,
-                     columns=args.columns)
+                     columns=columns)
         if report.cost is not None and fmt != "json":
             print()
             emit(cost_block(report, fmt=fmt, table=not COLUMNS_REGISTERED), fmt=fmt)

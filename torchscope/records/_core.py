@@ -610,6 +610,18 @@ def inferred_numel(records: Iterable[LazyRecord], *,
         )
     wanted: set[str] | None = None
     if params is not None:
+        given_params = params
+        params = (list(params) if isinstance(params, Iterable)
+                  and not isinstance(params, (str, bytes)) else None)
+        if params is None or not all(isinstance(p, ParamRecord) for p in params):
+            from torchscope.errors import ArgumentError
+
+            shown = repr(given_params)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ArgumentError(
+                f"inferred_numel: params = {shown} ({type(given_params).__name__}) is not a "
+                "list of ParamRecord; pass report.params"
+            )
         wanted = {p.name for p in params if p.kind is ParamKind.PARAMETER}
     total = 0
     for rec in records:

@@ -76,14 +76,19 @@ def escape_text(text: str) -> str:
     return "".join(out)
 
 
-def escape_markdown(text: str) -> str:
-    r""":func:`escape_text` for a Markdown table cell: ``|``, ``<`` (an HTML tag), ``*`` and
-    backticks made literal.
+# a backslash before ASCII punctuation is a Markdown escape; before anything else it is shown
+_MD_BACKSLASH = re.compile(r"\\(?=[!-/:-@\[-`{-~])")
 
-    >>> print(escape_markdown("a|b"), escape_markdown("<h>"))
-    a\|b \<h>
+
+def escape_markdown(text: str) -> str:
+    r""":func:`escape_text` for a Markdown table cell, shown by a viewer as written: ``&``
+    written ``&amp;`` (``&#8238;`` or ``&lt;`` would be decoded), ``|``, ``<`` (an HTML tag),
+    ``*``, backticks and a backslash before punctuation made literal.
+
+    >>> print(escape_markdown("a|b"), escape_markdown("<h>"), escape_markdown("x&#8238;"))
+    a\|b \<h> x&amp;#8238;
     """
-    out = escape_text(text)
+    out = _MD_BACKSLASH.sub(r"\\\\", escape_text(text)).replace("&", "&amp;")
     for ch in "|<*`":
         out = out.replace(ch, "\\" + ch)
     return out

@@ -355,10 +355,16 @@ def _shapes_label(specs: list[TensorSpec]) -> str:
 
 def _escape(text: str) -> str:
     """Text for a DOT label: invisible characters escaped (:func:`escape_text`), backslashes
-    doubled (DOT reads ``\\n`` and friends as escapes), never read as an HTML label."""
+    doubled (DOT reads ``\\n`` and friends as escapes), ``&`` written ``&amp;`` (Graphviz decodes
+    ``&#8238;`` and other entities in labels), never read as an HTML label.
+
+    >>> _escape("a&#8238;b")
+    'a&amp;#8238;b'
+    """
     import graphviz
 
     out = escape_text(text).replace("\\", "\\\\")  # _BREAK (private use) stays as it is
+    out = out.replace("&", "&amp;")
     return str_type(graphviz.nohtml(out.replace(_BREAK, "\\n")))
 
 
@@ -397,15 +403,16 @@ def _code_id(path: str, k: int | None) -> str:
 
 def _nid(node: str) -> str:
     """A DOT node id for ``node``: ``:`` would split it into node and port (a phantom node),
-    ``<…>`` would read as HTML, control characters would break the line; such characters are
-    percent-encoded (ids are never shown, labels are).
+    ``<…>`` would read as HTML, control characters would break the line, ``&`` would start an
+    entity (an SVG viewer decodes ``&#8238;`` in the ``<title>`` Graphviz copies the id into);
+    such characters are percent-encoded (ids are never shown, labels are).
 
-    >>> _nid("b:c"), _nid("layers.0")
-    ('b%3Ac', 'layers.0')
+    >>> _nid("b:c"), _nid("layers.0"), _nid("a&#1;")
+    ('b%3Ac', 'layers.0', 'a%26#1;')
     """
     out = []
     for ch in node:
-        if ch in ':<>%"\\' or not ch.isprintable():
+        if ch in ':<>%"&\\' or not ch.isprintable():
             out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8")))
         else:
             out.append(ch)

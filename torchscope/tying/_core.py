@@ -57,7 +57,7 @@ def storage_key(t: torch.Tensor) -> StorageKey:
     """
     _require_tensor(t, "storage_key")
     try:
-        storage = t.untyped_storage()
+        storage = t.untyped_storage()  # (a DTensor's: its local shard's, through dispatch)
         ptr = storage.data_ptr()
     except RuntimeError:  # a wrapper subclass with no storage of its own: by identity
         return (str(t.device), 0, id(t))
@@ -309,7 +309,8 @@ def _by_storage(tensors: Iterable[tuple[int, torch.Tensor]]) -> dict[object, lis
     """Indices grouped by the storage holding their bytes (lazy and empty tensors left out)."""
     out: dict[object, list[int]] = {}
     for i, t in tensors:
-        if isinstance(t, UninitializedTensorMixin) or _unstrided(t) or _storageless(t):
+        if (isinstance(t, UninitializedTensorMixin) or _unstrided(t)
+                or _storageless(_memory(t))):
             continue  # sparse, nested and storage-less tensors tie by identity only
         m = _memory(t)
         if m.numel() == 0:
