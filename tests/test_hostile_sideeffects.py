@@ -674,3 +674,163 @@ def test_process_state_a_forward_leaves_behind_is_put_back(what: str, mode: str)
         assert get() == before
     finally:
         state.restore()
+
+
+# -- the guard's own robustness, and what a second look found ------------------------------
+
+
+def test_a_setting_that_refuses_to_be_read_does_not_stop_the_restore() -> None:
+    # guards the bug: a forward switching to torch's per-backend float32 precision made the
+    # legacy getter raise inside the restore, and nothing after it (BatchNorm statistics,
+    # hooks, RNG) was put back
+    class NewPrecisionApi(_Base):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            torch.backends.mkldnn.matmul.fp32_precision = "bf16"  # type: ignore[attr-defined]
+            return self.body(x)
+
+    model = NewPrecisionApi().train()
+    before = _bytes(model)
+    setting = torch.backends.mkldnn.matmul.fp32_precision  # type: ignore[attr-defined]
+    torchscope.summarize(model, torch.randn(3, 4), mode="real")
+    assert _bytes(model) == before
+    assert torch.backends.mkldnn.matmul.fp32_precision == setting  # type: ignore[attr-defined]
+    torch.get_float32_matmul_precision()  # readable again
+
+
+@pytest.mark.parametrize("change", ["pop", "pop-two", "push-the-same"])
+def test_the_whole_saved_tensor_hooks_stack_comes_back(change: str) -> None:
+    # guards the bug: only the top of the stack was compared, so a forward popping the user's
+    # hooks (or pushing the top one again) left the stack short or long
+    autograd: Any = torch._C._autograd  # type: ignore[attr-defined]
+    outer = (lambda t: t, lambda t: t)
+    inner = (lambda t: t, lambda t: t)
+
+    class Pops(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if change == "push-the-same":
+                autograd._push_saved_tensors_default_hooks(*inner)
+            else:
+                for _ in range(1 if change == "pop" else 2):
+                    autograd._pop_saved_tensors_default_hooks()
+            return self.fc(x)
+
+    with torch.autograd.graph.saved_tensors_hooks(*outer):
+        with torch.autograd.graph.saved_tensors_hooks(*inner):
+            torchscope.summarize(Pops(), torch.randn(2, 4), mode="real")
+            assert _guard._saved_hooks_stack() == [outer, inner]
+
+
+class WritesFromAThread(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import threading
+
+        def write() -> None:
+            with torch.no_grad():
+                self.scale.mul_(2)
+
+        worker = threading.Thread(target=write)
+        worker.start()
+        worker.join()
+        return self.body(x)
+
+
+def test_a_write_no_dispatch_mode_sees_is_never_hidden_from_autograd(strategy: str) -> None:
+    # guards the bug: copy on write missed a write made in another thread, yet reset the
+    # tensor's version counter, so a pending backward silently used the new values; now the
+    # snapshot puts the bytes back, and copy on write leaves the version moved (backward raises)
+    torch.manual_seed(0)
+    model = WritesFromAThread().train()
+    x = torch.randn(3, 4, requires_grad=True)
+    pending = (model.bn(model.fc(x)) * model.scale).sum()  # saves scale for backward
+    torchscope.summarize(model, torch.randn(3, 4), mode="real")
+    if strategy == "snapshot":
+        assert torch.equal(model.scale, torch.ones(4))
+        pending.backward()
+    else:
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            pending.backward()
+
+
+@pytest.mark.parametrize("change", ["t_", "as_strided_"])
+def test_a_layout_changed_in_place_comes_back(change: str) -> None:
+    # guards the bug: only address, shape and dtype were compared, so a transposed or
+    # re-strided buffer or weight stayed so
+    class Restrides(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+            self.register_buffer("b", torch.arange(9.0).reshape(3, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                if change == "t_":
+                    self.b.t_()
+                    self.fc.weight.t_()
+                else:
+                    self.b.as_strided_((3, 3), (1, 3))
+            return self.fc(x)
+
+    model = Restrides()
+    layout = {k: (v.stride(), v.storage_offset()) for k, v in model.state_dict().items()}
+    before = _bytes(model)
+    torchscope.summarize(model, torch.randn(2, 3), mode="real")
+    assert {k: (v.stride(), v.storage_offset()) for k, v in model.state_dict().items()} == layout
+    assert _bytes(model) == before
+
+
+def test_tensors_kept_in_list_and_dict_attributes_are_copied_to_meta() -> None:
+    # guards the bug: a meta or fake copy deep-copied tensors held in list or dict attributes
+    # with their memory (457 MB for two tables)
+    model = nn.Linear(4, 4)
+    model.tables = [torch.zeros(1000)]  # type: ignore[assignment]
+    model.extra = {"mask": torch.ones(1000)}  # type: ignore[assignment]
+    copied = torchscope.trace.copy_to_meta(model)
+    assert copied.tables[0].is_meta and copied.extra["mask"].is_meta  # type: ignore[index]
+
+
+class FillsEveryKind(_Base):
+    def __init__(self) -> None:
+        super().__init__()
+        import collections
+
+        self.ordered: collections.OrderedDict[str, int] = collections.OrderedDict(a=1)
+        self.counts: collections.defaultdict[str, int] = collections.defaultdict(int)
+        self.names: set[str] = {"a"}
+        self.recent: collections.deque[int] = collections.deque([1], maxlen=4)
+        self.cfg: dict[str, Any] = {"a": [], "b": {"c": 1}}
+        self._kv_cache: dict[int, torch.Tensor] = {}
+        self.py_rng = random.Random(0)
+        self.np_rng = np.random.default_rng(0)
+        self.fc.weight.tags = ["w"]  # type: ignore[attr-defined]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.ordered["b"] = 2
+        self.counts["x"] += 1
+        self.names.add("b")
+        self.recent.append(2)
+        self.cfg["a"].append(x)
+        self.cfg["b"]["c"] = 2
+        self._kv_cache[0] = x
+        self.py_rng.random()
+        self.np_rng.random()
+        self.fc.weight.tags.append("seen")  # type: ignore[attr-defined]
+        return self.body(x)
+
+
+def test_every_kind_of_container_and_generator_attribute_comes_back() -> None:
+    # guards the bugs: only exact lists and dicts with public names were kept, one level deep;
+    # OrderedDict, defaultdict, set, deque, nested containers, private caches, Python and
+    # NumPy generators and containers set on a Parameter kept what the forward put there
+    model = FillsEveryKind().train()
+    py_state, np_state = model.py_rng.getstate(), model.np_rng.bit_generator.state
+    torchscope.summarize(model, torch.randn(3, 4), mode="real")
+    assert dict(model.ordered) == {"a": 1} and dict(model.counts) == {}
+    assert model.names == {"a"} and list(model.recent) == [1]
+    assert model.cfg == {"a": [], "b": {"c": 1}} and model._kv_cache == {}
+    assert model.py_rng.getstate() == py_state
+    assert model.np_rng.bit_generator.state == np_state
+    assert model.fc.weight.tags == ["w"]  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import bisect
+import collections
 import copy
 import ctypes
 import mmap
@@ -33,6 +34,7 @@ from torchscope._torch import (
     room_for_depth,
 )
 from torchscope.errors import InputSpecError
+from torchscope.trace._inputs import tensors_in
 
 # ---------------------------------------------------------------------------------------------
 # module tree
@@ -129,11 +131,13 @@ class _GlobalState:
         self.anomaly = (torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled())
         self.autocast = _autocast_state()
         self.autocast_cache = torch.is_autocast_cache_enabled()
-        self.matmul = torch.get_float32_matmul_precision()
+        self.matmul: str | None = _read(torch.get_float32_matmul_precision)
+        if self.matmul is _UNREADABLE:  # the new per-backend settings are in use: in _flags
+            self.matmul = None
         self.threads = torch.get_num_threads()
         self.autocast_nesting = _autocast_nesting()
-        self.saved_hooks = _top_saved_hooks()
-        self.flags = [get() for _, get, _ in _flags()]
+        self.saved_hooks = _saved_hooks_stack()
+        self.flags = [_read(get) for _, get, _ in _flags()]
         self.print_options = dict(vars(torch._tensor_str.PRINT_OPTS))
         self.rng = torch.get_rng_state()
         self.cuda_rng = (torch.cuda.get_rng_state_all()
@@ -143,18 +147,43 @@ class _GlobalState:
         self.np_rng = np.random.get_state() if np is not None else None
 
     def restore(self) -> None:
-        from torch.utils import _device
+        """Put every part back; a part that cannot be put back (a torch setting that refuses
+        its old value) does not stop the others: it is named in one warning at the end."""
+        failed: list[str] = []
+        for name, step in (
+            ("mode stacks", self._stacks), ("default device and dtype", self._defaults),
+            ("grad, determinism and anomaly flags", self._autograd),
+            ("autocast", self._autocast), ("backend switches", self._switches),
+            ("float32 matmul precision", self._matmul), ("backend switches", self._switches),
+            ("thread count", self._threads), ("saved-tensor hooks", self._saved_hooks),
+            ("print options", self._print_options), ("random number generators", self._rngs),
+        ):
+            try:
+                step()
+            except Exception as err:  # every other part is still put back
+                failed.append(f"{name} ({type(err).__name__}: {str(err).strip()[:80]})")
+        if failed:
+            warnings.warn(
+                "torchscope could not put back what the forward changed in: "
+                + "; ".join(dict.fromkeys(failed)), RuntimeWarning, stacklevel=4)
 
+    def _stacks(self) -> None:
         if _dispatch_stack() != self.dispatch_stack:
             _set_dispatch_stack(self.dispatch_stack)
         if _function_stack() != self.function_stack:
             _set_function_stack(self.function_stack)
+
+    def _defaults(self) -> None:
+        from torch.utils import _device
+
         ctx = getattr(torch, "_GLOBAL_DEVICE_CONTEXT", None)
         if ctx is not None and getattr(ctx, "device_context", None) is not self.default_device[0]:
             ctx.device_context = self.default_device[0]
         _device.CURRENT_DEVICE = self.default_device[1]
         if torch.get_default_dtype() is not self.dtype:
             torch.set_default_dtype(self.dtype)
+
+    def _autograd(self) -> None:
         torch.set_grad_enabled(self.grad)
         if (torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled()) != self.determinism:
@@ -162,16 +191,14 @@ class _GlobalState:
                                                warn_only=self.determinism[1])
         if (torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled()) != self.anomaly:
             torch.set_anomaly_enabled(*self.anomaly)
+
+    def _autocast(self) -> None:
         if _autocast_state() != self.autocast:
             for device, enabled, dtype in self.autocast:
                 torch.set_autocast_enabled(device, enabled)
                 torch.set_autocast_dtype(device, dtype)
         if torch.is_autocast_cache_enabled() is not self.autocast_cache:
             torch.set_autocast_cache_enabled(self.autocast_cache)
-        if torch.get_float32_matmul_precision() != self.matmul:
-            torch.set_float32_matmul_precision(self.matmul)
-        if torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)
         nesting = _autocast_nesting()
         while nesting > self.autocast_nesting:  # autocast blocks entered and never left
             nesting = torch.autocast_decrement_nesting()
@@ -179,14 +206,36 @@ class _GlobalState:
                 torch.clear_autocast_cache()
         while nesting < self.autocast_nesting:
             nesting = torch.autocast_increment_nesting()
-        if _top_saved_hooks() != self.saved_hooks:
-            _restore_saved_hooks(self.saved_hooks)
+
+    def _switches(self) -> None:
         for (_, get, set_), value in zip(_flags(), self.flags):
-            if get() != value:
+            if value is _UNREADABLE:
+                continue
+            try:
+                same = get() == value
+            except Exception:  # unreadable now: set it anyway
+                same = False
+            if not same:
                 set_(value)
+
+    def _matmul(self) -> None:
+        if self.matmul is not None and torch.get_float32_matmul_precision() != self.matmul:
+            torch.set_float32_matmul_precision(self.matmul)
+
+    def _threads(self) -> None:
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+
+    def _saved_hooks(self) -> None:
+        if _saved_hooks_stack() != self.saved_hooks:
+            _set_saved_hooks_stack(self.saved_hooks)
+
+    def _print_options(self) -> None:
         options = torch._tensor_str.PRINT_OPTS
         if vars(options) != self.print_options:
             vars(options).update(self.print_options)
+
+    def _rngs(self) -> None:
         torch.set_rng_state(self.rng)
         if self.cuda_rng is not None:
             torch.cuda.set_rng_state_all(self.cuda_rng)
@@ -196,6 +245,16 @@ class _GlobalState:
             np.random.set_state(self.np_rng)
 
 
+_UNREADABLE = object()
+
+
+def _read(get: Callable[[], Any]) -> Any:
+    try:
+        return get()
+    except Exception:  # a switch this process cannot read now
+        return _UNREADABLE
+
+
 def _autocast_nesting() -> int:
     """How many autocast blocks are open (torch clears autocast's cache when it drops to 0)."""
     nesting: int = torch.autocast_increment_nesting() - 1
@@ -203,21 +262,38 @@ def _autocast_nesting() -> int:
     return nesting
 
 
-def _top_saved_hooks() -> Any:
+def _saved_hooks_stack() -> list[Any]:
+    """The whole saved-tensor hooks stack, bottom first (read by popping and pushing back:
+    torch shows only its top)."""
     autograd: Any = torch._C._autograd
-    return autograd._top_saved_tensors_default_hooks(True)
+    popped: list[Any] = []
+    for _ in range(10_000):  # (a bound: no real stack is that deep)
+        top = autograd._top_saved_tensors_default_hooks(True)
+        if top is None:
+            break
+        popped.append(top)
+        autograd._pop_saved_tensors_default_hooks()
+    for hooks in reversed(popped):
+        autograd._push_saved_tensors_default_hooks(*hooks)
+    return popped[::-1]
 
 
-def _restore_saved_hooks(saved: Any) -> None:
-    """Pop saved-tensor hooks pushed since (``saved`` is the top then), or push it back."""
+def _set_saved_hooks_stack(stack: list[Any]) -> None:
     autograd: Any = torch._C._autograd
-    for _ in range(10_000):  # (a bound: a stack deeper than this is not ours to empty)
-        top = _top_saved_hooks()
-        if top == saved or top is None:
+    for _ in range(10_000):
+        if autograd._top_saved_tensors_default_hooks(True) is None:
             break
         autograd._pop_saved_tensors_default_hooks()
-    if saved is not None and _top_saved_hooks() is None:
-        autograd._push_saved_tensors_default_hooks(*saved)
+    for hooks in stack:
+        autograd._push_saved_tensors_default_hooks(*hooks)
+
+
+def _readable(owner: Any, name: str) -> bool:
+    try:
+        getattr(owner, name)
+    except Exception:  # absent or unreadable in this build
+        return False
+    return True
 
 
 _FLAG_TABLE: list[tuple[str, Callable[[], Any], Callable[[Any], None]]] | None = None
@@ -236,7 +312,7 @@ def _flags() -> list[tuple[str, Callable[[], Any], Callable[[Any], None]]]:
     table: list[tuple[str, Callable[[], Any], Callable[[Any], None]]] = []
 
     def attr(owner: Any, name: str) -> None:
-        if hasattr(owner, name):
+        if owner is not None and _readable(owner, name):
             table.append((name, lambda: getattr(owner, name),
                           lambda value: setattr(owner, name, value)))
 
@@ -256,6 +332,21 @@ def _flags() -> list[tuple[str, Callable[[], Any], Callable[[Any], None]]]:
     for name in ("allow_tf32", "allow_fp16_reduced_precision_reduction",
                  "allow_bf16_reduced_precision_reduction"):
         attr(backends.cuda.matmul, name)
+    attr(backends.mkldnn, "deterministic")
+    attr(getattr(backends, "opt_einsum", None), "enabled")
+    attr(getattr(backends, "opt_einsum", None), "strategy")
+    attr(getattr(torch.utils, "deterministic", None), "fill_uninitialized_memory")
+    # the per-backend float32 precision settings (torch refuses to mix them with the legacy
+    # torch.set_float32_matmul_precision, so both are put back)
+    attr(backends, "fp32_precision")
+    for owner in (backends.cuda.matmul, backends.cudnn, getattr(backends.cudnn, "conv", None),
+                  getattr(backends.cudnn, "rnn", None), backends.mkldnn,
+                  getattr(backends.mkldnn, "matmul", None),
+                  getattr(backends.mkldnn, "conv", None), getattr(backends.mkldnn, "rnn", None)):
+        attr(owner, "fp32_precision")
+    linalg = getattr(backends.cuda, "preferred_linalg_library", None)
+    if linalg is not None:
+        table.append(("preferred_linalg_library", lambda: linalg(), lambda value: linalg(value)))
     for kind in ("flash", "mem_efficient", "math", "cudnn"):
         sdp_get = getattr(backends.cuda, f"{kind}_sdp_enabled", None)
         sdp_set = getattr(backends.cuda, f"enable_{kind}_sdp", None)
@@ -684,7 +775,7 @@ class _Guard:
         self.containers: list[tuple[Any, Any]] = []  # (list or dict attribute, its items)
         self.generators: list[tuple[torch.Generator, torch.Tensor]] = []
         self.placed: list[torch.Tensor] = []
-        self.places: list[tuple[int, torch.Size, torch.dtype]] = []
+        self.places: list[tuple[Any, ...]] = []
         # (storage, its bytes, offset, shape, strides, dtype) of each placed tensor
         self.layouts: list[tuple[Any, int, int, torch.Size, tuple[int, ...], torch.dtype]] = []
         dicts: list[dict[str, Any]] = []  # the tensor dicts, copied below in one pass
@@ -744,17 +835,22 @@ class _Guard:
             # generators their state
             for key in md.keys() - internal:
                 value = md[key]
-                kind = type(value)
-                if kind is list or kind is dict:
-                    if not key.startswith("_"):
-                        containers.append((value, list(value) if kind is list
-                                           else dict(value)))
-                elif isinstance(value, tensor_type):
+                if isinstance(value, tensor_type):
                     seen.setdefault(id(value), value)
-                elif kind is torch.Generator:
-                    generators.append((value, value.get_state()))
+                elif isinstance(value, _CONTAINER_TYPES):
+                    _note_containers(value, containers)
+                else:
+                    state = _generator_state(value)
+                    if state is not None:
+                        generators.append((value, state))
+        tensors = list(seen.values())
+        for d in map(vars, tensors):  # containers set on a Parameter (weight.tags = [...])
+            if d:
+                for value in d.values():
+                    if isinstance(value, _CONTAINER_TYPES):
+                        _note_containers(value, containers)
         self.containers, self.generators = containers, generators
-        tensors = self.tensors = list(seen.values())
+        self.tensors = tensors
         # the modules' and the tensors' own __dict__ (attributes set on a Parameter)
         attr_owners = mds + list(map(vars, tensors))
         self.attr_dicts = list(zip(attr_owners, map(dict, attr_owners)))
@@ -847,29 +943,27 @@ class _Guard:
                 current_set.update(saved_set)
         if self.snapshot is not None:  # values written in place: bytes back
             self.snapshot.restore()
-        if self.cow is not None and self.cow.saved:
+        restored: set[int] | None = None  # copy on write: the storages whose bytes came back
+        if self.cow is not None:
+            restored = set()
             with torch.no_grad():
-                for storage, copy_ in self.cow.saved.values():
+                for ptr, (storage, copy_) in self.cow.saved.items():
                     try:
                         if storage.nbytes() != copy_.nbytes():  # freed or resized since
                             storage.resize_(copy_.nbytes())
                         storage.copy_(copy_)
+                        restored.add(ptr)
                     except RuntimeError:  # a storage that cannot be resized: left as it is
                         continue
             self.cow.saved.clear()
         if self.placed:
             self._repoint()
-        for container, items in self.containers:  # lists and dicts filled in place
-            if type(container) is list:
-                if list(map(id, container)) != list(map(id, items)):
-                    container[:] = items
-            elif (list(container) != list(items)
-                  or list(map(id, container.values())) != list(map(id, items.values()))):
-                container.clear()
-                container.update(items)
+        for container, items in self.containers:  # lists, dicts, sets filled in place
+            if _items(container)[0] != items[0]:  # (by identity: never an item's __eq__)
+                _put_items(container, items)
         for generator, state in self.generators:
-            if not torch.equal(generator.get_state(), state):
-                generator.set_state(state)
+            if not _same_state(_generator_state(generator), state):
+                _set_generator_state(generator, state)
         tensors = self.tensors
         if tensors:
             if list(map(_REQUIRES_GRAD, tensors)) != self.requires:
@@ -883,6 +977,12 @@ class _Guard:
                         t.grad = grad
             if list(map(_VERSION, tensors)) != self.versions:
                 moved = [(t, v) for t, v in zip(tensors, self.versions) if t._version != v]
+                if restored is not None:
+                    # copy on write sees only writes made by operators in this thread: a
+                    # tensor written otherwise (another thread, DLPack, ctypes) keeps its new
+                    # version, so a backward that saved it fails loudly instead of computing
+                    # with the new values
+                    moved = [(t, v) for t, v in moved if _storage_ptr(t) in restored]
                 # written and put back: autograd sees the tensor it saved
                 autograd: Any = torch._C._autograd
                 autograd._unsafe_set_version_counter(tuple(t for t, _ in moved),
@@ -980,7 +1080,72 @@ _IS_NESTED = attrgetter("is_nested")
 _LAYOUT = attrgetter("layout")
 _UNTYPED_STORAGE = methodcaller("untyped_storage")
 _MISSING = object()
-_CONTAINERS = frozenset({list, dict})
+_CONTAINER_TYPES = (list, dict, set, collections.deque)
+
+
+def _note_containers(value: Any, out: list[tuple[Any, Any]], depth: int = 0) -> None:
+    """``value`` and the containers inside it (a few levels: ``cfg['a'].append(x)``), each
+    with its items."""
+    out.append((value, _items(value)))
+    if depth < 3:
+        for item in (value.values() if isinstance(value, dict) else value):
+            if isinstance(item, _CONTAINER_TYPES):
+                _note_containers(item, out, depth + 1)
+
+
+def _items(container: Any) -> tuple[Any, ...]:
+    """What a container holds, by identity: (key, id) pairs of a dict, ids of the others."""
+    if isinstance(container, dict):
+        return tuple(zip(container, map(id, container.values()))), tuple(container.values())
+    return tuple(map(id, container)), tuple(container)
+
+
+def _put_items(container: Any, items: tuple[Any, ...]) -> None:
+    keys_ids, values = items
+    if isinstance(container, dict):
+        container.clear()
+        container.update(zip((k for k, _ in keys_ids), values))
+    elif isinstance(container, list):
+        container[:] = values
+    else:  # set, deque
+        container.clear()
+        (container.update if isinstance(container, set) else container.extend)(values)
+
+
+def _generator_state(value: object) -> Any:
+    """The state of a random number generator held as an attribute (torch, Python, NumPy), or
+    ``None`` for anything else."""
+    if isinstance(value, torch.Generator):
+        return value.get_state()
+    if isinstance(value, random.Random):
+        return value.getstate()
+    kind = type(value)
+    if kind.__module__.startswith("numpy.random"):
+        if kind.__name__ == "Generator":
+            return copy.deepcopy(value.bit_generator.state)  # type: ignore[attr-defined]
+        if kind.__name__ == "RandomState":
+            return value.get_state()  # type: ignore[attr-defined]
+    return None
+
+
+def _set_generator_state(value: Any, state: Any) -> None:
+    if isinstance(value, torch.Generator):
+        value.set_state(state)
+    elif isinstance(value, random.Random):
+        value.setstate(state)
+    elif type(value).__name__ == "Generator":
+        value.bit_generator.state = state
+    else:
+        value.set_state(state)
+
+
+def _same_state(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return torch.equal(a, b)
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError):  # NumPy arrays inside: compare as text
+        return repr(a) == repr(b)
 _OFFSET = methodcaller("storage_offset")
 _SHAPE = attrgetter("shape")
 _STRIDE = methodcaller("stride")
@@ -988,9 +1153,19 @@ _DTYPE = attrgetter("dtype")
 _TENSOR_PTR = methodcaller("data_ptr")
 
 
-def _places(tensors: list[torch.Tensor]) -> list[tuple[int, torch.Size, torch.dtype]]:
-    """Where each tensor's data is: (address, shape, dtype), by C-level passes."""
-    return list(zip(map(_TENSOR_PTR, tensors), map(_SHAPE, tensors), map(_DTYPE, tensors)))
+def _places(tensors: list[torch.Tensor]) -> list[tuple[Any, ...]]:
+    """Where and how each tensor's data is laid out: (address, shape, strides, offset, dtype),
+    by C-level passes (``t_()`` or ``as_strided_`` change only strides)."""
+    return list(zip(map(_TENSOR_PTR, tensors), map(_SHAPE, tensors), map(_STRIDE, tensors),
+                    map(_OFFSET, tensors), map(_DTYPE, tensors)))
+
+
+def _storage_ptr(t: torch.Tensor) -> int:
+    try:
+        ptr: int = t.untyped_storage().data_ptr()
+        return ptr
+    except RuntimeError:
+        return 0
 
 
 _TRAINING = attrgetter("training")
@@ -1108,16 +1283,22 @@ def copy_with(model: nn.Module, convert: Callable[[torch.Tensor], torch.Tensor],
                 memo[id(p)] = fresh_lazy(p)
             else:
                 new = nn.Parameter(convert(p.detach()), requires_grad=p.requires_grad)
-                if p.__dict__:
-                    new.__dict__.update(p.__dict__)
+                if p.__dict__:  # (containers copied: the copy's forward may fill them)
+                    new.__dict__.update({k: copy.copy(v) if isinstance(v, (list, dict, set))
+                                         else v for k, v in p.__dict__.items()})
                 memo[id(p)] = new
         for b in mod._buffers.values():
             if b is None or id(b) in memo:
                 continue
             memo[id(b)] = fresh_lazy(b) if is_lazy(b) else convert(b)
         for value in mod.__dict__.values():  # plain tensor attributes (constants)
-            if isinstance(value, torch.Tensor) and id(value) not in memo:
-                memo[id(value)] = convert(value)
+            if isinstance(value, torch.Tensor):
+                if id(value) not in memo:
+                    memo[id(value)] = convert(value)
+            elif isinstance(value, (list, tuple, dict)):  # tables kept in a list or a dict
+                for t in tensors_in(value):
+                    if id(t) not in memo and not isinstance(t, nn.Parameter):
+                        memo[id(t)] = convert(t)
     return copy.deepcopy(model, memo)
 
 
