@@ -834,3 +834,35 @@ def test_every_kind_of_container_and_generator_attribute_comes_back() -> None:
     assert model.py_rng.getstate() == py_state
     assert model.np_rng.bit_generator.state == np_state
     assert model.fc.weight.tags == ["w"]  # type: ignore[attr-defined]
+
+
+def test_state_guard_leaves_a_lazy_module_uninitialized() -> None:
+    # guards the bug: a forward under state_guard materialized a lazy layer; the module's
+    # class came back but its parameter stayed a (3, 4) Parameter, so a later forward with
+    # another input size failed
+    model = nn.LazyLinear(3)
+    with torchscope.trace.state_guard(model):
+        model(torch.randn(2, 4))
+    assert type(model).__name__ == "LazyLinear"
+    assert type(model.weight).__name__ == "UninitializedParameter"
+    assert model(torch.randn(2, 5)).shape == (2, 3)  # infers its shape from this input
+
+
+def test_a_tensor_hook_removed_by_the_forward_comes_back() -> None:
+    # guards the bug: only hooks added to the model's tensors were undone, not removed ones
+    model = nn.Linear(4, 4)
+    seen: list[int] = []
+    handle = model.weight.register_hook(lambda g: seen.append(1))
+
+    class Removes(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            handle.remove()
+            return self.inner(x)
+
+    torchscope.summarize(Removes(), torch.randn(2, 4), mode="real")
+    model(torch.randn(2, 4)).sum().backward()
+    assert seen == [1]

@@ -46,6 +46,7 @@ from torchscope.trace import (
     make_inputs,
     map_tensors,
     module_tree,
+    own_copy,
     parse_device,
     shallow_copy,
     state_guard,
@@ -469,8 +470,8 @@ def _cast_fake_copy(target: nn.Module, dtype: torch.dtype, fake_mode: Any) -> No
             return new
         if is_lazy(t):
             kind: Any = type(t)
-            new = kind(requires_grad=t.requires_grad, device=t.device,
-                       dtype=dtype if t.dtype.is_floating_point else t.dtype)
+            new = own_copy(kind(requires_grad=t.requires_grad, device=t.device,
+                                dtype=dtype if t.dtype.is_floating_point else t.dtype))
             new.__dict__.update(t.__dict__)
         elif t.is_floating_point() and t.dtype != dtype:
             with fake_mode, torch.no_grad():

@@ -63,6 +63,7 @@ from torchscope.trace._guard import (
     fake_copy,
     meta_copy,
     module_tree,
+    own_copy,
     shallow_copy,
     state_guard,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "copy_to_meta",
     "meta_copy",
     "module_tree",
+    "own_copy",
     "parse_device",
     "shallow_copy",
     "spec_of",

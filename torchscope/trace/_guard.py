@@ -11,6 +11,7 @@ import mmap
 import random
 import sys
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import accumulate, chain, repeat
@@ -24,7 +25,7 @@ from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-def
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["copy_to_meta", "meta_copy", "state_guard"]
+__all__ = ["copy_to_meta", "meta_copy", "own_copy", "state_guard"]
 
 from torchscope._torch import (
     is_lazy,
@@ -733,6 +734,7 @@ class _Guard:
         "hook_dicts",
         "hook_id",
         "layouts",
+        "lazy",
         "modules",
         "placed",
         "places",
@@ -740,6 +742,7 @@ class _Guard:
         "sets",
         "snapshot",
         "tensor_dicts",
+        "tensor_hooks",
         "tensor_marks",
         "tensors",
         "types",
@@ -772,6 +775,8 @@ class _Guard:
         self.cow: _CopyOnWrite | None = None
         self.snapshot: _Snapshot | None = None
         self.types: list[type] = []
+        self.tensor_hooks: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
+        self.lazy: list[tuple[torch.Tensor, type, torch.dtype, torch.device]] = []
         self.containers: list[tuple[Any, Any]] = []  # (list or dict attribute, its items)
         self.generators: list[tuple[torch.Generator, torch.Tensor]] = []
         self.placed: list[torch.Tensor] = []
@@ -851,6 +856,15 @@ class _Guard:
                         _note_containers(value, containers)
         self.containers, self.generators = containers, generators
         self.tensors = tensors
+        # hook dicts on the tensors themselves, to put back hooks a forward removed
+        self.tensor_hooks = [(d, dict(d)) for name in _TENSOR_HOOKS
+                             for d in map(attrgetter(name), tensors) if d]
+        # uninitialized (lazy) tensors: a forward materializes them in place (class and data)
+        self.lazy = ([(t, type(t), t.dtype, t.device) for t in tensors
+                      if isinstance(t, UninitializedTensorMixin)
+                      and _FRESH_LAZY.get(id(t)) is not t]
+                     if any(issubclass(k, UninitializedTensorMixin)
+                            for k in set(map(type, tensors))) else [])
         # the modules' and the tensors' own __dict__ (attributes set on a Parameter)
         attr_owners = mds + list(map(vars, tensors))
         self.attr_dicts = list(zip(attr_owners, map(dict, attr_owners)))
@@ -956,6 +970,15 @@ class _Guard:
                     except RuntimeError:  # a storage that cannot be resized: left as it is
                         continue
             self.cow.saved.clear()
+        for d, saved in self.tensor_hooks:
+            if len(d) != len(saved) or list(d) != list(saved):  # a hook removed (or swapped)
+                d.clear()
+                d.update(saved)
+        for t, cls, dtype, device in self.lazy:
+            if type(t) is not cls:  # materialized: uninitialized again
+                with torch.no_grad():
+                    t.data = torch.empty(0, dtype=dtype, device=device)
+                t.__class__ = cls
         if self.placed:
             self._repoint()
         for container, items in self.containers:  # lists, dicts, sets filled in place
@@ -1079,7 +1102,21 @@ _GRAD = attrgetter("grad")
 _IS_NESTED = attrgetter("is_nested")
 _LAYOUT = attrgetter("layout")
 _UNTYPED_STORAGE = methodcaller("untyped_storage")
+def own_copy(t: torch.Tensor) -> torch.Tensor:
+    """Mark an uninitialized tensor made for one of torchscope's own copies of a model: a state
+    guard leaves its materialization alone (the copy's forward is run to infer its shape).
+
+    >>> own_copy(torch.nn.parameter.UninitializedParameter()).__class__.__name__
+    'UninitializedParameter'
+    """
+    _FRESH_LAZY[id(t)] = t
+    return t
+
+
+#: lazy tensors of torchscope's own copies (a guard leaves their materialization alone)
+_FRESH_LAZY: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
 _MISSING = object()
+_TENSOR_HOOKS = ("_backward_hooks", "_post_accumulate_grad_hooks")
 _CONTAINER_TYPES = (list, dict, set, collections.deque)
 
 
@@ -1273,7 +1310,7 @@ def copy_with(model: nn.Module, convert: Callable[[torch.Tensor], torch.Tensor],
         kind: Any = type(t)
         new: torch.Tensor = kind(requires_grad=t.requires_grad, device=lazy_device or t.device,
                                  dtype=t.dtype)
-        return new
+        return own_copy(new)  # a copy's: its forward materializes it for its shapes
 
     for mod in model.modules():
         for p in mod._parameters.values():
