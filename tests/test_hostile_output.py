@@ -1,5 +1,6 @@
-"""Names that hold HTML entities or Markdown escapes, shown as written in SVG and Markdown;
-argument checks of summary and inferred_numel; every command line error one line on stderr."""
+"""Promise 4 in the output: names that hold HTML entities or Markdown escapes, shown as written in
+SVG and Markdown; argument checks of summary and inferred_numel; every command line error one
+line on stderr."""
 
 from __future__ import annotations
 

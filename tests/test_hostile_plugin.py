@@ -1,4 +1,5 @@
-"""Bad input to the pytest plugin and the assertion helpers: one clear error, no lost snapshot."""
+"""Promise 4 for the pytest plugin: bad input to the plugin and the assertion helpers: one clear
+error, no lost snapshot."""
 
 from __future__ import annotations
 

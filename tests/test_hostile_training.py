@@ -1,6 +1,6 @@
-"""Hostile models and options for the training-step analyses and initialization policies:
-module graphs with a cycle, deep nesting, TorchScript, exotic dtypes and options of the wrong
-type each work or give one clear line, and never change the model."""
+"""Promises 1, 3 and 4 for the training-step analyses and initialization policies: module graphs
+with a cycle, deep nesting, TorchScript, exotic dtypes and options of the wrong type each work
+or give one clear line, and never change the model."""
 
 from __future__ import annotations
 
