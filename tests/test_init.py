@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -742,6 +744,21 @@ def test_long_names_are_never_cut() -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``torchscope init ARGS`` run in this process (its stdout, stderr and exit code)."""
+    from torchscope.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+            warnings.catch_warnings():
+        try:
+            code = main(["init", *args])
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 2
+    return subprocess.CompletedProcess(["torchscope", "init", *args], code, out.getvalue(),
+                                       err.getvalue())
+
+
+def _cli_process(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "torchscope", "init", *args],
                           capture_output=True, text=True, check=False, timeout=120)
 
@@ -808,7 +825,8 @@ def test_cli_input_size_needs_check_stats(tmp_path: Path) -> None:
 
 
 def test_cli_errors_exit_2_with_one_line(tmp_path: Path) -> None:
-    out = _cli("torchscope.examples:MLP", "--policy", str(tmp_path / "nope.toml"))
+    # (one run as a real process: the exit code and stderr of the program itself)
+    out = _cli_process("torchscope.examples:MLP", "--policy", str(tmp_path / "nope.toml"))
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "does not exist" in out.stderr
     path = _write(tmp_path, '[[rule]]\nmatch = "*"\ninit = "eye"\n')
