@@ -5,7 +5,10 @@ CLI)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -30,8 +33,22 @@ def _codes(findings: Any) -> list[str]:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "torchscope", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=300, check=False)
+    """``torchscope ARGS`` run in this process from the folder ``cwd``."""
+    from torchscope.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else 2
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(["torchscope", *args], code, out.getvalue(),
+                                       err.getvalue())
 
 
 def _deep(levels: int) -> dict[str, Any]:
