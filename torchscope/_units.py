@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-__all__ = ["UNKNOWN", "humanize_bytes", "humanize_count"]
+__all__ = ["UNKNOWN", "humanize_bytes", "humanize_count", "short_repr"]
 
 #: How every renderer shows a number that is not known (lazy, data-dependent).
 UNKNOWN = "?"
@@ -45,3 +45,13 @@ def humanize_bytes(n: int | None) -> str:
         if abs(value) < 1024 or unit == "PiB":
             return f"{value:.1f} {unit}"
     return f"{n} B"  # pragma: no cover
+
+
+def short_repr(value: object, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters (for error messages that quote a value).
+
+    >>> short_repr("x" * 50)
+    "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx..."
+    """
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

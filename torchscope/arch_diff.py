@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torchscope._units import short_repr
 from torchscope.errors import ArgumentError, InputSpecError, TorchscopeError
 from torchscope.records import (
     ArchitectureDiff,
@@ -177,10 +178,6 @@ def _side(value: object, which: str, options: dict[str, Any]) -> tuple[Report, s
 # the diff
 
 
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
 
 def _check_labels(function: str, labels: object) -> None:
     if labels is None:
@@ -188,7 +185,7 @@ def _check_labels(function: str, labels: object) -> None:
     if not (isinstance(labels, (tuple, list)) and len(labels) == 2
             and all(isinstance(label, str) for label in labels)):
         raise ArgumentError(
-            f"{function}: labels = {_shown(labels)} is not a pair of names; give two str, e.g. "
+            f"{function}: labels = {short_repr(labels)} is not a pair of names; give two str, e.g. "
             "labels=('before', 'after'), or None for the root types or file names"
         )
 
@@ -237,7 +234,7 @@ def diff(
     ('weight', '[8, 4]', '[16, 4]')
     """
     if not isinstance(mode, str) or mode not in _MODES:
-        raise InputSpecError(f"diff: mode = {_shown(mode)} is not one of {', '.join(_MODES)}")
+        raise InputSpecError(f"diff: mode = {short_repr(mode)} is not one of {', '.join(_MODES)}")
     _check_labels("diff", labels)
     options: dict[str, Any] = {}
     if example_inputs is not None:
@@ -272,7 +269,7 @@ def compare_reports(before: Report, after: Report, *, labels: tuple[str, str] | 
     """
     for name, value in (("before", before), ("after", after)):
         if not isinstance(value, Report):
-            raise ArgumentError(f"compare_reports: {name} = {_shown(value)} is not a Report; "
+            raise ArgumentError(f"compare_reports: {name} = {short_repr(value)} is not a Report; "
                                 "give two torchscope.summarize(...) results")
     _check_labels("compare_reports", labels)
     label_a, label_b = labels or (before.root_type, after.root_type)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from torchscope._torch import fsdp_module_type
-from torchscope._units import humanize_bytes
+from torchscope._units import humanize_bytes, short_repr
 from torchscope.errors import InputSpecError, TorchscopeError
 from torchscope.records import Finding, ParamRecord, RankRecord, Report, Severity, TiedGroup
 
@@ -334,8 +334,7 @@ _Payload = tuple[int, str | None, int, int, int, str,
 
 
 def _shown(value: object) -> str:
-    text = repr(value)
-    return (text if len(text) <= 40 else text[:37] + "...") + f" ({type(value).__name__})"
+    return short_repr(value) + f" ({type(value).__name__})"
 
 
 def _local_numel(p: ParamRecord) -> int:

@@ -123,13 +123,14 @@ def _safe_name(name: str) -> str:
 
 def _check_name(name: object) -> str | None:
     """``name`` if it can name a snapshot, else an error naming it and the fix."""
+    from torchscope._units import short_repr
     from torchscope.errors import ArgumentError, InputSpecError
 
     if name is None:
         return None
     if not isinstance(name, str):
         raise ArgumentError(
-            f"model_snapshot: name = {_shown_value(name)} is not a str; give the snapshot's "
+            f"model_snapshot: name = {short_repr(name)} is not a str; give the snapshot's "
             "name as a str, e.g. name='eval', or leave it out to use the test's name"
         )
     if not name.strip() or not name.strip("."):
@@ -139,10 +140,6 @@ def _check_name(name: object) -> str | None:
         )
     return name
 
-
-def _shown_value(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _test_name(node: pytest.Item) -> str:

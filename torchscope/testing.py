@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from torchscope._units import short_repr as _shown
 from torchscope.errors import ArgumentError, InputSpecError
 
 if TYPE_CHECKING:
@@ -55,10 +56,6 @@ def _lines(items: list[str]) -> str:
 # ------------------------------------------------------------------------------------------
 # arguments
 
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _check_model(where: str, model: object) -> nn.Module:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from torchscope._torch import gc_paused, plain_reads, recursion_room, unwrap_wrappers
-from torchscope._units import humanize_bytes
+from torchscope._units import humanize_bytes, short_repr
 from torchscope.cost import estimate_cost
 from torchscope.distributed import gather_report
 from torchscope.errors import InputSpecError
@@ -142,12 +142,12 @@ def summarize(
     _check_model(model, "summarize")
     if not isinstance(mode, str) or mode not in _MODES:
         raise InputSpecError(
-            f"summarize: mode = {_shown(mode)} is not one of {', '.join(_MODES)}")
+            f"summarize: mode = {short_repr(mode)} is not one of {', '.join(_MODES)}")
     for name, flag in (("distributed", distributed), ("follow_functions", follow_functions),
                        ("cost", cost)):
         if not isinstance(flag, bool):
             raise InputSpecError(
-                f"summarize: {name} = {_shown(flag)} is not True or False; pass a bool")
+                f"summarize: {name} = {short_repr(flag)} is not True or False; pass a bool")
     if distributed:
         try:
             local = summarize(model, example_inputs, example_kwargs=example_kwargs,
@@ -218,15 +218,11 @@ def summarize(
 def _check_model(model: object, where: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise InputSpecError(
-            f"{where}: model = {_shown(model)} ({type(model).__name__}) is not a "
+            f"{where}: model = {short_repr(model)} ({type(model).__name__}) is not a "
             "torch.nn.Module; pass the model itself (an nn.Module instance)"
         )
     return model
 
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _cycle_finding(edge: str, ancestor: str) -> Finding:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from torchscope._torch import dtype_name, is_lazy
+from torchscope._units import short_repr
 from torchscope.errors import ArgumentError, InputSpecError
 from torchscope.init._tree import ModelTree, as_float64, model_tree
 from torchscope.records import TensorStats, short_path
@@ -186,10 +187,6 @@ def param_aliases(model: nn.Module | ModelTree) -> dict[int, list[str]]:
     return (model if isinstance(model, ModelTree) else model_tree(model)).aliases()
 
 
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
 
 def check_number(where: str, name: str, value: object, *, example: str,
                  minimum: float | None = 0.0) -> float:
@@ -203,7 +200,7 @@ def check_number(where: str, name: str, value: object, *, example: str,
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         raise ArgumentError(
-            f"{where}: {name} = {_shown(value)} ({type(value).__name__}) is not a number; pass "
+            f"{where}: {name} = {short_repr(value)} ({type(value).__name__}) is not a number; pass "
             f"a number such as {name}={example}"
         )
     if minimum is not None and value < minimum:
@@ -222,7 +219,7 @@ def check_flag(where: str, name: str, value: object) -> bool:
     """
     if not isinstance(value, bool):
         raise ArgumentError(
-            f"{where}: {name} = {_shown(value)} ({type(value).__name__}) is not a bool; pass "
+            f"{where}: {name} = {short_repr(value)} ({type(value).__name__}) is not a bool; pass "
             f"{name}=True or {name}=False"
         )
     return value
@@ -235,7 +232,7 @@ def check_loss_fn(where: str, loss_fn: object) -> None:
     """
     if loss_fn is not None and not callable(loss_fn):
         raise ArgumentError(
-            f"{where}: loss_fn = {_shown(loss_fn)} ({type(loss_fn).__name__}) is not callable; "
+            f"{where}: loss_fn = {short_repr(loss_fn)} ({type(loss_fn).__name__}) is not callable; "
             "pass a function of the output returning a scalar, e.g. loss_fn=lambda out: "
             "out.sum(), or leave it out"
         )

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined,unused-ignore]
 
 from torchscope._torch import gc_paused, plain_reads
+from torchscope._units import short_repr
 from torchscope.errors import InputSpecError
 from torchscope.records import TiedGroup, TieKind
 
@@ -386,7 +387,7 @@ _Link = tuple[nn.Module, "_Link | None"]
 
 def _require_tensor(t: object, where: str) -> None:
     if not isinstance(t, torch.Tensor):
-        shown = repr(t) if len(repr(t)) <= 40 else repr(t)[:37] + "..."
+        shown = short_repr(t)
         raise InputSpecError(
             f"{where} needs a torch.Tensor, got {shown} ({type(t).__name__}): pass a tensor")
 
@@ -397,7 +398,7 @@ def require_module(model: object, where: str) -> None:
     >>> require_module(torch.nn.Linear(1, 1), "find_tied")
     """
     if not isinstance(model, nn.Module):
-        shown = repr(model) if len(repr(model)) <= 40 else repr(model)[:37] + "..."
+        shown = short_repr(model)
         raise InputSpecError(
             f"{where} needs an nn.Module, got {shown} ({type(model).__name__}): pass the model"
         )
