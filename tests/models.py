@@ -1,8 +1,14 @@
-"""Shared model builders for tests: transformers architectures from small offline configs."""
+"""Shared model builders for tests: transformers architectures from small offline configs;
+and the command line run in-process."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -120,3 +126,24 @@ def assert_same_state(before: dict[str, object], after: dict[str, object]) -> No
     assert before["hooks"] == after["hooks"]
     assert torch.equal(before["rng"], after["rng"])  # type: ignore[arg-type]
     assert before["grad"] == after["grad"]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m torchscope ARGS`` run in this process (from ``cwd``): its stdout, stderr and
+    exit code, as a finished process would give them."""
+    from torchscope.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else 2
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(["torchscope", *args], code, out.getvalue(),
+                                       err.getvalue())

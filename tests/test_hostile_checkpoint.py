@@ -5,10 +5,7 @@ CLI)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -21,6 +18,7 @@ import torch
 from torch import nn
 
 import torchscope
+from tests.models import run_cli
 from torchscope import examples
 from torchscope.arch_diff import load_report
 from torchscope.checkpoint import _read
@@ -33,22 +31,7 @@ def _codes(findings: Any) -> list[str]:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``torchscope ARGS`` run in this process from the folder ``cwd``."""
-    from torchscope.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    here = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(args))
-            except SystemExit as exit_:
-                code = exit_.code if isinstance(exit_.code, int) else 2
-    finally:
-        os.chdir(here)
-    return subprocess.CompletedProcess(["torchscope", *args], code, out.getvalue(),
-                                       err.getvalue())
+    return run_cli(*args, cwd=cwd)
 
 
 def _deep(levels: int) -> dict[str, Any]:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
 import subprocess
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import torch
 from torch import nn
 
 import torchscope
-from tests.models import TRANSFORMERS, assert_same_state, gpt2, state_fingerprint
+from tests.models import TRANSFORMERS, assert_same_state, gpt2, run_cli, state_fingerprint
 from torchscope import examples
 from torchscope.errors import InitPolicyError, TorchscopeError
 from torchscope.init import (
@@ -744,18 +742,7 @@ def test_long_names_are_never_cut() -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``torchscope init ARGS`` run in this process (its stdout, stderr and exit code)."""
-    from torchscope.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-            warnings.catch_warnings():
-        try:
-            code = main(["init", *args])
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 2
-    return subprocess.CompletedProcess(["torchscope", "init", *args], code, out.getvalue(),
-                                       err.getvalue())
+    return run_cli("init", *args)
 
 
 def _cli_process(*args: str) -> subprocess.CompletedProcess[str]:
